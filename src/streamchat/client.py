@@ -1,0 +1,125 @@
+"""``Client`` / ``AsyncClient``: ``client.messages.create(...)`` and ``client.messages.stream(...)``.
+
+The API mirrors the Anthropic SDK so its users' code (and the notebook) runs unchanged. The sync
+client is a thin bridge over the async one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from . import _bridge
+from .events import Message
+from .providers import resolve
+from .providers.local import DEFAULT_LOCAL_MODEL
+from .request import build_request
+from .stream import (
+    AsyncMessageStream,
+    AsyncMessageStreamManager,
+    MessageStream,
+    MessageStreamManager,
+)
+
+
+class AsyncMessages:
+    def __init__(self, client: AsyncClient):
+        self._client = client
+
+    async def _open(
+        self,
+        *,
+        messages: Any,
+        model: str | None = None,
+        max_tokens: int = 1024,
+        system: Any = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        stop_sequences: list[str] | None = None,
+        seed: int | None = None,
+        metadata: Any = None,
+    ) -> AsyncMessageStream:
+        started_at = time.perf_counter()
+        provider, model_id = resolve(model, self._client.default_model)
+        request = build_request(
+            model=model_id,
+            messages=messages,
+            max_tokens=max_tokens,
+            system=system,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            stop_sequences=stop_sequences,
+            seed=seed,
+        )
+        stream = AsyncMessageStream(provider.stream(request), started_at=started_at)
+        return await stream.start()
+
+    async def create(self, *, stream: bool = False, **params: Any) -> Message | AsyncMessageStream:
+        """A complete :class:`Message`, or with ``stream=True`` an :class:`AsyncMessageStream`."""
+        opened = await self._open(**params)
+        if stream:
+            return opened
+        try:
+            return await opened.get_final_message()
+        finally:
+            await opened.close()
+
+    def stream(self, **params: Any) -> AsyncMessageStreamManager:
+        """``async with client.messages.stream(...) as stream:`` (same parameters as create)."""
+        return AsyncMessageStreamManager(lambda: self._open(**params))
+
+
+class AsyncClient:
+    """The async client. ``default_model`` serves requests that name no known model."""
+
+    def __init__(self, default_model: str | None = None):
+        self.default_model = default_model or os.environ.get("STREAMCHAT_MODEL") or DEFAULT_LOCAL_MODEL
+        self.messages = AsyncMessages(self)
+
+    async def close(self) -> None:
+        """Nothing to release today; present for parity with the SDKs."""
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class Messages:
+    def __init__(self, inner: AsyncMessages):
+        self._inner = inner
+
+    def create(self, *, stream: bool = False, **params: Any) -> Message | MessageStream:
+        """A complete :class:`Message`, or with ``stream=True`` a :class:`MessageStream`."""
+        if stream:
+            return MessageStream(_bridge.run(self._inner.create(stream=True, **params)))
+        return _bridge.run(self._inner.create(**params))
+
+    def stream(self, **params: Any) -> MessageStreamManager:
+        """``with client.messages.stream(...) as stream:`` (same parameters as create)."""
+        return MessageStreamManager(lambda: self._inner._open(**params))
+
+
+class Client:
+    """The sync client; same API as :class:`AsyncClient`, blocking."""
+
+    def __init__(self, default_model: str | None = None):
+        self._async = AsyncClient(default_model)
+        self.messages = Messages(self._async.messages)
+
+    @property
+    def default_model(self) -> str:
+        return self._async.default_model
+
+    def close(self) -> None:
+        _bridge.run(self._async.close())
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,102 @@
+"""One exception hierarchy for the whole package, keyed by the canonical (Anthropic) error types.
+
+``ERROR_STATUS`` is the single table from error type to HTTP status; wire codecs map these types
+to each protocol's own names.
+"""
+
+from __future__ import annotations
+
+ERROR_STATUS: dict[str, int] = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+
+
+class StreamchatError(Exception):
+    """Base class of every error streamchat raises on purpose."""
+
+    error_type: str = "api_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    @property
+    def status_code(self) -> int:
+        return ERROR_STATUS.get(self.error_type, 500)
+
+    def to_dict(self) -> dict[str, object]:
+        """The Anthropic error body: ``{"type": "error", "error": {...}}``."""
+        return {"type": "error", "error": {"type": self.error_type, "message": self.message}}
+
+
+class InvalidRequestError(StreamchatError):
+    error_type = "invalid_request_error"
+
+
+class AuthenticationError(StreamchatError):
+    error_type = "authentication_error"
+
+
+class PermissionDeniedError(StreamchatError):
+    error_type = "permission_error"
+
+
+class NotFoundError(StreamchatError):
+    error_type = "not_found_error"
+
+
+class RequestTooLargeError(StreamchatError):
+    error_type = "request_too_large"
+
+
+class RateLimitError(StreamchatError):
+    error_type = "rate_limit_error"
+
+
+class APIError(StreamchatError):
+    error_type = "api_error"
+
+
+class TimeoutError_(StreamchatError):
+    error_type = "timeout_error"
+
+
+class OverloadedError(StreamchatError):
+    error_type = "overloaded_error"
+
+
+class ModelError(StreamchatError):
+    """A model file is missing, corrupt or cannot be loaded."""
+
+    error_type = "not_found_error"
+
+
+_BY_TYPE: dict[str, type[StreamchatError]] = {
+    cls.error_type: cls
+    for cls in (
+        InvalidRequestError,
+        AuthenticationError,
+        PermissionDeniedError,
+        NotFoundError,
+        RequestTooLargeError,
+        RateLimitError,
+        APIError,
+        TimeoutError_,
+        OverloadedError,
+    )
+}
+
+
+def error_from_type(error_type: str, message: str) -> StreamchatError:
+    """The exception for a canonical error type (unknown types become :class:`APIError`)."""
+    error = _BY_TYPE.get(error_type, APIError)(message)
+    error.error_type = error_type
+    return error

@@ -1,0 +1,255 @@
+"""Canonical stream events: the Anthropic Messages streaming shape, used by every producer and consumer.
+
+Events are slotted dataclasses (cheap to build once per token) whose attribute names match the
+Anthropic SDK, so ``event.type``, ``event.delta.text`` and ``event.usage.output_tokens`` work as
+users expect. Each event carries ``timestamp`` (``time.perf_counter()`` at creation) for metrics;
+it is never serialised.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use"]
+STOP_REASONS: tuple[str, ...] = ("end_turn", "max_tokens", "stop_sequence", "tool_use")
+
+
+def _now() -> float:
+    return time.perf_counter()
+
+
+@dataclass(slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
+
+
+@dataclass(slots=True)
+class TextBlock:
+    text: str = ""
+    type: Literal["text"] = "text"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "text", "text": self.text}
+
+
+@dataclass(slots=True)
+class Message:
+    """A complete (or partially accumulated) assistant message."""
+
+    id: str
+    model: str
+    content: list[TextBlock] = field(default_factory=list)
+    role: Literal["assistant"] = "assistant"
+    stop_reason: StopReason | None = None
+    stop_sequence: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    type: Literal["message"] = "message"
+
+    @property
+    def text(self) -> str:
+        return "".join(block.text for block in self.content)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": "message",
+            "role": self.role,
+            "model": self.model,
+            "content": [block.to_dict() for block in self.content],
+            "stop_reason": self.stop_reason,
+            "stop_sequence": self.stop_sequence,
+            "usage": self.usage.to_dict(),
+        }
+
+    def to_json(self, *, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+
+
+@dataclass(slots=True)
+class TextDelta:
+    text: str
+    type: Literal["text_delta"] = "text_delta"
+
+
+@dataclass(slots=True)
+class MessageDeltaBody:
+    stop_reason: StopReason | None = None
+    stop_sequence: str | None = None
+
+
+@dataclass(slots=True)
+class MessageDeltaUsage:
+    output_tokens: int = 0
+
+
+@dataclass(slots=True)
+class ErrorBody:
+    type: str
+    message: str
+
+
+@dataclass(slots=True)
+class MessageStartEvent:
+    message: Message
+    timestamp: float = field(default_factory=_now, repr=False, compare=False)
+    type: Literal["message_start"] = "message_start"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "message": self.message.to_dict()}
+
+
+@dataclass(slots=True)
+class ContentBlockStartEvent:
+    index: int = 0
+    content_block: TextBlock = field(default_factory=TextBlock)
+    timestamp: float = field(default_factory=_now, repr=False, compare=False)
+    type: Literal["content_block_start"] = "content_block_start"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "index": self.index, "content_block": self.content_block.to_dict()}
+
+
+@dataclass(slots=True)
+class ContentBlockDeltaEvent:
+    delta: TextDelta
+    index: int = 0
+    timestamp: float = field(default_factory=_now, repr=False, compare=False)
+    type: Literal["content_block_delta"] = "content_block_delta"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "index": self.index,
+            "delta": {"type": "text_delta", "text": self.delta.text},
+        }
+
+
+@dataclass(slots=True)
+class ContentBlockStopEvent:
+    index: int = 0
+    timestamp: float = field(default_factory=_now, repr=False, compare=False)
+    type: Literal["content_block_stop"] = "content_block_stop"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "index": self.index}
+
+
+@dataclass(slots=True)
+class MessageDeltaEvent:
+    delta: MessageDeltaBody
+    usage: MessageDeltaUsage
+    timestamp: float = field(default_factory=_now, repr=False, compare=False)
+    type: Literal["message_delta"] = "message_delta"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "delta": {
+                "stop_reason": self.delta.stop_reason,
+                "stop_sequence": self.delta.stop_sequence,
+            },
+            "usage": {"output_tokens": self.usage.output_tokens},
+        }
+
+
+@dataclass(slots=True)
+class MessageStopEvent:
+    timestamp: float = field(default_factory=_now, repr=False, compare=False)
+    type: Literal["message_stop"] = "message_stop"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type}
+
+
+@dataclass(slots=True)
+class PingEvent:
+    timestamp: float = field(default_factory=_now, repr=False, compare=False)
+    type: Literal["ping"] = "ping"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type}
+
+
+@dataclass(slots=True)
+class ErrorEvent:
+    error: ErrorBody
+    timestamp: float = field(default_factory=_now, repr=False, compare=False)
+    type: Literal["error"] = "error"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "error": {"type": self.error.type, "message": self.error.message}}
+
+
+StreamEvent = (
+    MessageStartEvent
+    | ContentBlockStartEvent
+    | ContentBlockDeltaEvent
+    | ContentBlockStopEvent
+    | MessageDeltaEvent
+    | MessageStopEvent
+    | PingEvent
+    | ErrorEvent
+)
+
+
+def message_from_dict(data: dict[str, Any]) -> Message:
+    """Build a :class:`Message` from its Anthropic JSON shape."""
+    usage = data.get("usage") or {}
+    return Message(
+        id=data.get("id", ""),
+        model=data.get("model", ""),
+        content=[
+            TextBlock(text=block.get("text", ""))
+            for block in data.get("content") or []
+            if block.get("type", "text") == "text"
+        ],
+        stop_reason=data.get("stop_reason"),
+        stop_sequence=data.get("stop_sequence"),
+        usage=Usage(
+            input_tokens=usage.get("input_tokens") or 0,
+            output_tokens=usage.get("output_tokens") or 0,
+        ),
+    )
+
+
+def event_from_dict(data: dict[str, Any]) -> StreamEvent:
+    """Parse one Anthropic-shaped event dict; raises ``ValueError`` on an unknown type."""
+    kind = data.get("type")
+    if kind == "content_block_delta":
+        return ContentBlockDeltaEvent(
+            delta=TextDelta(text=data["delta"].get("text", "")), index=data.get("index", 0)
+        )
+    if kind == "message_start":
+        return MessageStartEvent(message=message_from_dict(data["message"]))
+    if kind == "content_block_start":
+        block = data.get("content_block") or {}
+        return ContentBlockStartEvent(
+            index=data.get("index", 0), content_block=TextBlock(text=block.get("text", ""))
+        )
+    if kind == "content_block_stop":
+        return ContentBlockStopEvent(index=data.get("index", 0))
+    if kind == "message_delta":
+        delta = data.get("delta") or {}
+        return MessageDeltaEvent(
+            delta=MessageDeltaBody(
+                stop_reason=delta.get("stop_reason"), stop_sequence=delta.get("stop_sequence")
+            ),
+            usage=MessageDeltaUsage(output_tokens=(data.get("usage") or {}).get("output_tokens", 0)),
+        )
+    if kind == "message_stop":
+        return MessageStopEvent()
+    if kind == "ping":
+        return PingEvent()
+    if kind == "error":
+        error = data.get("error") or {}
+        return ErrorEvent(
+            error=ErrorBody(type=error.get("type", "api_error"), message=error.get("message", ""))
+        )
+    raise ValueError(f"unknown event type: {kind!r}")

@@ -1,0 +1,89 @@
+"""What every protocol endpoint shares: configuration, body limits, opening a provider stream.
+
+Each protocol module is thin: parse (wire codec) -> :func:`open_events` -> encode (wire codec).
+Errors raised here are canonical :class:`~streamchat.errors.StreamchatError`s; each protocol
+module renders them in its own error shape.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import Request
+
+from ..errors import InvalidRequestError, RequestTooLargeError
+from ..events import StreamEvent
+from ..providers import get_provider, split_model
+from ..providers.local import BUILTIN_MODELS, DEFAULT_LOCAL_MODEL
+from ..request import MAX_TOKENS_LIMIT, MessageRequest
+
+
+@dataclass(slots=True)
+class ServerConfig:
+    """``default_model`` serves every request whose model is not in ``models``."""
+
+    default_model: str = DEFAULT_LOCAL_MODEL
+    models: list[str] = field(default_factory=lambda: list(BUILTIN_MODELS))
+    api_key: str | None = None
+    max_body_bytes: int = 1_000_000
+    max_tokens_limit: int = MAX_TOKENS_LIMIT
+
+    def served_models(self) -> list[str]:
+        """Model names a client may pick (the default first)."""
+        names = [self.default_model, *self.models]
+        return list(dict.fromkeys(names))
+
+
+async def read_json(request: Request, config: ServerConfig) -> Any:
+    """The request body as JSON, refusing bodies over the configured size (413)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > config.max_body_bytes:
+        raise RequestTooLargeError(f"request body exceeds {config.max_body_bytes} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > config.max_body_bytes:
+            raise RequestTooLargeError(f"request body exceeds {config.max_body_bytes} bytes")
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InvalidRequestError(f"request body is not valid JSON: {error}") from None
+
+
+def route_model(config: ServerConfig, requested: str | None) -> str:
+    """The provider model name that serves a requested model id (unknown ids -> default)."""
+    if requested and requested in config.served_models() and split_model(requested) is not None:
+        return requested
+    return config.default_model
+
+
+async def open_events(
+    config: ServerConfig, requested_model: str | None, build: Callable[[str], MessageRequest]
+) -> AsyncIterator[StreamEvent]:
+    """Start a provider stream and wait for its first event.
+
+    Anything that fails before streaming (bad request, overload, missing model) raises here, so
+    the endpoint can still answer with an HTTP error status. ``build(model_id)`` returns the
+    validated request; the requested id is echoed back to the client.
+    """
+    provider = get_provider(route_model(config, requested_model))
+    request = build(requested_model or config.default_model)
+    events = provider.stream(request)
+    try:
+        first = await events.__anext__()
+    except BaseException:
+        await events.aclose()
+        raise
+    return _prepend(first, events)
+
+
+async def _prepend(first: StreamEvent, events: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEvent]:
+    try:
+        yield first
+        async for event in events:
+            yield event
+    finally:
+        await events.aclose()

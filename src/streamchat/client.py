@@ -1,4 +1,4 @@
-"""``Client`` / ``AsyncClient``: ``client.messages.create(...)`` and ``client.messages.stream(...)``.
+"""``Client`` / ``AsyncClient``: ``messages.create(...)`` and ``messages.stream(...)``.
 
 The API mirrors the Anthropic SDK so its users' code (and the notebook) runs unchanged. The sync
 client is a thin bridge over the async one.
@@ -76,7 +76,9 @@ class AsyncClient:
     """The async client. ``default_model`` serves requests that name no known model."""
 
     def __init__(self, default_model: str | None = None):
-        self.default_model = default_model or os.environ.get("STREAMCHAT_MODEL") or DEFAULT_LOCAL_MODEL
+        self.default_model = (
+            default_model or os.environ.get("STREAMCHAT_MODEL") or DEFAULT_LOCAL_MODEL
+        )
         self.messages = AsyncMessages(self)
 
     async def close(self) -> None:

@@ -1,4 +1,4 @@
-"""Canonical stream events: the Anthropic Messages streaming shape, used by every producer and consumer.
+"""Canonical stream events: the Anthropic Messages streaming shape, shared by every part.
 
 Events are slotted dataclasses (cheap to build once per token) whose attribute names match the
 Anthropic SDK, so ``event.type``, ``event.delta.text`` and ``event.usage.output_tokens`` work as
@@ -113,7 +113,11 @@ class ContentBlockStartEvent:
     type: Literal["content_block_start"] = "content_block_start"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.type, "index": self.index, "content_block": self.content_block.to_dict()}
+        return {
+            "type": self.type,
+            "index": self.index,
+            "content_block": self.content_block.to_dict(),
+        }
 
 
 @dataclass(slots=True)
@@ -184,7 +188,10 @@ class ErrorEvent:
     type: Literal["error"] = "error"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.type, "error": {"type": self.error.type, "message": self.error.message}}
+        return {
+            "type": self.type,
+            "error": {"type": self.error.type, "message": self.error.message},
+        }
 
 
 StreamEvent = (
@@ -241,7 +248,9 @@ def event_from_dict(data: dict[str, Any]) -> StreamEvent:
             delta=MessageDeltaBody(
                 stop_reason=delta.get("stop_reason"), stop_sequence=delta.get("stop_sequence")
             ),
-            usage=MessageDeltaUsage(output_tokens=(data.get("usage") or {}).get("output_tokens", 0)),
+            usage=MessageDeltaUsage(
+                output_tokens=(data.get("usage") or {}).get("output_tokens", 0)
+            ),
         )
     if kind == "message_stop":
         return MessageStopEvent()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from typing import Any
 
 from .events import StreamEvent
@@ -58,7 +59,7 @@ class MetricsRecorder:
     def gaps(self) -> list[float]:
         """Seconds between consecutive text deltas."""
         times = self.delta_times
-        return [b - a for a, b in zip(times, times[1:], strict=False)]
+        return [b - a for a, b in pairwise(times)]
 
     def metrics(self) -> Metrics:
         times = self.delta_times
@@ -68,4 +69,6 @@ class MetricsRecorder:
         decode_tokens = self.output_tokens - 1 if self.output_tokens else len(times) - 1
         if len(times) >= 2 and decode_tokens > 0 and times[-1] > times[0]:
             rate = decode_tokens / (times[-1] - times[0])
-        return Metrics(ttft, total, self.input_tokens, self.output_tokens, rate)
+        # A reply cut short has no final usage: count its deltas (about one per token) instead.
+        output_tokens = self.output_tokens or len(times)
+        return Metrics(ttft, total, self.input_tokens, output_tokens, rate)

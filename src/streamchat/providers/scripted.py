@@ -54,8 +54,14 @@ class ScriptedConfig:
     def parse(cls, spec: str) -> ScriptedConfig:
         _, _, query = spec.partition("?")
         fields = {f: type(v) for f, v in asdict(cls()).items()}
-        numeric = {"repeat": int, "delay": float, "first_delay": float, "error_after": int,
-                   "stall_after": int, "stall": float}
+        numeric = {
+            "repeat": int,
+            "delay": float,
+            "first_delay": float,
+            "error_after": int,
+            "stall_after": int,
+            "stall": float,
+        }
         values: dict[str, Any] = {}
         for key, items in parse_qs(query, keep_blank_values=True).items():
             if key not in fields:
@@ -87,6 +93,10 @@ class ScriptedProvider:
         base = f"[turn {turn}] You said: {request.messages[-1].content}"
         return " ".join([base] * self.config.repeat)
 
+    def count_tokens(self, request: MessageRequest) -> int:
+        """Input tokens as ``message_start`` reports them: words of the messages."""
+        return sum(len(tokenize(t.content)) for t in request.messages)
+
     def _record(self, request: MessageRequest) -> None:
         with self._lock:
             self.requests.append(request)
@@ -100,7 +110,7 @@ class ScriptedProvider:
         if config.error_before:
             raise error_from_type(config.error_before, f"scripted {config.error_before}")
         tokens = tokenize(self.reply_for(request))
-        input_tokens = sum(len(tokenize(t.content)) for t in request.messages)
+        input_tokens = self.count_tokens(request)
         self.active += 1
         finished = False
         try:

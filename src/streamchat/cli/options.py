@@ -1,0 +1,74 @@
+"""Options shared by the commands that talk to a model, and their validation."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..providers import resolve
+from ..request import MAX_TOKENS_LIMIT
+
+
+def _bounded(kind: type, low: float, high: float):
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            noun = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g}, got {text}")
+        return value
+
+    return parse
+
+
+def add_model_options(parser: argparse.ArgumentParser, *, max_tokens: int) -> None:
+    parser.add_argument(
+        "-m",
+        "--model",
+        help="smollm2 (default), gemma3-270m, PATH.gguf, or provider/model-id",
+    )
+    parser.add_argument("-s", "--system", help="system prompt")
+    parser.add_argument(
+        "--max-tokens",
+        type=_bounded(int, 1, MAX_TOKENS_LIMIT),
+        default=max_tokens,
+        help=f"most tokens per reply (default {max_tokens})",
+    )
+    parser.add_argument("-t", "--temperature", type=_bounded(float, 0.0, 2.0), help="0 = greedy")
+    parser.add_argument("--top-p", type=_bounded(float, 0.0, 1.0))
+    parser.add_argument("--seed", type=int, help="sampling seed (reproducible replies)")
+    parser.add_argument(
+        "--stop", action="append", default=None, metavar="TEXT", help="stop sequence (repeatable)"
+    )
+    parser.add_argument(
+        "--stats", action="store_true", help="print TTFT, tokens and tokens/s after each reply"
+    )
+
+
+def request_params(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments for ``client.messages.stream`` from the parsed options."""
+    return {
+        "model": args.model,
+        "system": args.system,
+        "max_tokens": args.max_tokens,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "seed": args.seed,
+        "stop_sequences": args.stop,
+    }
+
+
+def model_label(model: str | None) -> str:
+    """A human name for the model that will answer (fails early on a missing model file)."""
+    provider, name = resolve(model)
+    return f"{name} ({provider.name})"
+
+
+def preload(model: str | None) -> None:
+    """Load a local model now, so a corrupt file is reported before the first prompt."""
+    provider, _ = resolve(model)
+    load = getattr(provider, "load", None)
+    if load is not None:
+        load()

@@ -45,6 +45,8 @@ def accumulate_event(snapshot: Message | None, event: StreamEvent) -> Message | 
         snapshot.stop_reason = event.delta.stop_reason
         snapshot.stop_sequence = event.delta.stop_sequence
         snapshot.usage.output_tokens = event.usage.output_tokens
+        if event.usage.input_tokens is not None:
+            snapshot.usage.input_tokens = event.usage.input_tokens
         return snapshot
     if kind == "error":
         raise error_from_type(event.error.type, event.error.message)

@@ -86,7 +86,10 @@ class MessageDeltaBody:
 
 @dataclass(slots=True)
 class MessageDeltaUsage:
+    """Usage at the end of a stream; ``input_tokens`` is set by backends that report it late."""
+
     output_tokens: int = 0
+    input_tokens: int | None = None
 
 
 @dataclass(slots=True)
@@ -159,7 +162,14 @@ class MessageDeltaEvent:
                 "stop_reason": self.delta.stop_reason,
                 "stop_sequence": self.delta.stop_sequence,
             },
-            "usage": {"output_tokens": self.usage.output_tokens},
+            "usage": (
+                {"output_tokens": self.usage.output_tokens}
+                if self.usage.input_tokens is None
+                else {
+                    "input_tokens": self.usage.input_tokens,
+                    "output_tokens": self.usage.output_tokens,
+                }
+            ),
         }
 
 
@@ -244,12 +254,14 @@ def event_from_dict(data: dict[str, Any]) -> StreamEvent:
         return ContentBlockStopEvent(index=data.get("index", 0))
     if kind == "message_delta":
         delta = data.get("delta") or {}
+        usage = data.get("usage") or {}
         return MessageDeltaEvent(
             delta=MessageDeltaBody(
                 stop_reason=delta.get("stop_reason"), stop_sequence=delta.get("stop_sequence")
             ),
             usage=MessageDeltaUsage(
-                output_tokens=(data.get("usage") or {}).get("output_tokens", 0)
+                output_tokens=usage.get("output_tokens") or 0,
+                input_tokens=usage.get("input_tokens"),
             ),
         )
     if kind == "message_stop":

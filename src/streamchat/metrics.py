@@ -53,6 +53,8 @@ class MetricsRecorder:
             self.input_tokens = event.message.usage.input_tokens
         elif kind == "message_delta":
             self.output_tokens = event.usage.output_tokens
+            if event.usage.input_tokens is not None:
+                self.input_tokens = event.usage.input_tokens
         elif kind in ("message_stop", "error"):
             self.ended_at = event.timestamp
 

@@ -21,7 +21,22 @@ from .scripted import ScriptedConfig, ScriptedProvider
 PROVIDERS: dict[str, Callable[[str], Provider]] = {
     "local": lambda name: local_provider(name or DEFAULT_LOCAL_MODEL),
     "scripted": lambda spec: ScriptedProvider(ScriptedConfig.parse(spec)),
+    "bedrock": lambda model_id: _remote("bedrock", "BedrockProvider", model_id),
+    "anthropic": lambda model_id: _remote("anthropic", "AnthropicProvider", model_id),
+    "openai": lambda model_id: _remote("openai_compat", "OpenAIProvider", model_id),
 }
+
+
+def _remote(module: str, cls: str, model_id: str) -> Provider:
+    """Import a remote provider only when used: its SDK costs start-up time."""
+    import importlib
+
+    from ..errors import InvalidRequestError
+
+    if not model_id:
+        raise InvalidRequestError("model: name the remote model, e.g. openai/<model-id>")
+    return getattr(importlib.import_module(f".{module}", __name__), cls)(model_id)
+
 
 _cache: dict[str, Provider] = {}
 _cache_lock = threading.Lock()

@@ -57,15 +57,31 @@ def text_delta(text: str, index: int = 0) -> StreamEvent:
     return ContentBlockDeltaEvent(delta=TextDelta(text=text), index=index)
 
 
-def message_end(
-    stop_reason: StopReason, output_tokens: int, stop_sequence: str | None = None, index: int = 0
+def message_finish(
+    stop_reason: StopReason,
+    output_tokens: int,
+    stop_sequence: str | None = None,
+    input_tokens: int | None = None,
 ) -> list[StreamEvent]:
-    """The closing events of a text reply: block stop, message delta, message stop."""
+    """The last two events of every reply: the message delta (stop reason, usage) and stop."""
     return [
-        ContentBlockStopEvent(index=index),
         MessageDeltaEvent(
             delta=MessageDeltaBody(stop_reason=stop_reason, stop_sequence=stop_sequence),
-            usage=MessageDeltaUsage(output_tokens=output_tokens),
+            usage=MessageDeltaUsage(output_tokens=output_tokens, input_tokens=input_tokens),
         ),
         MessageStopEvent(),
+    ]
+
+
+def message_end(
+    stop_reason: StopReason,
+    output_tokens: int,
+    stop_sequence: str | None = None,
+    index: int = 0,
+    input_tokens: int | None = None,
+) -> list[StreamEvent]:
+    """The closing events of a one-block text reply: block stop, message delta, message stop."""
+    return [
+        ContentBlockStopEvent(index=index),
+        *message_finish(stop_reason, output_tokens, stop_sequence, input_tokens),
     ]

@@ -125,8 +125,8 @@ class ScriptedProvider:
                     stop_reason = "max_tokens"
                     break
                 if config.error_after is not None and sent >= config.error_after:
+                    finished = True  # set first: consumers stop reading at the final event
                     yield ErrorEvent(ErrorBody(config.error, f"scripted {config.error}"))
-                    finished = True
                     return
                 if config.stall_after is not None and sent >= config.stall_after:
                     await asyncio.sleep(config.stall)
@@ -141,9 +141,11 @@ class ScriptedProvider:
                     break
             if stop_sequence is None and (tail := matcher.flush()):
                 yield text_delta(tail)
-            for event in message_end(stop_reason, sent, stop_sequence):
+            *closing, last = message_end(stop_reason, sent, stop_sequence)
+            for event in closing:
                 yield event
-            finished = True
+            finished = True  # message_stop is final: the consumer closes us instead of reading on
+            yield last
         finally:
             self.active -= 1
             if finished:

@@ -1,0 +1,127 @@
+"""Retries, backoff and timeouts for remote providers — one implementation for all of them.
+
+The rule users rely on: a request is retried (bounded, exponential backoff with jitter, honouring
+``retry-after``) only while nothing has been streamed; after the first token a failure becomes a
+canonical ``error`` event, so the partial text is kept and never duplicated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from ..errors import StreamchatError, TimeoutError_
+from ..events import ErrorBody, ErrorEvent, StreamEvent
+
+RETRYABLE_TYPES = frozenset({"rate_limit_error", "overloaded_error", "api_error", "timeout_error"})
+
+
+class UpstreamError(StreamchatError):
+    """A backend failure, already mapped to a canonical type; knows if a retry may help."""
+
+    def __init__(
+        self,
+        error_type: str,
+        message: str,
+        *,
+        retryable: bool | None = None,
+        retry_after: float | None = None,
+    ):
+        super().__init__(message)
+        self.error_type = error_type
+        self.retryable = error_type in RETRYABLE_TYPES if retryable is None else retryable
+        self.retry_after = retry_after
+
+
+@dataclass(slots=True)
+class RetryPolicy:
+    """Bounds for one request. Times in seconds; ``None`` disables a timeout."""
+
+    max_attempts: int = 3
+    backoff_base: float = 0.5
+    backoff_max: float = 8.0
+    first_token_timeout: float | None = 60.0
+    idle_timeout: float | None = 30.0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        """Full-jitter exponential backoff; a server's ``retry-after`` wins when longer."""
+        backoff = random.uniform(0, min(self.backoff_max, self.backoff_base * 2**attempt))
+        return max(backoff, min(retry_after or 0.0, self.backoff_max * 4))
+
+
+def parse_retry_after(headers: object) -> float | None:
+    """Seconds from ``retry-after-ms`` / ``retry-after`` headers (any mapping), if numeric."""
+    get = getattr(headers, "get", None)
+    if get is None:
+        return None
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = get(name)
+        try:
+            return float(value) * scale if value is not None else None
+        except (TypeError, ValueError):
+            continue
+    return None
+
+
+async def _next_event(events: AsyncIterator[StreamEvent], timeout: float | None, what: str):
+    try:
+        async with asyncio.timeout(timeout):
+            return await events.__anext__()
+    except TimeoutError:
+        raise UpstreamError("timeout_error", f"no {what} within {timeout:g} s") from None
+
+
+async def resilient_stream(
+    attempt: Callable[[], AsyncIterator[StreamEvent]],
+    policy: RetryPolicy,
+    classify: Callable[[BaseException], UpstreamError | None],
+) -> AsyncIterator[StreamEvent]:
+    """Run ``attempt()`` until it streams, retrying retryable failures before the first token.
+
+    Events before the first text (message_start, content_block_start) are held back, so a retried
+    request never shows the consumer a second ``message_start``. ``classify`` maps a backend
+    exception to an :class:`UpstreamError` (``None``: not ours, re-raise as is).
+    """
+    for number in range(policy.max_attempts):
+        held: list[StreamEvent] = []
+        streaming = False
+        events = attempt()
+        try:
+            while True:
+                timeout = policy.idle_timeout if streaming else policy.first_token_timeout
+                try:
+                    event = await _next_event(
+                        events, timeout, "token" if streaming else "first token"
+                    )
+                except StopAsyncIteration:
+                    for pending in held:
+                        yield pending
+                    return
+                if not streaming:
+                    if event.type == "error":
+                        raise UpstreamError(event.error.type, event.error.message)
+                    held.append(event)
+                    if event.type in ("content_block_delta", "message_stop"):
+                        streaming = True
+                        for pending in held:
+                            yield pending
+                        held.clear()
+                    continue
+                yield event
+        except Exception as raw:
+            error = raw if isinstance(raw, UpstreamError) else classify(raw)
+            if error is None:
+                raise
+            if streaming:
+                yield ErrorEvent(ErrorBody(error.error_type, error.message))
+                return
+            if not error.retryable or number + 1 >= policy.max_attempts:
+                raise error from raw
+            await asyncio.sleep(policy.delay(number, error.retry_after))
+        finally:
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                await aclose()
+    raise TimeoutError_("no attempts were made")  # unreachable with max_attempts >= 1

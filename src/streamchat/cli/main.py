@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import StreamchatError
+from .options import apply_endpoint
 
 COMMANDS = ("chat", "ask", "serve", "bench", "history")
 
@@ -48,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        apply_endpoint(args)
         return args.func(args) or 0
     except StreamchatError as error:
         print(f"streamchat: error: {error.message}", file=sys.stderr)

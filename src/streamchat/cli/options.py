@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
+from ..errors import InvalidRequestError
 from ..providers import resolve
 from ..request import MAX_TOKENS_LIMIT
 
@@ -29,6 +31,11 @@ def add_model_options(parser: argparse.ArgumentParser, *, max_tokens: int) -> No
         "--model",
         help="smollm2 (default), gemma3-270m, PATH.gguf, or provider/model-id",
     )
+    parser.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="endpoint of the remote provider named by --model (openai/, anthropic/, bedrock/)",
+    )
     parser.add_argument("-s", "--system", help="system prompt")
     parser.add_argument(
         "--max-tokens",
@@ -45,6 +52,26 @@ def add_model_options(parser: argparse.ArgumentParser, *, max_tokens: int) -> No
     parser.add_argument(
         "--stats", action="store_true", help="print TTFT, tokens and tokens/s after each reply"
     )
+
+
+# The environment variable each SDK reads its endpoint from: --base-url sets it.
+ENDPOINT_ENV = {
+    "openai": "OPENAI_BASE_URL",
+    "anthropic": "ANTHROPIC_BASE_URL",
+    "bedrock": "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
+}
+
+
+def apply_endpoint(args: argparse.Namespace) -> None:
+    """Point the SDK of the provider named by ``--model`` at ``--base-url``."""
+    if not getattr(args, "base_url", None):
+        return
+    prefix = (args.model or "").partition("/")[0]
+    if prefix not in ENDPOINT_ENV:
+        raise InvalidRequestError(
+            "--base-url needs --model openai/..., anthropic/... or bedrock/..."
+        )
+    os.environ[ENDPOINT_ENV[prefix]] = args.base_url
 
 
 def request_params(args: argparse.Namespace) -> dict[str, Any]:

@@ -53,7 +53,7 @@ class AnthropicProvider:
         if not (os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN")):
             raise AuthenticationError("anthropic: no credentials; set ANTHROPIC_API_KEY")
         self.model_id = model_id
-        self.policy = policy or RetryPolicy()
+        self.policy = policy or RetryPolicy.from_env()
         timeout = max(self.policy.first_token_timeout or 600, self.policy.idle_timeout or 600)
         self.client = anthropic.AsyncAnthropic(max_retries=0, timeout=timeout)
 

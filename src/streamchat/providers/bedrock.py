@@ -62,7 +62,9 @@ def classify(error: BaseException) -> UpstreamError | None:
         )
     if isinstance(error, exceptions.NoRegionError):
         return UpstreamError(
-            "invalid_request_error", "bedrock: no AWS region; set AWS_DEFAULT_REGION or a profile region", retryable=False
+            "invalid_request_error",
+            "bedrock: no AWS region; set AWS_DEFAULT_REGION or a profile region",
+            retryable=False,
         )
     return None
 
@@ -75,7 +77,7 @@ class BedrockProvider:
         from botocore.config import Config
 
         self.model_id = model_id
-        self.policy = policy or RetryPolicy()
+        self.policy = policy or RetryPolicy.from_env()
         config = Config(
             retries={"total_max_attempts": 1},  # ours retry, and only before the first token
             connect_timeout=10,

@@ -53,7 +53,7 @@ class OpenAIProvider:
                 "openai: no credentials; set OPENAI_API_KEY, or --base-url for a local server"
             )
         self.model_id = model_id
-        self.policy = policy or RetryPolicy()
+        self.policy = policy or RetryPolicy.from_env()
         timeout = max(self.policy.first_token_timeout or 600, self.policy.idle_timeout or 600)
         self.client = openai.AsyncOpenAI(
             api_key=api_key or "unused", base_url=base_url, max_retries=0, timeout=timeout

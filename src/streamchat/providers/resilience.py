@@ -8,6 +8,7 @@ canonical ``error`` event, so the partial text is kept and never duplicated.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -44,6 +45,21 @@ class RetryPolicy:
     backoff_max: float = 8.0
     first_token_timeout: float | None = 60.0
     idle_timeout: float | None = 30.0
+
+    @classmethod
+    def from_env(cls) -> RetryPolicy:
+        """Defaults, overridden by ``STREAMCHAT_MAX_ATTEMPTS``, ``STREAMCHAT_FIRST_TOKEN_TIMEOUT``
+        and ``STREAMCHAT_IDLE_TIMEOUT`` (seconds; 0 disables a timeout)."""
+        policy = cls()
+        if value := os.environ.get("STREAMCHAT_MAX_ATTEMPTS"):
+            policy.max_attempts = max(1, int(value))
+        for name, env in (
+            ("first_token_timeout", "STREAMCHAT_FIRST_TOKEN_TIMEOUT"),
+            ("idle_timeout", "STREAMCHAT_IDLE_TIMEOUT"),
+        ):
+            if value := os.environ.get(env):
+                setattr(policy, name, float(value) or None)
+        return policy
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         """Full-jitter exponential backoff; a server's ``retry-after`` wins when longer."""

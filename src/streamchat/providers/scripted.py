@@ -8,6 +8,7 @@ Configured by the model name, e.g. ``scripted?delay=0.02&error_after=5&error=ove
   ``error`` event after N tokens
 - ``stall_after=N`` (+ ``stall=SECONDS``, default an hour): stop sending after N tokens
 - ``record=PATH``: append each request it receives as a JSON line
+- ``tag``: a free label; distinct specs get distinct instances (and counters)
 
 Tokens are words with their leading space. It is never the default provider.
 """
@@ -49,6 +50,7 @@ class ScriptedConfig:
     stall_after: int | None = None
     stall: float = 3600.0
     record: str | None = None
+    tag: str = ""
 
     @classmethod
     def parse(cls, spec: str) -> ScriptedConfig:

@@ -15,8 +15,8 @@ import boto3
 import openai
 import pytest
 from botocore.config import Config
-from serving import serve, serve_in_thread
 
+from serving import serve, serve_in_thread
 from streamchat.providers import get_provider
 from streamchat.providers.scripted import ScriptedProvider
 from streamchat.server.common import ServerConfig

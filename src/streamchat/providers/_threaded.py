@@ -4,11 +4,50 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 _DONE = object()
+
+
+class _Handoff:
+    """Thread → event loop hand-off that wakes the loop only when the consumer is waiting.
+
+    A fast producer appends to a deque under an uncontended lock; the loop is woken (one
+    ``call_soon_threadsafe``, a syscall) only when the consumer has drained everything.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, cancel: threading.Event):
+        self._loop = loop
+        self._cancel = cancel
+        self._items: deque[tuple[Any, BaseException | None]] = deque()
+        self._lock = threading.Lock()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, item: Any, error: BaseException | None = None) -> None:
+        with self._lock:
+            self._items.append((item, error))
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            try:
+                self._loop.call_soon_threadsafe(_wake, waiter)
+            except RuntimeError:  # the loop is gone: nobody is listening any more
+                self._cancel.set()
+
+    async def get(self) -> tuple[Any, BaseException | None]:
+        while True:
+            with self._lock:
+                if self._items:
+                    return self._items.popleft()
+                waiter = self._waiter = self._loop.create_future()
+            await waiter
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 async def iterate_in_thread(produce: Callable[[threading.Event], Iterator[T]]) -> AsyncIterator[T]:
@@ -17,15 +56,8 @@ async def iterate_in_thread(produce: Callable[[threading.Event], Iterator[T]]) -
     Closing this iterator sets ``cancel``; the producer checks it between items, so a blocking
     engine stops within one item (one token) of the consumer going away.
     """
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[object, BaseException | None]] = asyncio.Queue()
     cancel = threading.Event()
-
-    def put(item: object, error: BaseException | None = None) -> None:
-        try:
-            loop.call_soon_threadsafe(queue.put_nowait, (item, error))
-        except RuntimeError:  # the loop is gone: nobody is listening any more
-            cancel.set()
+    handoff = _Handoff(asyncio.get_running_loop(), cancel)
 
     def work() -> None:
         items = produce(cancel)
@@ -33,11 +65,11 @@ async def iterate_in_thread(produce: Callable[[threading.Event], Iterator[T]]) -
             for item in items:
                 if cancel.is_set():
                     break
-                put(item)
+                handoff.put(item)
         except BaseException as error:
-            put(_DONE, error)
+            handoff.put(_DONE, error)
         else:
-            put(_DONE)
+            handoff.put(_DONE)
         finally:
             close = getattr(items, "close", None)
             if close is not None:
@@ -46,11 +78,11 @@ async def iterate_in_thread(produce: Callable[[threading.Event], Iterator[T]]) -
     threading.Thread(target=work, name="streamchat-worker", daemon=True).start()
     try:
         while True:
-            item, error = await queue.get()
+            item, error = await handoff.get()
             if item is _DONE:
                 if error is not None:
                     raise error
                 return
-            yield item  # type: ignore[misc]
+            yield item
     finally:
         cancel.set()

@@ -81,12 +81,51 @@ def parse_retry_after(headers: object) -> float | None:
     return None
 
 
-async def _next_event(events: AsyncIterator[StreamEvent], timeout: float | None, what: str):
-    try:
-        async with asyncio.timeout(timeout):
-            return await events.__anext__()
-    except TimeoutError:
-        raise UpstreamError("timeout_error", f"no {what} within {timeout:g} s") from None
+class _Watchdog:
+    """One lazily re-armed timer per stream: per event only a deadline moves (O(1), no timer
+    churn); when the deadline passes, the consuming task is cancelled and the cancellation is
+    turned into a timeout error."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._task: asyncio.Task | None = None
+        self._deadline: float | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self.fired = False
+
+    def arm(self, timeout: float | None) -> None:
+        """Expect the next event within ``timeout`` seconds (``None``: wait forever)."""
+        if timeout is None:
+            self._deadline = None
+            return
+        self._task = asyncio.current_task()
+        self._deadline = self._loop.time() + timeout
+        if self._handle is not None and self._handle.when() > self._deadline:
+            self._handle.cancel()  # the deadline moved earlier (first-token -> idle timeout)
+            self._handle = None
+        if self._handle is None:
+            self._handle = self._loop.call_at(self._deadline, self._check)
+
+    def _check(self) -> None:
+        self._handle = None
+        if self._deadline is None:
+            return
+        if self._loop.time() < self._deadline:
+            self._handle = self._loop.call_at(self._deadline, self._check)
+            return
+        self.fired = True
+        if self._task is not None:
+            self._task.cancel()
+
+    def pause(self) -> None:
+        """While the consumer has the event, its time is not ours to limit."""
+        self._deadline = None
+
+    def disarm(self) -> None:
+        self._deadline = None
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
 
 async def resilient_stream(
@@ -100,21 +139,31 @@ async def resilient_stream(
     request never shows the consumer a second ``message_start``. ``classify`` maps a backend
     exception to an :class:`UpstreamError` (``None``: not ours, re-raise as is).
     """
+    watchdog = _Watchdog()
     for number in range(policy.max_attempts):
         held: list[StreamEvent] = []
         streaming = False
         events = attempt()
         try:
             while True:
-                timeout = policy.idle_timeout if streaming else policy.first_token_timeout
+                watchdog.arm(policy.idle_timeout if streaming else policy.first_token_timeout)
                 try:
-                    event = await _next_event(
-                        events, timeout, "token" if streaming else "first token"
-                    )
+                    event = await events.__anext__()
                 except StopAsyncIteration:
                     for pending in held:
                         yield pending
                     return
+                except asyncio.CancelledError:
+                    if not watchdog.fired:
+                        raise
+                    watchdog.fired = False
+                    asyncio.current_task().uncancel()  # type: ignore[union-attr]
+                    what = "token" if streaming else "first token"
+                    timeout = policy.idle_timeout if streaming else policy.first_token_timeout
+                    raise UpstreamError(
+                        "timeout_error", f"no {what} within {timeout:g} s"
+                    ) from None
+                watchdog.pause()
                 if not streaming:
                     if event.type == "error":
                         raise UpstreamError(event.error.type, event.error.message)
@@ -135,8 +184,10 @@ async def resilient_stream(
                 return
             if not error.retryable or number + 1 >= policy.max_attempts:
                 raise error from raw
+            watchdog.disarm()
             await asyncio.sleep(policy.delay(number, error.retry_after))
         finally:
+            watchdog.disarm()
             aclose = getattr(events, "aclose", None)
             if aclose is not None:
                 await aclose()

@@ -14,6 +14,7 @@ import ctypes
 import importlib.metadata
 import os
 import threading
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -152,7 +153,11 @@ class LocalProvider:
         if not os.path.isfile(self.path):
             raise ModelError(f"model file not found: {self.path}")
         self.n_ctx = n_ctx
-        self.n_threads = n_threads or os.cpu_count() or 1
+        # Half the cores, as llama-cpp-python does: llama.cpp threads spin-wait for each other, so
+        # using every core makes each token wait on whatever else the machine runs (20x slower).
+        # STREAMCHAT_THREADS overrides it on a quiet machine.
+        threads = n_threads or int(os.environ.get("STREAMCHAT_THREADS") or 0)
+        self.n_threads = threads or max(1, (os.cpu_count() or 1) // 2)
         self.admission = _Admission(1 + max_waiting)
         self._generate_lock = threading.Lock()
         self._load_lock = threading.Lock()
@@ -195,6 +200,9 @@ class LocalProvider:
                         add_generation_prompt=True,
                     )
                 self._llama = llama
+                # Free it with the provider, or at exit while llama.cpp's bindings still exist
+                # (Llama.__del__ during interpreter teardown prints a TypeError traceback).
+                weakref.finalize(self, llama.close)
             return self._llama
 
     @staticmethod
@@ -295,7 +303,10 @@ class LocalProvider:
                 tail = matcher.flush() + decoder.decode(b"", final=True)
                 if tail and not (lstrip and not tail.strip()):
                     yield text_delta(tail)
-            yield from message_end(stop_reason, output_tokens, stop_sequence)
+            *closing, last = message_end(stop_reason, output_tokens, stop_sequence)
+            yield from closing
+        # The model is free before message_stop is seen: a client may send its next request then.
+        yield last
 
     def stream(self, request: MessageRequest) -> AsyncIterator[StreamEvent]:
         return iterate_in_thread(lambda cancel: self._generate(request, cancel))

@@ -1,0 +1,48 @@
+"""Shared fixtures: async test backend, isolated scripted providers, the embedded model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from urllib.parse import urlencode
+
+import pytest
+
+import streamchat.providers
+from streamchat.providers import ScriptedProvider, get_provider
+from streamchat.providers.local import DEFAULT_LOCAL_MODEL, LocalProvider, local_provider
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """``@pytest.mark.anyio`` tests run on asyncio (the library's only backend)."""
+    return "asyncio"
+
+
+@pytest.fixture
+def fresh_providers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A provider cache of this test's own, so scripted providers' counters start at zero.
+
+    Local model instances live in their own cache, so the model is not reloaded.
+    """
+    monkeypatch.setattr(streamchat.providers, "_cache", {})
+
+
+@pytest.fixture
+def scripted(fresh_providers: None) -> Callable[..., tuple[str, ScriptedProvider]]:
+    """``scripted(text="a b", delay=0.01)`` -> ``(model spec, the provider that will serve it)``."""
+
+    def make(**options: object) -> tuple[str, ScriptedProvider]:
+        spec = "scripted" + (f"?{urlencode(options)}" if options else "")
+        provider = get_provider(spec)
+        assert isinstance(provider, ScriptedProvider)
+        return spec, provider
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def local_model() -> LocalProvider:
+    """The embedded default model, loaded once per session; the client's default serves from it."""
+    provider = local_provider(DEFAULT_LOCAL_MODEL)
+    provider.load()
+    return provider

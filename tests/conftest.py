@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from urllib.parse import urlencode
 
 import pytest
@@ -10,6 +10,16 @@ import pytest
 import streamchat.providers
 from streamchat.providers import ScriptedProvider, get_provider
 from streamchat.providers.local import DEFAULT_LOCAL_MODEL, LocalProvider, local_provider
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Keep every test (and the processes it starts) out of the user's real history and files."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
+    mp.delenv("STREAMCHAT_DB", raising=False)
+    yield
+    mp.undo()
 
 
 @pytest.fixture

@@ -79,6 +79,18 @@ class ModelError(StreamchatError):
     error_type = "not_found_error"
 
 
+class HistoryError(StreamchatError):
+    """The conversation history database cannot be opened, read or written."""
+
+    error_type = "api_error"
+
+
+class ConversationNotFoundError(HistoryError):
+    """No stored conversation has the requested id."""
+
+    error_type = "not_found_error"
+
+
 _BY_TYPE: dict[str, type[StreamchatError]] = {
     cls.error_type: cls
     for cls in (

@@ -1,4 +1,7 @@
-"""``streamchat ask``: one prompt in, the streamed reply out; friendly to pipes and scripts."""
+"""``streamchat ask``: one prompt in, the streamed reply out; friendly to pipes and scripts.
+
+Each ask is logged to the history as a one-turn conversation, written as it streams.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,8 @@ import sys
 
 from ..client import Client
 from ..errors import InvalidRequestError, StreamchatError
-from .options import add_model_options, request_params
+from .history import ChatLog, add_history_options, warn
+from .options import add_model_options, conversation_info, request_params
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("prompt", nargs="*", help="the prompt ('-' or nothing: read stdin)")
     add_model_options(parser, max_tokens=1024)
     parser.add_argument("--json", action="store_true", help="print canonical events as JSON lines")
+    add_history_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -39,14 +44,21 @@ def read_prompt(words: list[str]) -> str:
 def run(args: argparse.Namespace) -> int:
     prompt = read_prompt(args.prompt)
     client = Client()
+    log = ChatLog.open(args, warn)
+    log.begin(**conversation_info(args, client.default_model), source="ask")
+    log.user(prompt)
+    recorder = log.recorder()
     out = sys.stdout
     stream = None
     ended_with_newline = True
+    interrupted, error_text = True, None  # until the stream ends normally
     try:
         with client.messages.stream(
             messages=[{"role": "user", "content": prompt}], **request_params(args)
         ) as stream:
             for event in stream:
+                if recorder is not None:
+                    recorder.observe(event)
                 if args.json:
                     out.write(json.dumps(event.to_dict(), ensure_ascii=False) + "\n")
                     out.flush()
@@ -54,17 +66,23 @@ def run(args: argparse.Namespace) -> int:
                     out.write(event.delta.text)
                     out.flush()
                     ended_with_newline = event.delta.text.endswith("\n")
+        interrupted = False
     except KeyboardInterrupt:
         if not args.json and not ended_with_newline:
             out.write("\n")
         print("streamchat: interrupted", file=sys.stderr)
         return 130
-    except StreamchatError:
+    except StreamchatError as error:
+        error_text = f"{error.error_type}: {error.message}"
         if not args.json and not ended_with_newline:
             out.write("\n")
             out.flush()
         raise
     finally:
+        if recorder is not None:
+            metrics = stream.metrics if stream is not None else None
+            recorder.finish(metrics, interrupted=interrupted, error=error_text)
+        log.close()
         if args.stats and stream is not None:
             print(stream.metrics.summary(), file=sys.stderr)
     if not args.json and not ended_with_newline:

@@ -3,21 +3,23 @@
 In a terminal: prompt_toolkit line editing and history, coloured prompts, the reply styled as
 Markdown while it streams (O(1) per token). Ctrl-C stops a reply and keeps its partial text;
 ``quit``/``exit``/Ctrl-D leave. Without a terminal: plain lines in, plain replies out.
+Every turn is logged to the history as it streams; ``--continue``/``--resume ID`` pick one up.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from ..client import Client
-from ..errors import StreamchatError
+from ..errors import InvalidRequestError, StreamchatError
+from ..history import data_dir, private_dir, turns_for_model
+from ..recorder import ReplyRecorder
+from .history import ChatLog, add_history_options, recap, warn
 from .markdown import MarkdownStyler
-from .options import add_model_options, model_label, preload, request_params
+from .options import add_model_options, conversation_info, model_label, preload, request_params
 
 QUIT_WORDS = {"quit", "exit", ":q", "/quit", "/exit"}
 
@@ -31,15 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_model_options(parser, max_tokens=1000)
     parser.add_argument("--plain", action="store_true", help="no colours or line editing")
+    add_history_options(parser, resume=True)
     parser.set_defaults(func=run)
-
-
-def data_dir() -> Path:
-    """Where streamchat keeps its files (``$XDG_DATA_HOME/streamchat``)."""
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
-        os.path.expanduser("~"), ".local", "share"
-    )
-    return Path(base) / "streamchat"
 
 
 class Terminal:
@@ -51,8 +46,7 @@ class Terminal:
         from rich.console import Console
 
         try:
-            data_dir().mkdir(parents=True, exist_ok=True)
-            history: Any = FileHistory(str(data_dir() / "chat_input_history"))
+            history: Any = FileHistory(str(private_dir(data_dir()) / "chat_input_history"))
         except OSError:
             history = InMemoryHistory()
         self.session: Any = PromptSession(history=history)
@@ -123,28 +117,47 @@ def stream_reply(
     conversation: list[dict[str, str]],
     params: dict[str, Any],
     write: Callable[[str], None],
+    recorder: ReplyRecorder | None = None,
 ) -> tuple[str, Any, str | None]:
-    """Stream one reply: ``(text, metrics or None, note)``; Ctrl-C ends it early, kept."""
+    """Stream one reply: ``(text, metrics or None, note)``; Ctrl-C ends it early, kept.
+
+    ``recorder`` sees every event, so the history holds what arrived however the reply ends.
+    """
     stream = None
-    note = None
+    note = error_text = None
     try:
         with client.messages.stream(messages=conversation, **params) as stream:
-            for text in stream.text_stream:
-                write(text)
+            for event in stream:
+                if recorder is not None:
+                    recorder.observe(event)
+                if event.type == "content_block_delta":
+                    write(event.delta.text)
     except KeyboardInterrupt:
         note = "stopped"
     except StreamchatError as error:
         note = f"error: {error.message}"
+        error_text = f"{error.error_type}: {error.message}"
+    metrics = stream.metrics if stream is not None else None
+    if recorder is not None:
+        recorder.finish(metrics, interrupted=note is not None, error=error_text)
     if stream is None:
         return "", None, note
     try:
         text = stream.current_message_snapshot.text
     except StreamchatError:
         text = ""
-    return text, stream.metrics, note
+    return text, metrics, note
 
 
 def run(args: argparse.Namespace) -> int:
+    resuming = args.continue_ or args.resume is not None
+    if resuming and args.no_history:
+        raise InvalidRequestError("--continue/--resume read the history: drop --no-history")
+    log = ChatLog.open(args, warn)
+    resumed = log.resume(args.resume) if resuming else None
+    if resumed is not None:  # the conversation's own model and system prompt, unless overridden
+        args.model = args.model or resumed["model"]
+        args.system = args.system or resumed["system"]
     interactive = sys.stdin.isatty() and sys.stdout.isatty() and not args.plain
     ui: Terminal | PlainTerminal = (
         Terminal() if interactive else PlainTerminal(show_prompts=sys.stdin.isatty())
@@ -155,7 +168,12 @@ def run(args: argparse.Namespace) -> int:
     ui.info("Type 'quit' or press Ctrl-D to leave; Ctrl-C stops a reply.")
     client = Client()
     params = request_params(args)
+    log.begin(**conversation_info(args, client.default_model), source="chat")
     conversation: list[dict[str, str]] = []
+    if resumed is not None:
+        conversation = turns_for_model(resumed["messages"])
+        for line in recap(resumed):
+            ui.info(line)
     while True:
         try:
             user_input = ui.read()
@@ -168,8 +186,9 @@ def run(args: argparse.Namespace) -> int:
         if not user_input.strip():
             continue
         conversation.append({"role": "user", "content": user_input})
+        log.user(user_input)
         ui.start_reply("Assistant")
-        reply, metrics, note = stream_reply(client, conversation, params, ui.write)
+        reply, metrics, note = stream_reply(client, conversation, params, ui.write, log.recorder())
         ui.end_reply(note)
         if reply:
             conversation.append({"role": "assistant", "content": reply})
@@ -177,5 +196,6 @@ def run(args: argparse.Namespace) -> int:
             conversation.pop()  # nothing came back: keep the conversation alternating
         if args.stats and metrics is not None:
             ui.info(metrics.summary())
+    log.close()
     ui.info("Goodbye!", "bold")
     return 0

@@ -6,7 +6,7 @@ import argparse
 import os
 from typing import Any
 
-from ..errors import InvalidRequestError
+from ..errors import InvalidRequestError, StreamchatError
 from ..providers import resolve
 from ..request import MAX_TOKENS_LIMIT
 
@@ -99,3 +99,16 @@ def preload(model: str | None) -> None:
     load = getattr(provider, "load", None)
     if load is not None:
         load()
+
+
+def conversation_info(args: argparse.Namespace, default_model: str) -> dict[str, Any]:
+    """How the history describes a conversation: the model name to resume it with, the
+    provider, the system prompt and the sampling parameters that were set."""
+    model = args.model or default_model
+    try:
+        provider: str | None = resolve(model)[0].name
+    except (KeyError, StreamchatError):
+        provider = None
+    params = request_params(args)
+    parameters = {k: v for k, v in params.items() if k not in ("model", "system") and v is not None}
+    return {"model": model, "provider": provider, "system": args.system, "parameters": parameters}

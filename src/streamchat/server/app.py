@@ -19,7 +19,7 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
     routes: list = [Route("/healthz", healthz)]
     # Each protocol module contributes routes(config) -> list[Route]; imported lazily so a
     # missing optional part never breaks the others.
-    for name in ("anthropic", "openai", "bedrock"):
+    for name in ("anthropic", "openai", "models", "bedrock", "history_api"):
         module = __import__(f"streamchat.server.{name}", fromlist=["routes"])
         routes += module.routes(config)
     app = Starlette(routes=routes)

@@ -8,6 +8,7 @@ module renders them in its own error shape.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,10 @@ from ..errors import InvalidRequestError, RequestTooLargeError
 from ..events import StreamEvent
 from ..providers import get_provider, split_model
 from ..providers.local import BUILTIN_MODELS, DEFAULT_LOCAL_MODEL
+from ..recorder import record_stream
 from ..request import MAX_TOKENS_LIMIT, MessageRequest
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 @dataclass(slots=True)
@@ -30,6 +34,7 @@ class ServerConfig:
     api_key: str | None = None
     max_body_bytes: int = 1_000_000
     max_tokens_limit: int = MAX_TOKENS_LIMIT
+    history_path: str | None = None  # log requests and replies here (serve --history)
 
     def served_models(self) -> list[str]:
         """Model names a client may pick (the default first)."""
@@ -47,10 +52,29 @@ async def read_json(request: Request, config: ServerConfig) -> Any:
         body += chunk
         if len(body) > config.max_body_bytes:
             raise RequestTooLargeError(f"request body exceeds {config.max_body_bytes} bytes")
+    return parse_json(bytes(body))
+
+
+def parse_json(body: bytes) -> Any:
+    """JSON the rest of the server can trust; anything else is a 400, never a 500.
+
+    ``json.loads`` also fails with ``RecursionError`` (deep nesting), ``ValueError`` (integers of
+    over 4300 digits) and accepts lone surrogates (``"\\ud800"``), which no UTF-8 encoder can
+    write back (the echo, the model's tokenizer, the history).
+    """
     try:
-        return json.loads(body)
+        value = json.loads(body)
+        if _SURROGATE_ESCAPE.search(body):  # only an escape can smuggle in a lone surrogate
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        raise InvalidRequestError("request body is not valid JSON: lone surrogate") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InvalidRequestError(f"request body is not valid JSON: {error}") from None
+    except (RecursionError, ValueError):
+        raise InvalidRequestError(
+            "request body is not valid JSON: nested too deeply or a number too long"
+        ) from None
 
 
 def route_model(config: ServerConfig, requested: str | None) -> str:
@@ -72,6 +96,8 @@ async def open_events(
     provider = get_provider(route_model(config, requested_model))
     request = build(requested_model or config.default_model)
     events = provider.stream(request)
+    if config.history_path:  # one place for every protocol; fail-soft, off the event loop
+        events = record_stream(config.history_path, request, events, provider=provider.name)
     try:
         first = await events.__anext__()
     except BaseException:
@@ -80,7 +106,9 @@ async def open_events(
     return _prepend(first, events)
 
 
-async def _prepend(first: StreamEvent, events: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEvent]:
+async def _prepend(
+    first: StreamEvent, events: AsyncIterator[StreamEvent]
+) -> AsyncIterator[StreamEvent]:
     try:
         yield first
         async for event in events:

@@ -1,0 +1,365 @@
+"""``streamchat history``: list, show, export, delete and search the stored conversations.
+
+Also the glue ``chat`` and ``ask`` use to log their turns (:class:`ChatLog`): history there is
+fail-soft (one warning, then off), while here an unusable database is a one-line error.
+Tables are drawn with rich on a terminal; piped output is plain tab-separated text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from ..errors import ConversationNotFoundError, HistoryError, InvalidRequestError
+from ..history import HistoryStore, db_path, turns_for_model
+from ..recorder import ReplyRecorder, shared_store
+
+MARK_START, MARK_END = "\x02", "\x03"  # how HistoryStore.search marks matches in snippets
+
+
+def add_history_options(parser: argparse.ArgumentParser, *, resume: bool = False) -> None:
+    """``--db`` and ``--no-history`` (and for chat ``--continue`` / ``--resume ID``)."""
+    group = parser.add_argument_group("history")
+    group.add_argument("--db", metavar="PATH", help="history database (env STREAMCHAT_DB)")
+    group.add_argument("--no-history", action="store_true", help="do not log this conversation")
+    if resume:
+        group.add_argument(
+            "-c",
+            "--continue",
+            dest="continue_",
+            action="store_true",
+            help="resume the latest conversation",
+        )
+        group.add_argument("--resume", type=int, metavar="ID", help="resume conversation ID")
+
+
+def add_server_history_options(parser: argparse.ArgumentParser) -> None:
+    """``serve --history`` logs every request and reply; ``--db PATH`` alone implies it."""
+    parser.add_argument(
+        "--history",
+        action=argparse.BooleanOptionalAction,
+        help="log requests and replies to the history database (default off)",
+    )
+    parser.add_argument(
+        "--db", metavar="PATH", help="history database (implies --history; env STREAMCHAT_DB)"
+    )
+
+
+def server_history_path(args: argparse.Namespace) -> str | None:
+    """The database ``serve`` logs to, checked now: an unusable one warns and turns it off."""
+    if not (args.history or (args.history is None and args.db)):
+        return None
+    try:
+        shared_store(db_path(args.db))
+    except HistoryError as error:
+        warn(f"{error.message}; history is off")
+        return None
+    return str(db_path(args.db))
+
+
+def warn(message: str) -> None:
+    """A one-line warning on stderr (history trouble never stops a chat)."""
+    print(f"streamchat: warning: {message}", file=sys.stderr, flush=True)
+
+
+class ChatLog:
+    """The history of one CLI conversation. Never breaks the chat: the first problem (corrupt
+    or read-only file, full disk) prints one warning and turns history off."""
+
+    def __init__(self, store: HistoryStore | None, warn: Callable[[str], None]) -> None:
+        self.store = store
+        self.warn = warn
+        self.conversation_id: int | None = None
+        self._info: dict[str, Any] = {}
+
+    @classmethod
+    def open(cls, args: argparse.Namespace, warn: Callable[[str], None]) -> ChatLog:
+        if args.no_history:
+            return cls(None, warn)
+        try:
+            return cls(HistoryStore(db_path(args.db)), warn)
+        except HistoryError as error:
+            warn(f"{error.message}; history is off")
+            return cls(None, warn)
+
+    def _fail(self, error: HistoryError) -> None:
+        if self.store is not None:
+            self.warn(f"{error.message}; history is off from here")
+            self.store = None
+
+    def resume(self, conversation_id: int | None) -> dict[str, Any] | None:
+        """The conversation to continue (``None``: the latest), or ``None`` with a warning."""
+        if self.store is None:
+            self.warn("cannot resume without history; starting a new conversation")
+            return None
+        if conversation_id is None:
+            conversation_id = self.store.last_conversation_id()
+            if conversation_id is None:
+                self.warn("no conversation to continue; starting a new one")
+                return None
+        conversation = self.store.conversation(conversation_id)  # unknown id: a one-line error
+        self.conversation_id = conversation_id
+        return conversation
+
+    def begin(self, **info: Any) -> None:
+        """Conversation details, written with the first message (no empty conversations)."""
+        self._info = info
+
+    def user(self, text: str) -> None:
+        if self.store is None:
+            return
+        try:
+            if self.conversation_id is None:
+                self.conversation_id = self.store.new_conversation(**self._info)
+            self.store.add_message(self.conversation_id, "user", text)
+        except HistoryError as error:
+            self._fail(error)
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    def recorder(self) -> ReplyRecorder | None:
+        """A recorder for the next reply (after :meth:`user`), or ``None`` with history off."""
+        if self.store is None or self.conversation_id is None:
+            return None
+        return ReplyRecorder(self.store, self.conversation_id, on_error=self._fail)
+
+
+def local_time(stamp: str) -> str:
+    return datetime.fromisoformat(stamp).astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+def one_line(text: str | None, width: int = 60) -> str:
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def recap(conversation: dict[str, Any], exchanges: int = 2) -> list[str]:
+    """A few lines to show when a conversation is resumed: what it is and how it ended."""
+    turns = turns_for_model(conversation["messages"])
+    lines = [
+        f"Resuming conversation {conversation['id']} · started "
+        f"{local_time(conversation['created_at'])} · {len(turns) // 2} turns · "
+        f"{conversation['model'] or 'default model'}"
+    ]
+    if len(turns) > 2 * exchanges:
+        lines.append("  …")
+    for turn in turns[-2 * exchanges :]:
+        who = "You" if turn["role"] == "user" else "Assistant"
+        lines.append(f"  {who}: {one_line(turn['content'], 100)}")
+    return lines
+
+
+def to_markdown(conversation: dict[str, Any]) -> str:
+    """The Markdown export (and what ``show`` prints)."""
+    lines = [f"# Conversation {conversation['id']}", ""]
+    lines.append(f"- Started: {local_time(conversation['created_at'])}")
+    for key in ("model", "provider", "system", "source"):
+        if conversation.get(key):
+            lines.append(f"- {key.capitalize()}: {conversation[key]}")
+    if conversation.get("parameters"):
+        lines.append(f"- Parameters: `{json.dumps(conversation['parameters'])}`")
+    for message in conversation["messages"]:
+        notes = []
+        if message["role"] == "assistant":
+            if message["input_tokens"] is not None or message["output_tokens"] is not None:
+                notes.append(
+                    f"{message['input_tokens'] or 0} in / {message['output_tokens'] or 0} out"
+                )
+            if message["ttft"] is not None:
+                notes.append(f"TTFT {message['ttft'] * 1000:.0f} ms")
+            if message["total_time"] is not None:
+                notes.append(f"{message['total_time']:.2f} s")
+            if message["stop_reason"]:
+                notes.append(message["stop_reason"])
+            if message["interrupted"]:
+                notes.append("interrupted")
+            if message["error"]:
+                notes.append(f"error: {message['error']}")
+        heading = "User" if message["role"] == "user" else "Assistant"
+        suffix = f" ({' · '.join(notes)})" if notes else ""
+        lines += ["", f"## {heading}{suffix}", "", message["text"]]
+    return "\n".join(lines) + "\n"
+
+
+# -- the command ------------------------------------------------------------------------------
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "history",
+        help="list, show, export, delete and search stored conversations",
+        description="Conversations are stored in SQLite as they stream "
+        "($XDG_DATA_HOME/streamchat/history.db; --db or STREAMCHAT_DB to change).",
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db", metavar="PATH", help="history database (env STREAMCHAT_DB)")
+    commands = parser.add_subparsers(dest="history_command", metavar="ACTION", required=True)
+
+    listing = commands.add_parser("list", parents=[common], help="recent conversations")
+    listing.add_argument("-n", "--limit", type=int, default=20, help="how many (default 20)")
+    listing.set_defaults(func=run_list)
+
+    show = commands.add_parser("show", parents=[common], help="print one conversation")
+    show.add_argument("id", type=int)
+    show.set_defaults(func=run_show)
+
+    export = commands.add_parser("export", parents=[common], help="export as Markdown or JSON")
+    export.add_argument("id", type=int)
+    export.add_argument("--format", choices=("md", "json"), help="default: from -o, else md")
+    export.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    export.set_defaults(func=run_export)
+
+    delete = commands.add_parser("delete", parents=[common], help="delete one conversation")
+    delete.add_argument("id", type=int)
+    delete.set_defaults(func=run_delete)
+
+    search = commands.add_parser("search", parents=[common], help="full-text search")
+    search.add_argument("text", nargs="+", help="words that must all appear")
+    search.add_argument("-n", "--limit", type=int, default=20, help="how many (default 20)")
+    search.set_defaults(func=run_search)
+
+
+def open_store(args: argparse.Namespace, *, write: bool = False) -> HistoryStore | None:
+    """The database, or ``None`` when there is none yet; reading works on a read-only file."""
+    path = db_path(args.db)
+    if not path.exists():
+        return None
+    return HistoryStore(path, readonly=not write)
+
+
+def terminal() -> Any:
+    """A rich console when stdout is a terminal, else ``None`` (plain text)."""
+    if not sys.stdout.isatty():
+        return None
+    from rich.console import Console
+
+    return Console(highlight=False, emoji=False)
+
+
+def table(console: Any, headers: list[str], rows: list[list[Any]]) -> None:
+    if console is None:
+        for row in rows:
+            print("\t".join(str(cell) for cell in row))
+        return
+    from rich.table import Table
+
+    grid = Table(*headers, header_style="bold")
+    for row in rows:
+        grid.add_row(*row)
+    console.print(grid)
+
+
+def highlight(snippet: str, console: Any) -> Any:
+    """A search snippet on one line, its matches in [brackets] or, on a terminal, in colour."""
+    parts = re.split(f"[{MARK_START}{MARK_END}]", " ".join(snippet.split()))
+    if console is None:
+        return "".join(f"[{part}]" if i % 2 else part for i, part in enumerate(parts))
+    from rich.text import Text
+
+    text = Text()
+    for i, part in enumerate(parts):
+        text.append(part, "bold yellow" if i % 2 else "")
+    return text
+
+
+def run_list(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    conversations = store.conversations(args.limit) if store else []
+    console = terminal()
+    if not conversations:
+        print("no conversations yet", file=sys.stderr)
+        return 0
+    rows = [
+        [
+            str(c["id"]),
+            local_time(c["created_at"]),
+            c["model"] or "",
+            str(c["turns"]),
+            one_line(c["preview"]),
+        ]
+        for c in conversations
+    ]
+    table(console, ["ID", "Started", "Model", "Turns", "First words"], rows)
+    return 0
+
+
+def _conversation(args: argparse.Namespace) -> dict[str, Any]:
+    store = open_store(args)
+    if store is None:
+        raise ConversationNotFoundError(f"no conversation {args.id}")
+    with store:
+        return store.conversation(args.id)
+
+
+def run_show(args: argparse.Namespace) -> int:
+    text = to_markdown(_conversation(args))
+    console = terminal()
+    if console is None:
+        sys.stdout.write(text)
+    else:
+        from rich.markdown import Markdown
+
+        console.print(Markdown(text))
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    fmt = args.format or ("json" if (args.output or "").endswith(".json") else "md")
+    if fmt == "json":
+        store = open_store(args)
+        if store is None:
+            raise ConversationNotFoundError(f"no conversation {args.id}")
+        with store:
+            text = json.dumps(store.export(args.id), indent=2, ensure_ascii=False) + "\n"
+    else:
+        text = to_markdown(_conversation(args))
+    if not args.output:
+        sys.stdout.write(text)
+        return 0
+    try:  # an export holds the conversation: private like the database itself
+        fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+    except OSError as error:
+        raise InvalidRequestError(f"cannot write {args.output}: {error.strerror}") from None
+    print(f"exported conversation {args.id} to {args.output}", file=sys.stderr)
+    return 0
+
+
+def run_delete(args: argparse.Namespace) -> int:
+    store = open_store(args, write=True)
+    if store is None:
+        raise ConversationNotFoundError(f"no conversation {args.id}")
+    with store:
+        store.delete(args.id)
+    print(f"deleted conversation {args.id}")
+    return 0
+
+
+def run_search(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    hits = store.search(" ".join(args.text), args.limit) if store else []
+    if not hits:
+        print("no matches", file=sys.stderr)
+        return 0
+    console = terminal()
+    rows = [
+        [
+            str(hit["conversation_id"]),
+            hit["role"],
+            local_time(hit["created_at"]),
+            highlight(hit["snippet"], console),
+        ]
+        for hit in hits
+    ]
+    table(console, ["Conversation", "Role", "When", "Match"], rows)
+    return 0

@@ -1,0 +1,122 @@
+"""``streamchat serve``: the Anthropic, OpenAI and Bedrock wire protocols over one local model.
+
+Binds loopback by default; exposing it elsewhere without ``--api-key`` earns a warning, since
+anyone who can reach the port can then spend this machine's CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+
+from ..errors import InvalidRequestError
+from ..providers import get_provider, split_model
+from ..providers.local import DEFAULT_LOCAL_MODEL
+from ..server.common import ServerConfig
+from .history import add_server_history_options, server_history_path
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+GRACEFUL_SHUTDOWN_SECONDS = 5  # open streams get this long to finish on Ctrl-C
+MAX_BODY_BYTES = ServerConfig().max_body_bytes
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve the Anthropic, OpenAI and Bedrock APIs over HTTP",
+        description="Serve a model over the Anthropic Messages, OpenAI Chat Completions and "
+        "Bedrock Runtime protocols, for their official SDKs. Requests for unknown model ids "
+        "are answered by --model, echoing the requested id.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=_positive_int, default=8080, help="port (default 8080)")
+    parser.add_argument(
+        "-m",
+        "--model",
+        default=os.environ.get("STREAMCHAT_MODEL") or DEFAULT_LOCAL_MODEL,
+        help=f"the model that serves requests (default {DEFAULT_LOCAL_MODEL})",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("STREAMCHAT_API_KEY") or None,
+        help="require this key (x-api-key / Bearer / AWS access key); env STREAMCHAT_API_KEY",
+    )
+    parser.add_argument(
+        "--max-body-bytes",
+        type=_positive_int,
+        default=MAX_BODY_BYTES,
+        help=f"largest request body accepted (default {MAX_BODY_BYTES})",
+    )
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    add_server_history_options(parser)
+    parser.set_defaults(func=run)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def base_url(host: str, port: int) -> str:
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def banner(model: str, url: str) -> str:
+    """What to paste into each SDK to use this server."""
+    return "\n".join(
+        [
+            f"streamchat serving {model} at {url}",
+            f'  Anthropic: anthropic.Anthropic(base_url="{url}", api_key=...)',
+            f'  OpenAI:    openai.OpenAI(base_url="{url}/v1", api_key=...)',
+            f'  Bedrock:   boto3.client("bedrock-runtime", endpoint_url="{url}")',
+        ]
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ..server.app import create_app
+
+    if split_model(args.model) is None:
+        raise InvalidRequestError(f"--model: unknown model {args.model!r}")
+    get_provider(args.model)  # a missing model file or bad option fails here, in one line
+    config = ServerConfig(
+        default_model=args.model,
+        api_key=args.api_key,
+        max_body_bytes=args.max_body_bytes,
+        history_path=server_history_path(args),
+    )
+    if not is_loopback(args.host) and not config.api_key:
+        print(
+            f"streamchat: warning: serving on {args.host} without --api-key: "
+            "anyone who can reach this port can use it",
+            file=sys.stderr,
+        )
+    print(banner(args.model, base_url(args.host, args.port)), flush=True)
+    uvicorn.run(
+        create_app(config),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+    )
+    return 0

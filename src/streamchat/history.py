@@ -1,0 +1,380 @@
+"""Conversation history in SQLite: one file that a user can query, shared by every process.
+
+WAL mode, a busy timeout and short transactions let chat, ask and serve write at once;
+``PRAGMA user_version`` versions the schema; an FTS5 index (kept by triggers) answers
+``streamchat history search``. Replies are written while they stream by :mod:`.recorder`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .errors import ConversationNotFoundError, HistoryError
+
+BUSY_TIMEOUT_MS = 5000
+EXPORT_FORMAT = "streamchat.conversation/1"
+
+# Each migration is a list of statements, applied in one transaction; the schema version is
+# the number applied (PRAGMA user_version). Append new migrations; never edit old ones.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE conversations (
+            id INTEGER PRIMARY KEY,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            model TEXT,
+            provider TEXT,
+            system TEXT,
+            parameters TEXT NOT NULL DEFAULT '{}',
+            source TEXT,
+            thread_key TEXT
+        )""",
+        "CREATE INDEX conversations_updated ON conversations(updated_at)",
+        "CREATE INDEX conversations_thread ON conversations(thread_key)",
+        """CREATE TABLE messages (
+            id INTEGER PRIMARY KEY,
+            conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+            role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+            text TEXT NOT NULL DEFAULT '',
+            model TEXT,
+            input_tokens INTEGER,
+            output_tokens INTEGER,
+            ttft REAL,
+            total_time REAL,
+            stop_reason TEXT,
+            interrupted INTEGER NOT NULL DEFAULT 0,
+            error TEXT,
+            created_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX messages_conversation ON messages(conversation_id, id)",
+        """CREATE VIRTUAL TABLE messages_fts
+            USING fts5(text, content='messages', content_rowid='id')""",
+        """CREATE TRIGGER messages_ai AFTER INSERT ON messages BEGIN
+            INSERT INTO messages_fts(rowid, text) VALUES (new.id, new.text);
+        END""",
+        """CREATE TRIGGER messages_ad AFTER DELETE ON messages BEGIN
+            INSERT INTO messages_fts(messages_fts, rowid, text) VALUES ('delete', old.id, old.text);
+        END""",
+        """CREATE TRIGGER messages_au AFTER UPDATE OF text ON messages BEGIN
+            INSERT INTO messages_fts(messages_fts, rowid, text) VALUES ('delete', old.id, old.text);
+            INSERT INTO messages_fts(rowid, text) VALUES (new.id, new.text);
+        END""",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+MESSAGE_FIELDS = (
+    "id, conversation_id, role, text, model, input_tokens, output_tokens, ttft, total_time, "
+    "stop_reason, interrupted, error, created_at"
+)
+CONVERSATION_FIELDS = "id, created_at, updated_at, model, provider, system, parameters, source"
+
+
+def data_dir() -> Path:
+    """Where streamchat keeps its files (``$XDG_DATA_HOME/streamchat``)."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
+    return Path(base) / "streamchat"
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` readable by this user only (0700); our own data dir is tightened too."""
+    if not path.is_dir():
+        path.mkdir(parents=True, mode=0o700, exist_ok=True)
+        os.chmod(path, 0o700)
+    elif path == data_dir():
+        os.chmod(path, 0o700)
+    return path
+
+
+def db_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """``--db``, else ``$STREAMCHAT_DB``, else ``$XDG_DATA_HOME/streamchat/history.db``."""
+    chosen = explicit or os.environ.get("STREAMCHAT_DB")
+    return Path(chosen).expanduser() if chosen else data_dir() / "history.db"
+
+
+def now() -> str:
+    """UTC, to the microsecond: ``updated_at`` orders conversations by their latest activity."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _message(row: sqlite3.Row) -> dict[str, Any]:
+    message = dict(row)
+    message["interrupted"] = bool(message["interrupted"])
+    return message
+
+
+def _conversation(row: sqlite3.Row) -> dict[str, Any]:
+    conversation = dict(row)
+    conversation["parameters"] = json.loads(conversation["parameters"] or "{}")
+    return conversation
+
+
+class HistoryStore:
+    """The database; thread-safe (one connection behind a lock), each write a short transaction.
+
+    Raises :class:`HistoryError` (one line, naming the file) for a corrupt, read-only or
+    otherwise unusable database; ``readonly=True`` opens an existing file for reading only.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False) -> None:
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        self._db: sqlite3.Connection | None = None
+        try:
+            if readonly:
+                self._db = self._connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+                self._check_version(self._version())
+            else:
+                private_dir(self.path.parent)
+                if not self.path.exists():
+                    os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+                self._db = self._connect(str(self.path))
+                self._db.execute("PRAGMA journal_mode = WAL")
+                self._migrate()
+        except (sqlite3.Error, OSError) as error:
+            if self._db is not None:
+                self._db.close()
+            raise HistoryError(f"history database {self.path} is unusable: {error}") from None
+
+    @staticmethod
+    def _connect(target: str, uri: bool = False) -> sqlite3.Connection:
+        db = sqlite3.connect(
+            target,
+            uri=uri,
+            timeout=BUSY_TIMEOUT_MS / 1000,
+            isolation_level=None,  # autocommit; multi-statement writes use BEGIN IMMEDIATE
+            check_same_thread=False,  # guarded by self._lock
+        )
+        db.row_factory = sqlite3.Row
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        db.execute("PRAGMA foreign_keys = ON")
+        # WAL + NORMAL: a commit survives the process being killed (not a power cut), cheaply.
+        db.execute("PRAGMA synchronous = NORMAL")
+        return db
+
+    def _version(self) -> int:
+        return self._db.execute("PRAGMA user_version").fetchone()[0]
+
+    def _check_version(self, version: int) -> None:
+        if version > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(
+                f"schema version {version} is newer than this streamchat ({SCHEMA_VERSION})"
+            )
+
+    def _migrate(self) -> None:
+        """Apply pending migrations; the write of ``user_version`` also proves we may write."""
+        with self._transaction() as db:
+            version = self._version()
+            self._check_version(version)
+            for statements in MIGRATIONS[version:]:
+                for statement in statements:
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A short write transaction, taking the write lock up front (no upgrade deadlocks)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            with self._lock:
+                yield
+        except sqlite3.Error as error:
+            raise HistoryError(f"history database {self.path}: {error}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> HistoryStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def new_conversation(
+        self,
+        *,
+        model: str | None = None,
+        provider: str | None = None,
+        system: str | None = None,
+        parameters: dict[str, Any] | None = None,
+        source: str | None = None,
+        created_at: str | None = None,
+    ) -> int:
+        stamp = created_at or now()
+        with self._errors(), self._transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO conversations (created_at, updated_at, model, provider, system, "
+                "parameters, source) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (stamp, stamp, model, provider, system, json.dumps(parameters or {}), source),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def add_message(self, conversation_id: int, role: str, text: str, **fields: Any) -> int:
+        """Insert one message (``fields``: any other message column) and touch the conversation."""
+        fields = {"created_at": now(), **fields, "role": role, "text": text}
+        fields["conversation_id"] = conversation_id
+        names = ", ".join(fields)
+        marks = ", ".join("?" * len(fields))
+        with self._errors(), self._transaction() as db:
+            cursor = db.execute(
+                f"INSERT INTO messages ({names}) VALUES ({marks})", tuple(fields.values())
+            )
+            db.execute(
+                "UPDATE conversations SET updated_at = ? WHERE id = ?",
+                (fields["created_at"], conversation_id),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def update_message(self, message_id: int, **fields: Any) -> None:
+        """Update columns of one message in a single statement (the streaming flush path)."""
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        with self._errors():
+            self._db.execute(
+                f"UPDATE messages SET {assignments} WHERE id = ?", (*fields.values(), message_id)
+            )
+
+    def delete(self, conversation_id: int) -> None:
+        with self._errors(), self._transaction() as db:
+            db.execute("DELETE FROM messages WHERE conversation_id = ?", (conversation_id,))
+            cursor = db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+            if cursor.rowcount == 0:
+                raise ConversationNotFoundError(f"no conversation {conversation_id}")
+
+    def claim_thread(self, key: str) -> int | None:
+        """Atomically take the latest conversation whose turns hash to ``key`` (server requests
+        that continue an earlier exchange join it instead of starting a new conversation)."""
+        with self._errors():
+            row = self._db.execute(
+                "UPDATE conversations SET thread_key = NULL WHERE id = (SELECT id FROM "
+                "conversations WHERE thread_key = ? ORDER BY updated_at DESC, id DESC LIMIT 1) "
+                "RETURNING id",
+                (key,),
+            ).fetchone()
+            return row[0] if row else None
+
+    def set_thread(self, conversation_id: int, key: str) -> None:
+        with self._errors():
+            self._db.execute(
+                "UPDATE conversations SET thread_key = ? WHERE id = ?", (key, conversation_id)
+            )
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def conversations(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Most recently active first, each with ``turns`` and a ``preview`` of its first words."""
+        with self._errors():
+            rows = self._db.execute(
+                f"SELECT {CONVERSATION_FIELDS}, "
+                "(SELECT count(*) FROM messages m WHERE m.conversation_id = c.id "
+                " AND m.role = 'user') AS turns, "
+                "(SELECT substr(text, 1, 200) FROM messages m WHERE m.conversation_id = c.id "
+                " ORDER BY m.id LIMIT 1) AS preview "
+                "FROM conversations c ORDER BY updated_at DESC, id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [_conversation(row) for row in rows]
+
+    def last_conversation_id(self) -> int | None:
+        latest = self.conversations(limit=1)
+        return latest[0]["id"] if latest else None
+
+    def conversation(self, conversation_id: int) -> dict[str, Any]:
+        """One conversation with its ``messages`` (raises ConversationNotFoundError)."""
+        with self._errors():
+            row = self._db.execute(
+                f"SELECT {CONVERSATION_FIELDS} FROM conversations WHERE id = ?", (conversation_id,)
+            ).fetchone()
+            if row is None:
+                raise ConversationNotFoundError(f"no conversation {conversation_id}")
+            messages = self._db.execute(
+                f"SELECT {MESSAGE_FIELDS} FROM messages WHERE conversation_id = ? ORDER BY id",
+                (conversation_id,),
+            ).fetchall()
+        return {**_conversation(row), "messages": [_message(m) for m in messages]}
+
+    def search(self, text: str, limit: int = 20) -> list[dict[str, Any]]:
+        """Messages containing every word of ``text`` (FTS5), best first, with a ``snippet``
+        whose matches are wrapped in ``\\x02``/``\\x03`` for the caller to style."""
+        query = " ".join('"' + word.replace('"', '""') + '"' for word in text.split())
+        if not query:
+            return []
+        with self._errors():
+            rows = self._db.execute(
+                "SELECT m.id, m.conversation_id, m.role, m.created_at, m.interrupted, "
+                "snippet(messages_fts, 0, char(2), char(3), '…', 12) AS snippet "
+                "FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
+                "WHERE messages_fts MATCH ? ORDER BY rank LIMIT ?",
+                (query, limit),
+            ).fetchall()
+        return [_message(row) for row in rows]
+
+    # -- export / import ----------------------------------------------------------------------
+
+    def export(self, conversation_id: int) -> dict[str, Any]:
+        """The JSON export: the conversation row and its messages, as stored."""
+        conversation = self.conversation(conversation_id)
+        messages = conversation.pop("messages")
+        return {"format": EXPORT_FORMAT, "conversation": conversation, "messages": messages}
+
+    def import_conversation(self, data: dict[str, Any]) -> int:
+        """Store a JSON export as a new conversation (new ids, everything else as exported)."""
+        if data.get("format") != EXPORT_FORMAT:
+            raise HistoryError(f"not a {EXPORT_FORMAT} export")
+        info = data["conversation"]
+        keep = ("model", "provider", "system", "parameters", "source", "created_at")
+        conversation_id = self.new_conversation(**{k: info.get(k) for k in keep})
+        for message in data["messages"]:
+            fields = {
+                k: v
+                for k, v in message.items()
+                if k not in ("id", "conversation_id", "role", "text")
+            }
+            fields["interrupted"] = int(bool(fields.get("interrupted")))
+            self.add_message(conversation_id, message["role"], message["text"], **fields)
+        with self._errors():
+            self._db.execute(
+                "UPDATE conversations SET updated_at = ? WHERE id = ?",
+                (info.get("updated_at") or now(), conversation_id),
+            )
+        return conversation_id
+
+
+def turns_for_model(messages: Iterable[dict[str, Any]]) -> list[dict[str, str]]:
+    """The stored messages as a request's alternating turns, as the chat kept them in memory:
+    replies that brought no text are dropped with the question they answered."""
+    turns: list[dict[str, str]] = []
+    for message in messages:
+        answered = bool(turns) and turns[-1]["role"] == "user"
+        if message["role"] == "assistant":
+            if message["text"] and answered:
+                turns.append({"role": "assistant", "content": message["text"]})
+        else:
+            if answered:
+                turns.pop()
+            turns.append({"role": "user", "content": message["text"]})
+    if turns and turns[-1]["role"] == "user":
+        turns.pop()
+    return turns

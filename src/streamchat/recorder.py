@@ -1,0 +1,279 @@
+"""Recording replies into the history as they stream: O(1) per token, a write now and then.
+
+:class:`ReplyRecorder` serves the CLI (sync); :func:`record_stream` wraps a server's async event
+iterator in one line. Both are fail-soft: a history problem is reported once, never raised into
+the stream being recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+from .errors import HistoryError, StreamchatError
+from .events import StreamEvent
+from .history import HistoryStore
+from .metrics import Metrics, MetricsRecorder
+
+log = logging.getLogger("streamchat.history")
+
+FLUSH_SECONDS = 0.5  # a streaming reply's text reaches the database at least this often...
+FLUSH_TOKENS = 256  # ...or after this many tokens, whichever comes first
+
+
+class ReplyRecorder:
+    """Writes one assistant reply as it streams: O(1) per token, a row write at most every
+    ``flush_seconds`` or ``flush_tokens``. The row is created at the first token with
+    ``interrupted=1`` and cleared only by a normal end, so a killed process leaves the truth."""
+
+    def __init__(
+        self,
+        store: HistoryStore,
+        conversation_id: int,
+        *,
+        flush_seconds: float = FLUSH_SECONDS,
+        flush_tokens: int = FLUSH_TOKENS,
+        on_error: Callable[[HistoryError], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.conversation_id = conversation_id
+        self.message_id: int | None = None
+        self.flush_seconds = flush_seconds
+        self.flush_tokens = flush_tokens
+        self.on_error = on_error
+        self.failed: HistoryError | None = None
+        self._parts: list[str] = []
+        self._pending = 0
+        self._flushed_at = self._last_at = 0.0  # event timestamps (perf_counter)
+        self._model: str | None = None
+        self._input_tokens: int | None = None
+        self._output_tokens: int | None = None
+        self._stop_reason: str | None = None
+        self._error: str | None = None
+        self._ended = False
+        self._finished = False
+        self._lock = threading.Lock()  # a flush still running in a worker thread vs. finish
+
+    @property
+    def text(self) -> str:
+        return "".join(self._parts)
+
+    def feed(self, event: StreamEvent) -> bool:
+        """Take one event (no I/O); ``True`` when :meth:`flush` is due."""
+        kind = event.type
+        if kind == "content_block_delta":
+            self._parts.append(event.delta.text)
+            self._pending += 1
+            self._last_at = event.timestamp
+            return (
+                self.message_id is None
+                or self._pending >= self.flush_tokens
+                or event.timestamp - self._flushed_at >= self.flush_seconds
+            )
+        if kind == "message_start":
+            self._model = event.message.model
+            self._input_tokens = event.message.usage.input_tokens
+        elif kind == "message_delta":
+            self._stop_reason = event.delta.stop_reason
+            self._output_tokens = event.usage.output_tokens
+        elif kind == "message_stop":
+            self._ended = True
+        elif kind == "error":
+            self._error = f"{event.error.type}: {event.error.message}"
+        return False
+
+    def observe(self, event: StreamEvent) -> None:
+        """Feed an event and write when due (the sync path: chat and ask)."""
+        if self.feed(event):
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the text so far; the first flush creates the row."""
+        self._pending = 0
+        self._flushed_at = self._last_at
+        with self._lock:
+            if self._finished:
+                return
+            if self.message_id is None:
+                self._write(self._create)
+            else:
+                self._write(lambda: self.store.update_message(self.message_id, text=self.text))
+
+    def _create(self) -> None:
+        self.message_id = self.store.add_message(
+            self.conversation_id,
+            "assistant",
+            self.text,
+            model=self._model,
+            input_tokens=self._input_tokens,
+            interrupted=1,
+        )
+
+    def finish(
+        self, metrics: Metrics | None = None, *, interrupted: bool = False, error: str | None = None
+    ) -> None:
+        """The final write: text, usage, timings, stop reason; ``interrupted`` unless the
+        stream ended normally (or the caller says it was cut short)."""
+        with self._lock:
+            if self._finished:
+                return
+            self._finished = True
+            self._finish(metrics, interrupted or not self._ended, error)
+
+    def _finish(self, metrics: Metrics | None, interrupted: bool, error: str | None) -> None:
+        if self.message_id is None:
+            self._write(self._create)
+        fields: dict[str, Any] = {
+            "text": self.text,
+            "stop_reason": self._stop_reason,
+            "interrupted": int(interrupted),
+            "error": error or self._error,
+            "output_tokens": self._output_tokens,
+        }
+        if metrics is not None:
+            fields.update(ttft=metrics.ttft, total_time=metrics.total_time)
+            fields["output_tokens"] = self._output_tokens or metrics.output_tokens
+        if self.message_id is not None:
+            self._write(lambda: self.store.update_message(self.message_id, **fields))
+
+    def _write(self, action: Callable[[], None]) -> None:
+        if self.failed is not None:
+            return
+        try:
+            action()
+        except HistoryError as error:
+            self.failed = error
+            if self.on_error is not None:
+                self.on_error(error)
+
+
+def thread_key(system: str | None, turns: Iterable[tuple[str, str]]) -> str:
+    """A digest of a conversation's system prompt and turns, to recognise its continuation."""
+    data = json.dumps([system or "", *turns], ensure_ascii=False)
+    return hashlib.sha256(data.encode()).hexdigest()
+
+
+async def record_stream(
+    store: HistoryStore | str | os.PathLike[str],
+    request: Any,
+    events: AsyncIterator[StreamEvent],
+    *,
+    provider: str | None = None,
+    source: str = "server",
+) -> AsyncIterator[StreamEvent]:
+    """Pass ``events`` through unchanged while logging ``request`` (a MessageRequest) and its
+    reply; ``store`` may be a database path (see :func:`shared_store`). Logging starts at the
+    first event, so requests refused before streaming (overload, bad model) leave no trace;
+    database work runs in a worker thread, off the event loop, and never fails the stream."""
+    metrics = MetricsRecorder(time.perf_counter())
+    recorder: ReplyRecorder | None = None
+    started = False
+    failure: str | None = None
+
+    def warn(error: HistoryError) -> None:
+        log.warning("history off for this request: %s", error.message)
+
+    try:
+        async for event in events:
+            metrics.observe(event)
+            if not started:
+                started = True
+                recorder = await asyncio.to_thread(
+                    _open_request, store, request, provider, source, warn
+                )
+            if recorder is not None and recorder.feed(event):
+                await asyncio.to_thread(recorder.flush)
+            yield event
+    except StreamchatError as error:  # a provider failure raised rather than sent as an event
+        failure = f"{error.error_type}: {error.message}"
+        raise
+    finally:
+        try:
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        finally:
+            if recorder is not None:  # shielded: a cancelled (disconnected) request still ends
+                final = asyncio.to_thread(
+                    _finish_request, recorder, request, metrics.metrics(), failure
+                )
+                await asyncio.shield(final)
+
+
+def _open_request(
+    store: HistoryStore | str | os.PathLike[str],
+    request: Any,
+    provider: str | None,
+    source: str,
+    warn: Callable[[HistoryError], None],
+) -> ReplyRecorder | None:
+    """Log a request's turns (joining the conversation it continues, if any)."""
+    try:
+        if not isinstance(store, HistoryStore):
+            store = shared_store(store)
+        turns = [(turn.role, turn.content) for turn in request.messages]
+        conversation_id = None
+        if len(turns) > 1:
+            conversation_id = store.claim_thread(thread_key(request.system, turns[:-1]))
+        if conversation_id is None:
+            parameters = {
+                k: getattr(request, k)
+                for k in ("max_tokens", "temperature", "top_p", "top_k", "seed", "stop_sequences")
+                if getattr(request, k, None) not in (None, [])
+            }
+            conversation_id = store.new_conversation(
+                model=request.model,
+                provider=provider,
+                system=request.system,
+                parameters=parameters,
+                source=source,
+            )
+        else:
+            turns = turns[-1:]
+        for role, text in turns:
+            store.add_message(conversation_id, role, text)
+    except HistoryError as error:
+        warn(error)
+        return None
+    return ReplyRecorder(store, conversation_id, on_error=warn)
+
+
+def _finish_request(
+    recorder: ReplyRecorder, request: Any, metrics: Metrics, error: str | None
+) -> None:
+    """The final write, then mark the conversation as continuable by its next request."""
+    recorder.finish(metrics, error=error)
+    if recorder.failed is None and recorder.text:
+        turns = [(turn.role, turn.content) for turn in request.messages]
+        key = thread_key(request.system, [*turns, ("assistant", recorder.text)])
+        with suppress(HistoryError):
+            recorder.store.set_thread(recorder.conversation_id, key)
+
+
+_shared: dict[Path, HistoryStore | HistoryError] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_store(path: str | os.PathLike[str]) -> HistoryStore:
+    """One store per database file for a long-running server; an unusable file is tried once,
+    its error raised again (cheaply) on every later call."""
+    key = Path(path).expanduser().resolve()
+    with _shared_lock:
+        if key not in _shared:
+            try:
+                _shared[key] = HistoryStore(key)
+            except HistoryError as error:
+                _shared[key] = error
+        found = _shared[key]
+    if isinstance(found, HistoryError):
+        raise found
+    return found

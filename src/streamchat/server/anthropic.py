@@ -1,0 +1,79 @@
+"""Anthropic Messages endpoints: ``POST /v1/messages`` and ``POST /v1/messages/count_tokens``.
+
+Each route is parse (wire codec) -> provider -> encode; errors before streaming get the API's
+status and ``{"type": "error", ...}`` body, errors after it an ``event: error`` frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..providers import get_provider
+from ..request import MessageRequest
+from ..wire import anthropic as wire
+from .common import ServerConfig, open_events, read_json, route_model
+from .streaming import (
+    CLIENT_CLOSED_REQUEST,
+    EventStreamResponse,
+    as_streamchat_error,
+    builder,
+    check_api_key,
+    collect_while_connected,
+    encode_stream,
+)
+
+
+def error_response(error: Exception) -> JSONResponse:
+    status, body = wire.error_response(as_streamchat_error(error))
+    return JSONResponse(body, status_code=status)
+
+
+def estimate_tokens(request: MessageRequest) -> int:
+    """About four characters a token: only for providers that cannot count exactly."""
+    chars = sum(len(turn.content) for turn in request.messages) + len(request.system or "")
+    return max(1, round(chars / 4))
+
+
+def routes(config: ServerConfig) -> list[Route]:
+    async def messages(request: Request) -> Response:
+        try:
+            check_api_key(request, config)
+            kwargs, stream = wire.parse_messages_request(await read_json(request, config))
+            events = await open_events(config, kwargs["model"], builder(kwargs, config))
+        except Exception as error:
+            return error_response(error)
+        if stream:
+            return EventStreamResponse(
+                encode_stream(events, wire.encode_event, wire.encode_error_event)
+            )
+        try:
+            message = await collect_while_connected(request, events)
+        except Exception as error:
+            return error_response(error)
+        if message is None:
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
+        return JSONResponse(wire.message_body(message))
+
+    async def count_tokens(request: Request) -> Response:
+        try:
+            check_api_key(request, config)
+            kwargs = wire.parse_count_tokens_request(await read_json(request, config))
+            message_request = builder({**kwargs, "max_tokens": 1}, config)(kwargs["model"])
+            provider = get_provider(route_model(config, kwargs["model"]))
+            count = getattr(provider, "count_tokens", None)
+            if count is None:
+                tokens = estimate_tokens(message_request)
+            else:  # may load a model or call a remote API: keep the event loop free
+                tokens = await asyncio.to_thread(count, message_request)
+        except Exception as error:
+            return error_response(error)
+        return JSONResponse(wire.count_tokens_body(tokens))
+
+    return [
+        Route("/v1/messages", messages, methods=["POST"]),
+        Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
+    ]

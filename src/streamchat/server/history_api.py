@@ -1,0 +1,71 @@
+"""The history as JSON for the web page: list, read and delete stored conversations.
+
+Always mounted, so a client can tell "history is off" (404 with that message) from a missing
+server; behind ``--api-key`` like every other endpoint, since conversations are private.
+Errors use the Anthropic error shape; database work runs in a thread, off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..errors import ConversationNotFoundError, InvalidRequestError, NotFoundError
+from ..history import HistoryStore
+from ..recorder import shared_store
+from .common import ServerConfig
+from .streaming import as_streamchat_error, check_api_key
+
+MAX_LIMIT = 200
+
+Handler = Callable[[Request, HistoryStore], Awaitable[Any]]
+
+
+def _conversation_id(request: Request) -> int:
+    text = request.path_params["id"]
+    if not text.isdigit():
+        raise ConversationNotFoundError(f"no conversation {text}")
+    return int(text)
+
+
+def routes(config: ServerConfig) -> list[Route]:
+    def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        """Auth, the store, errors as JSON: what every history endpoint shares."""
+
+        async def run(request: Request) -> Response:
+            try:
+                check_api_key(request, config)
+                if not config.history_path:
+                    raise NotFoundError("history is off on this server (start it with --history)")
+                store = await asyncio.to_thread(shared_store, config.history_path)
+                return JSONResponse(await handler(request, store))
+            except Exception as error:
+                failure = as_streamchat_error(error)
+                return JSONResponse(failure.to_dict(), status_code=failure.status_code)
+
+        return run
+
+    async def list_conversations(request: Request, store: HistoryStore) -> Any:
+        limit = request.query_params.get("limit", "50")
+        if not limit.isdigit() or not 1 <= int(limit) <= MAX_LIMIT:
+            raise InvalidRequestError(f"limit: expected an integer from 1 to {MAX_LIMIT}")
+        return {"data": await asyncio.to_thread(store.conversations, int(limit))}
+
+    async def get_conversation(request: Request, store: HistoryStore) -> Any:
+        return await asyncio.to_thread(store.conversation, _conversation_id(request))
+
+    async def delete_conversation(request: Request, store: HistoryStore) -> Any:
+        conversation_id = _conversation_id(request)
+        await asyncio.to_thread(store.delete, conversation_id)
+        return {"id": conversation_id, "type": "conversation_deleted", "deleted": True}
+
+    return [
+        Route("/api/conversations", endpoint(list_conversations), methods=["GET"]),
+        Route("/api/conversations/{id}", endpoint(get_conversation), methods=["GET"]),
+        Route("/api/conversations/{id}", endpoint(delete_conversation), methods=["DELETE"]),
+    ]

@@ -1,0 +1,58 @@
+"""OpenAI Chat Completions endpoint: ``POST /v1/chat/completions`` (streaming and not).
+
+The same pipeline as the Anthropic module; only the codec differs. Validation messages name the
+parameter the client sent (``max_completion_tokens``, ``stop``), not the canonical one.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..errors import StreamchatError
+from ..wire import openai as wire
+from .common import ServerConfig, open_events, read_json
+from .streaming import (
+    CLIENT_CLOSED_REQUEST,
+    EventStreamResponse,
+    as_streamchat_error,
+    builder,
+    check_api_key,
+    collect_while_connected,
+    encode_stream,
+)
+
+DEFAULT_MAX_TOKENS = 1024  # Chat Completions has no required limit; ours keeps replies bounded
+
+
+def error_response(error: Exception) -> JSONResponse:
+    status, body = wire.error_response(as_streamchat_error(error))
+    return JSONResponse(body, status_code=status)
+
+
+def routes(config: ServerConfig) -> list[Route]:
+    async def chat_completions(request: Request) -> Response:
+        options = wire.ChatOptions()
+        try:
+            check_api_key(request, config)
+            kwargs, options = wire.parse_chat_request(await read_json(request, config))
+            kwargs.setdefault("max_tokens", min(DEFAULT_MAX_TOKENS, config.max_tokens_limit))
+            events = await open_events(config, kwargs["model"], builder(kwargs, config))
+        except StreamchatError as error:
+            return error_response(options.rename(error))
+        except Exception as error:
+            return error_response(error)
+        model = kwargs["model"]
+        if options.stream:
+            encoder = wire.ChunkEncoder(model, include_usage=options.include_usage)
+            return EventStreamResponse(encode_stream(events, encoder.encode, wire.encode_error))
+        try:
+            message = await collect_while_connected(request, events)
+        except Exception as error:
+            return error_response(error)
+        if message is None:
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
+        return JSONResponse(wire.completion_body(message, model))
+
+    return [Route("/v1/chat/completions", chat_completions, methods=["POST"])]

@@ -1,0 +1,113 @@
+"""Anthropic Messages API codec, sans-IO: request JSON in, SSE frames / response JSON out.
+
+Canonical events already have the Messages streaming shape, so encoding is ``event.to_dict()``
+in an SSE frame; the work here is validating requests the way the API does (``max_tokens`` is
+required, errors name the field) and rendering errors as ``{"type": "error", "error": {...}}``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ..errors import ERROR_STATUS, InvalidRequestError, StreamchatError
+from ..events import ErrorBody, ErrorEvent, Message, StreamEvent
+from .sse import encode_sse
+
+# Request fields passed through to build_request unchanged (metadata & co. are accepted, unused).
+_PASSTHROUGH = ("system", "temperature", "top_p", "top_k", "stop_sequences")
+EPOCH_RFC3339 = "1970-01-01T00:00:00Z"  # "an epoch value if the release date is unknown"
+
+
+def _require_object(body: Any) -> Mapping[str, Any]:
+    if not isinstance(body, Mapping):
+        raise InvalidRequestError("request body: expected a JSON object")
+    return body
+
+
+def _model(body: Mapping[str, Any]) -> str:
+    model = body.get("model")
+    if model is None:
+        raise InvalidRequestError("model: field required")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequestError("model: expected a non-empty string")
+    return model
+
+
+def _reject_tools(body: Mapping[str, Any]) -> None:
+    if body.get("tools"):
+        raise InvalidRequestError("tools: tool use is not supported by this server")
+
+
+def parse_messages_request(body: Any) -> tuple[dict[str, Any], bool]:
+    """``(build_request kwargs, stream?)`` for a ``POST /v1/messages`` body."""
+    body = _require_object(body)
+    kwargs: dict[str, Any] = {"model": _model(body), "messages": body.get("messages")}
+    if body.get("max_tokens") is None:
+        raise InvalidRequestError("max_tokens: field required")
+    kwargs["max_tokens"] = body["max_tokens"]
+    _reject_tools(body)
+    kwargs.update({name: body[name] for name in _PASSTHROUGH if body.get(name) is not None})
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise InvalidRequestError("stream: expected a boolean")
+    return kwargs, stream
+
+
+def parse_count_tokens_request(body: Any) -> dict[str, Any]:
+    """build_request kwargs for ``POST /v1/messages/count_tokens`` (no ``max_tokens`` there)."""
+    body = _require_object(body)
+    _reject_tools(body)
+    kwargs: dict[str, Any] = {"model": _model(body), "messages": body.get("messages")}
+    if body.get("system") is not None:
+        kwargs["system"] = body["system"]
+    return kwargs
+
+
+def _frame(data: dict[str, Any], event: str) -> bytes:
+    return encode_sse(event, json.dumps(data, ensure_ascii=False, separators=(",", ":")))
+
+
+def encode_event(event: StreamEvent) -> bytes:
+    """``event: <type>\\ndata: <json>\\n\\n`` — the frame the SDK's SSE decoder expects."""
+    return _frame(event.to_dict(), event.type)
+
+
+def encode_error_event(error: StreamchatError) -> bytes:
+    """The in-stream error frame, for failures after the 200 status line went out."""
+    return encode_event(ErrorEvent(ErrorBody(error.error_type, error.message)))
+
+
+def message_body(message: Message) -> dict[str, Any]:
+    """The non-streaming response: the accumulated message as the API returns it."""
+    return message.to_dict()
+
+
+def count_tokens_body(input_tokens: int) -> dict[str, Any]:
+    return {"input_tokens": input_tokens}
+
+
+def error_response(error: StreamchatError) -> tuple[int, dict[str, Any]]:
+    """``(HTTP status, body)`` for an error raised before streaming began."""
+    return ERROR_STATUS.get(error.error_type, 500), error.to_dict()
+
+
+def models_body(models: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """``GET /v1/models`` in the Anthropic shape, from ``(id, display name)`` pairs."""
+    data = [
+        {
+            "type": "model",
+            "id": model_id,
+            "display_name": display_name,
+            "created_at": EPOCH_RFC3339,
+            "lifecycle": "active",
+        }
+        for model_id, display_name in models
+    ]
+    return {
+        "data": data,
+        "has_more": False,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+    }

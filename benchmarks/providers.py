@@ -20,13 +20,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 
-from _common import median, write_json  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-from serving import serve  # noqa: E402
+from rich.console import Console
+from rich.table import Table
 
-from streamchat.providers import get_provider  # noqa: E402
-from streamchat.request import build_request  # noqa: E402
+from _common import median, write_json
+from serving import serve
+from streamchat.providers import get_provider
+from streamchat.request import build_request
 
 TARGET = 1.10
 MESSAGES = [{"role": "user", "content": "stream"}]
@@ -58,7 +58,10 @@ def raw_runners(url: str, tokens: int) -> dict[str, Callable[[], Awaitable[int]]
     async def raw_openai() -> int:
         count = 0
         stream = await openai_client.chat.completions.create(
-            model="m", messages=MESSAGES, max_tokens=tokens, stream=True,
+            model="m",
+            messages=MESSAGES,
+            max_tokens=tokens,
+            stream=True,
             stream_options={"include_usage": True},
         )
         async for chunk in stream:
@@ -68,7 +71,8 @@ def raw_runners(url: str, tokens: int) -> dict[str, Callable[[], Awaitable[int]]
 
     async def raw_bedrock() -> int:
         response = bedrock_client.converse_stream(
-            modelId="m", messages=[{"role": "user", "content": [{"text": "stream"}]}],
+            modelId="m",
+            messages=[{"role": "user", "content": [{"text": "stream"}]}],
             inferenceConfig={"maxTokens": tokens},
         )
         return sum(1 for event in response["stream"] if "contentBlockDelta" in event)
@@ -142,14 +146,20 @@ def main() -> int:
     if args.quick:
         args.runs, args.tokens = 3, 500
     for name, value in {
-        "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-        "AWS_DEFAULT_REGION": "us-west-2", "ANTHROPIC_API_KEY": "bench", "OPENAI_API_KEY": "bench",
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-west-2",
+        "ANTHROPIC_API_KEY": "bench",
+        "OPENAI_API_KEY": "bench",
     }.items():
         os.environ.setdefault(name, value)
     spec = f"scripted?text=tok%20&repeat={args.tokens}"
     with serve("--model", spec) as server:
-        for env, suffix in (("ANTHROPIC_BASE_URL", ""), ("OPENAI_BASE_URL", "/v1"),
-                            ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", "")):
+        for env, suffix in (
+            ("ANTHROPIC_BASE_URL", ""),
+            ("OPENAI_BASE_URL", "/v1"),
+            ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", ""),
+        ):
             os.environ[env] = server.url + suffix
         samples = asyncio.run(measure(server.url, args.runs, args.tokens))
 
@@ -164,8 +174,17 @@ def main() -> int:
         verdict = "yes" if ratio <= TARGET else "no"
         table.add_row(name, f"{raw:.1f}", f"{ours:.1f}", f"{ratio:.3f}", verdict)
     Console().print(table)
-    path = write_json("providers", {"runs": args.runs, "tokens": args.tokens, "target": TARGET,
-                                    "summary": summary, "samples": samples}, args.json)
+    path = write_json(
+        "providers",
+        {
+            "runs": args.runs,
+            "tokens": args.tokens,
+            "target": TARGET,
+            "summary": summary,
+            "samples": samples,
+        },
+        args.json,
+    )
     print(f"wrote {path}")
     return 0
 

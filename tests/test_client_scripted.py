@@ -371,3 +371,64 @@ async def test_async_closed_stream_cancels_the_provider(aclient: AsyncClient, sc
         assert provider.active == 1
     assert (provider.cancelled, provider.completed, provider.active) == (1, 0, 0)
     assert (await stream.get_final_message()).text == "Dogs"
+
+
+def test_ctrl_c_while_reading_a_sync_stream_closes_it_cleanly(scripted) -> None:
+    """KeyboardInterrupt lands while the sync API waits on the loop thread; close() must then
+    wait for that read to unwind instead of racing it ("aclose(): ... already running")."""
+    import signal
+    import threading
+
+    spec, provider = scripted(delay=0.05, repeat=50)
+    client = streamchat.Client()
+    for attempt in range(10):
+        stream = client.messages.create(
+            model=spec, max_tokens=500, stream=True, messages=[{"role": "user", "content": "go"}]
+        )
+        timer = threading.Timer(
+            0.1 + attempt * 0.013,
+            signal.pthread_kill,
+            (threading.main_thread().ident, signal.SIGINT),
+        )
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            for _ in stream:
+                pass
+        stream.close()
+        assert stream.current_message_snapshot.text  # the partial reply is kept
+    assert provider.cancelled == 10
+    assert provider.completed == 0
+
+
+def test_close_waits_for_a_cancelled_read_that_is_still_unwinding() -> None:
+    """A provider may need time to clean up when cancelled (close an HTTP stream, join a
+    thread); close() issued meanwhile must wait for it, not fail with "already running"."""
+    import asyncio
+    import signal
+    import threading
+
+    from streamchat.providers.base import message_start, text_block_start, text_delta
+    from streamchat.stream import AsyncMessageStream, MessageStream
+
+    cleaned_up = threading.Event()
+
+    async def slow_to_unwind():
+        yield message_start("m", 1)
+        yield text_block_start()
+        yield text_delta("partial")
+        try:
+            await asyncio.sleep(30)
+        finally:
+            await asyncio.sleep(0.3)  # cleanup that outlives the cancellation
+            cleaned_up.set()
+
+    stream = MessageStream(AsyncMessageStream(slow_to_unwind()))
+    threading.Timer(
+        0.2, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT)
+    ).start()
+    with pytest.raises(KeyboardInterrupt):
+        for _ in stream:
+            pass
+    stream.close()
+    assert cleaned_up.is_set()
+    assert stream.current_message_snapshot.text == "partial"

@@ -6,6 +6,8 @@ class drives the async one on the background loop (:mod:`streamchat._bridge`): o
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
 from types import TracebackType
@@ -33,6 +35,7 @@ class AsyncMessageStream:
         self._snapshot: Message | None = None
         self._pending: StreamEvent | None = None
         self._finished = False
+        self._reader: asyncio.Task | None = None  # the task inside __anext__, if any
 
     async def start(self) -> AsyncMessageStream:
         """Wait for the first event, so errors before streaming surface here (as in the SDK)."""
@@ -66,7 +69,11 @@ class AsyncMessageStream:
             return event
         if self._finished:
             raise StopAsyncIteration
-        return await self._next_event()
+        self._reader = asyncio.current_task()
+        try:
+            return await self._next_event()
+        finally:
+            self._reader = None
 
     @property
     async def text_stream(self) -> AsyncIterator[str]:
@@ -101,9 +108,19 @@ class AsyncMessageStream:
         return self._recorder
 
     async def close(self) -> None:
-        """Stop the stream; the provider stops generating within one token."""
+        """Stop the stream; the provider stops generating within one token.
+
+        Safe from any task, even while another is waiting in ``__anext__`` (Ctrl-C in the sync
+        API, a stop button): that read is cancelled and finishes unwinding before the close.
+        """
         self._finished = True
         self._pending = None
+        reader = self._reader
+        if reader is not None and reader is not asyncio.current_task() and not reader.done():
+            if not reader.cancelling():  # cancel once; never interrupt its cleanup
+                reader.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.wait({reader})
         aclose = getattr(self._events, "aclose", None)
         if aclose is not None:
             await aclose()

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup chat test lint format bench clean
+.PHONY: setup browser chat test lint format bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required")'
@@ -19,7 +19,15 @@ setup: $(STAMP)
 chat: setup
 	$(BIN)/streamchat chat
 
-test: setup
+# The web page's tests drive Debian's Chromium (never `playwright install`: it cannot download).
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+		else echo "no /usr/bin/chromium (apt-get install chromium as root): browser tests skip"; fi; \
+	fi
+
+test: setup browser
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/pytest -q
 
@@ -31,8 +39,15 @@ format: setup
 	$(BIN)/ruff format src tests benchmarks
 	$(BIN)/ruff check --fix src tests benchmarks
 
+# Every benchmark script (not _common.py, not report.py), then RESULTS.md from their JSON files.
+# A smoke run: make bench BENCH_ARGS=--quick
+BENCH_ARGS ?=
 bench: setup
-	@for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+	@for script in benchmarks/*.py; do \
+		case "$${script##*/}" in _*|report.py) continue;; esac; \
+		echo "== $$script $(BENCH_ARGS)"; $(BIN)/python $$script $(BENCH_ARGS) || exit 1; \
+	done
+	$(BIN)/python benchmarks/report.py
 
 clean:
 	rm -rf $(VENV) .venv-seed build *.egg-info .pytest_cache .ruff_cache

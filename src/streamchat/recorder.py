@@ -169,11 +169,13 @@ async def record_stream(
     *,
     provider: str | None = None,
     source: str = "server",
+    conversation_id: int | None = None,
 ) -> AsyncIterator[StreamEvent]:
     """Pass ``events`` through unchanged while logging ``request`` (a MessageRequest) and its
     reply; ``store`` may be a database path (see :func:`shared_store`). Logging starts at the
     first event, so requests refused before streaming (overload, bad model) leave no trace;
-    database work runs in a worker thread, off the event loop, and never fails the stream."""
+    database work runs in a worker thread, off the event loop, and never fails the stream.
+    ``conversation_id`` (the web page's) names the conversation to append the last turn to."""
     metrics = MetricsRecorder(time.perf_counter())
     recorder: ReplyRecorder | None = None
     started = False
@@ -188,7 +190,7 @@ async def record_stream(
             if not started:
                 started = True
                 recorder = await asyncio.to_thread(
-                    _open_request, store, request, provider, source, warn
+                    _open_request, store, request, provider, source, warn, conversation_id
                 )
             if recorder is not None and recorder.feed(event):
                 await asyncio.to_thread(recorder.flush)
@@ -215,14 +217,14 @@ def _open_request(
     provider: str | None,
     source: str,
     warn: Callable[[HistoryError], None],
+    conversation_id: int | None = None,
 ) -> ReplyRecorder | None:
-    """Log a request's turns (joining the conversation it continues, if any)."""
+    """Log a request's turns (joining the conversation named or the one it continues, if any)."""
     try:
         if not isinstance(store, HistoryStore):
             store = shared_store(store)
         turns = [(turn.role, turn.content) for turn in request.messages]
-        conversation_id = None
-        if len(turns) > 1:
+        if conversation_id is None and len(turns) > 1:
             conversation_id = store.claim_thread(thread_key(request.system, turns[:-1]))
         if conversation_id is None:
             parameters = {

@@ -4,6 +4,7 @@ In a terminal: prompt_toolkit line editing and history, coloured prompts, the re
 Markdown while it streams (O(1) per token). Ctrl-C stops a reply and keeps its partial text;
 ``quit``/``exit``/Ctrl-D leave. Without a terminal: plain lines in, plain replies out.
 Every turn is logged to the history as it streams; ``--continue``/``--resume ID`` pick one up.
+``--web`` serves the chat page to a browser instead (see :mod:`.web`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ..recorder import ReplyRecorder
 from .history import ChatLog, add_history_options, recap, warn
 from .markdown import MarkdownStyler
 from .options import add_model_options, conversation_info, model_label, preload, request_params
+from .web import add_web_options, run_web
 
 QUIT_WORDS = {"quit", "exit", ":q", "/quit", "/exit"}
 
@@ -34,6 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_options(parser, max_tokens=1000)
     parser.add_argument("--plain", action="store_true", help="no colours or line editing")
     add_history_options(parser, resume=True)
+    add_web_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -150,6 +153,8 @@ def stream_reply(
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.web:
+        return run_web(args)
     resuming = args.continue_ or args.resume is not None
     if resuming and args.no_history:
         raise InvalidRequestError("--continue/--resume read the history: drop --no-history")

@@ -24,6 +24,7 @@ PROVIDERS: dict[str, Callable[[str], Provider]] = {
     "bedrock": lambda model_id: _remote("bedrock", "BedrockProvider", model_id),
     "anthropic": lambda model_id: _remote("anthropic", "AnthropicProvider", model_id),
     "openai": lambda model_id: _remote("openai_compat", "OpenAIProvider", model_id),
+    "replay": lambda directory: _remote("replay", "ReplayProvider", directory),
 }
 
 

@@ -31,6 +31,7 @@ from .base import message_end, message_start, text_block_start, text_delta
 DEFAULT_LOCAL_MODEL = "smollm2"
 TRANSCRIPT_SYSTEM = "A conversation between a curious user and a helpful, friendly assistant."
 TRANSCRIPT_EXAMPLE = [Turn("user", "Hello!"), Turn("assistant", "Hi! How can I help you today?")]
+MAX_WAITING = 16  # requests that may queue per model by default (``serve --max-waiting``)
 
 
 def _smollm2_path() -> str:
@@ -136,7 +137,7 @@ class LocalProvider:
         *,
         n_ctx: int = 4096,
         n_threads: int | None = None,
-        max_waiting: int = 16,
+        max_waiting: int | None = None,
     ):
         key = _ALIASES.get(model.lower(), model.lower())
         builtin = BUILTIN_MODELS.get(key)
@@ -158,7 +159,7 @@ class LocalProvider:
         # STREAMCHAT_THREADS overrides it on a quiet machine.
         threads = n_threads or int(os.environ.get("STREAMCHAT_THREADS") or 0)
         self.n_threads = threads or max(1, (os.cpu_count() or 1) // 2)
-        self.admission = _Admission(1 + max_waiting)
+        self.admission = _Admission(1 + (MAX_WAITING if max_waiting is None else max_waiting))
         self._generate_lock = threading.Lock()
         self._load_lock = threading.Lock()
         self._llama: Any = None

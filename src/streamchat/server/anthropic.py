@@ -43,12 +43,14 @@ def routes(config: ServerConfig) -> list[Route]:
         try:
             check_api_key(request, config)
             kwargs, stream = wire.parse_messages_request(await read_json(request, config))
-            events = await open_events(config, kwargs["model"], builder(kwargs, config))
+            build = builder(kwargs, config)
+            events = await open_events(config, kwargs["model"], build, request.headers)
         except Exception as error:
             return error_response(error)
         if stream:
             return EventStreamResponse(
-                encode_stream(events, wire.encode_event, wire.encode_error_event)
+                encode_stream(events, wire.encode_event, wire.encode_error_event),
+                encode_error=wire.encode_error_event,
             )
         try:
             message = await collect_while_connected(request, events)

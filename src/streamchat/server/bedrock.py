@@ -28,7 +28,13 @@ from ..events import StreamEvent
 from ..request import MessageRequest
 from ..wire import bedrock as wire
 from .common import ServerConfig, open_events, read_json
-from .streaming import EventStreamResponse, as_streamchat_error, collect, encode_stream
+from .streaming import (
+    CLIENT_CLOSED_REQUEST,
+    EventStreamResponse,
+    as_streamchat_error,
+    collect_while_connected,
+    encode_stream,
+)
 
 Build = Callable[..., MessageRequest]
 
@@ -60,7 +66,9 @@ def check_credentials(request: Request, config: ServerConfig) -> None:
 
 
 def stream_response(chunks: AsyncIterator[bytes], headers: dict[str, str]) -> Response:
-    response = EventStreamResponse(chunks, media_type=wire.EVENTSTREAM_MEDIA_TYPE)
+    response = EventStreamResponse(
+        chunks, media_type=wire.EVENTSTREAM_MEDIA_TYPE, encode_error=encode_error
+    )
     response.headers.update({**headers, **request_id()})
     return response
 
@@ -76,15 +84,21 @@ def routes(config: ServerConfig) -> list[Route]:
         body: Any = await read_json(request, config)
         limit = config.max_tokens_limit
         return await open_events(
-            config, model_id, lambda model: build(body, model=model, max_tokens_limit=limit)
+            config,
+            model_id,
+            lambda model: build(body, model=model, max_tokens_limit=limit),
+            request.headers,
         )
 
     async def converse(request: Request) -> Response:
         started = time.perf_counter()
         try:
-            message = await collect(await start(request, wire.build_converse_request))
+            events = await start(request, wire.build_converse_request)
+            message = await collect_while_connected(request, events)  # None: the client left
         except Exception as error:
             return error_response(error)
+        if message is None:
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
         body = wire.converse_response(message, time.perf_counter() - started)
         return JSONResponse(body, headers=request_id())
 
@@ -100,9 +114,12 @@ def routes(config: ServerConfig) -> list[Route]:
     async def invoke(request: Request) -> Response:
         started = time.perf_counter()
         try:
-            message = await collect(await start(request, wire.build_invoke_request))
+            events = await start(request, wire.build_invoke_request)
+            message = await collect_while_connected(request, events)  # None: the client left
         except Exception as error:
             return error_response(error)
+        if message is None:
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
         headers = wire.invoke_headers(message, time.perf_counter() - started)
         return JSONResponse(message.to_dict(), headers={**headers, **request_id()})
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +21,11 @@ from ..providers import get_provider, split_model
 from ..providers.local import BUILTIN_MODELS, DEFAULT_LOCAL_MODEL
 from ..recorder import record_stream
 from ..request import MAX_TOKENS_LIMIT, MessageRequest
+from ..tape import record_tape
+from .faults import FaultInjector, inject
+from .metrics import request_observer
 
+CONVERSATION_HEADER = "x-streamchat-conversation"
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
@@ -35,6 +39,8 @@ class ServerConfig:
     max_body_bytes: int = 1_000_000
     max_tokens_limit: int = MAX_TOKENS_LIMIT
     history_path: str | None = None  # log requests and replies here (serve --history)
+    faults: FaultInjector | None = None  # serve --faults: injected failures, per request
+    record_dir: str | None = None  # serve --record: one tape per stream, for replay/<dir>
 
     def served_models(self) -> list[str]:
         """Model names a client may pick (the default first)."""
@@ -84,26 +90,61 @@ def route_model(config: ServerConfig, requested: str | None) -> str:
     return config.default_model
 
 
+def requested_conversation(headers: Mapping[str, str] | None) -> int | None:
+    """The history conversation a client (the web page) asks its turn to be logged to, by the
+    ``x-streamchat-conversation`` header; anything but a plausible id is ignored."""
+    value = (headers or {}).get(CONVERSATION_HEADER, "")
+    return int(value) if value.isascii() and value.isdigit() and len(value) < 16 else None
+
+
 async def open_events(
-    config: ServerConfig, requested_model: str | None, build: Callable[[str], MessageRequest]
+    config: ServerConfig,
+    requested_model: str | None,
+    build: Callable[[str], MessageRequest],
+    headers: Mapping[str, str] | None = None,
 ) -> AsyncIterator[StreamEvent]:
     """Start a provider stream and wait for its first event.
 
     Anything that fails before streaming (bad request, overload, missing model) raises here, so
     the endpoint can still answer with an HTTP error status. ``build(model_id)`` returns the
-    validated request; the requested id is echoed back to the client.
+    validated request; the requested id is echoed back to the client. ``headers`` (the HTTP
+    request's) may ask for an injected fault when the server runs with ``--faults``, and name
+    the history conversation to log to (:func:`requested_conversation`).
     """
-    provider = get_provider(route_model(config, requested_model))
-    request = build(requested_model or config.default_model)
-    events = provider.stream(request)
-    if config.history_path:  # one place for every protocol; fail-soft, off the event loop
-        events = record_stream(config.history_path, request, events, provider=provider.name)
+    model = route_model(config, requested_model)
+    observer = request_observer(model)  # /metrics; None outside a server app
     try:
-        first = await events.__anext__()
-    except BaseException:
-        await events.aclose()
+        provider = get_provider(model)
+        if observer is not None:
+            observer.watch(provider)
+        request = build(requested_model or config.default_model)
+        faults = config.faults.decide(headers) if config.faults is not None else None
+        if faults is not None:
+            faults.refuse()  # an injected overload never reaches the provider
+        events = provider.stream(request)
+        if config.record_dir:  # the backend's stream as it was, before any injected fault
+            events = record_tape(config.record_dir, request, events, provider=provider.name)
+        if config.history_path:  # one place for every protocol; fail-soft, off the event loop
+            events = record_stream(
+                config.history_path,
+                request,
+                events,
+                provider=provider.name,
+                conversation_id=requested_conversation(headers),
+            )
+        if faults is not None and faults.active:
+            events = inject(events, faults)
+        try:
+            first = await events.__anext__()
+        except BaseException:
+            await events.aclose()
+            raise
+    except BaseException as error:
+        if observer is not None:
+            observer.failed(error)
         raise
-    return _prepend(first, events)
+    stream = _prepend(first, events)
+    return stream if observer is None else observer.wrap(stream)
 
 
 async def _prepend(

@@ -1,4 +1,4 @@
-"""The history as JSON for the web page: list, read and delete stored conversations.
+"""The history as JSON for the web page: list, create, read and delete stored conversations.
 
 Always mounted, so a client can tell "history is off" (404 with that message) from a missing
 server; behind ``--api-key`` like every other endpoint, since conversations are private.
@@ -17,8 +17,9 @@ from starlette.routing import Route
 
 from ..errors import ConversationNotFoundError, InvalidRequestError, NotFoundError
 from ..history import HistoryStore
+from ..providers import get_provider
 from ..recorder import shared_store
-from .common import ServerConfig
+from .common import ServerConfig, read_json, route_model
 from .streaming import as_streamchat_error, check_api_key
 
 MAX_LIMIT = 200
@@ -56,6 +57,22 @@ def routes(config: ServerConfig) -> list[Route]:
             raise InvalidRequestError(f"limit: expected an integer from 1 to {MAX_LIMIT}")
         return {"data": await asyncio.to_thread(store.conversations, int(limit))}
 
+    async def create_conversation(request: Request, store: HistoryStore) -> Any:
+        """An empty conversation that a client (the web page) then names in the
+        ``x-streamchat-conversation`` header of its requests, so each turn is logged to it."""
+        body = await read_json(request, config)
+        model = body.get("model") if isinstance(body, dict) else None
+        if model is not None and not isinstance(model, str):
+            raise InvalidRequestError("model: expected a string")
+        provider = get_provider(route_model(config, model)).name
+        conversation_id = await asyncio.to_thread(
+            store.new_conversation,
+            model=model or config.default_model,
+            provider=provider,
+            source="web",
+        )
+        return await asyncio.to_thread(store.conversation, conversation_id)
+
     async def get_conversation(request: Request, store: HistoryStore) -> Any:
         return await asyncio.to_thread(store.conversation, _conversation_id(request))
 
@@ -66,6 +83,7 @@ def routes(config: ServerConfig) -> list[Route]:
 
     return [
         Route("/api/conversations", endpoint(list_conversations), methods=["GET"]),
+        Route("/api/conversations", endpoint(create_conversation), methods=["POST"]),
         Route("/api/conversations/{id}", endpoint(get_conversation), methods=["GET"]),
         Route("/api/conversations/{id}", endpoint(delete_conversation), methods=["DELETE"]),
     ]

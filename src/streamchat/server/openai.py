@@ -38,7 +38,8 @@ def routes(config: ServerConfig) -> list[Route]:
             check_api_key(request, config)
             kwargs, options = wire.parse_chat_request(await read_json(request, config))
             kwargs.setdefault("max_tokens", min(DEFAULT_MAX_TOKENS, config.max_tokens_limit))
-            events = await open_events(config, kwargs["model"], builder(kwargs, config))
+            build = builder(kwargs, config)
+            events = await open_events(config, kwargs["model"], build, request.headers)
         except StreamchatError as error:
             return error_response(options.rename(error))
         except Exception as error:
@@ -46,7 +47,8 @@ def routes(config: ServerConfig) -> list[Route]:
         model = kwargs["model"]
         if options.stream:
             encoder = wire.ChunkEncoder(model, include_usage=options.include_usage)
-            return EventStreamResponse(encode_stream(events, encoder.encode, wire.encode_error))
+            chunks = encode_stream(events, encoder.encode, wire.encode_error)
+            return EventStreamResponse(chunks, encode_error=wire.encode_error)
         try:
             message = await collect_while_connected(request, events)
         except Exception as error:

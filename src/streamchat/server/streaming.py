@@ -8,6 +8,7 @@ that disconnects stops generation rather than leaving it to the garbage collecto
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -15,10 +16,10 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
-from starlette.types import Send
+from starlette.types import Receive, Scope, Send
 
 from ..accumulate import accumulate_event
-from ..errors import APIError, AuthenticationError, StreamchatError
+from ..errors import APIError, AuthenticationError, OverloadedError, StreamchatError
 from ..events import Message, StreamEvent
 from ..request import MessageRequest, build_request
 from .common import ServerConfig
@@ -28,6 +29,8 @@ log = logging.getLogger("streamchat.server")
 # Proxies (nginx) buffer responses unless told not to; caches must not replay a stream.
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away"; nobody reads it
+SHUTTING_DOWN = OverloadedError("the server is shutting down; retry the request")
+FAREWELL_SECONDS = 1.0  # how long a stream cut by shutdown may take to send its error frame
 
 
 def check_api_key(request: Request, config: ServerConfig) -> None:
@@ -118,13 +121,37 @@ class EventStreamResponse(StreamingResponse):
 
     Starlette cancels the sending task on disconnect under ASGI spec < 2.4, but under 2.4 a
     failed ``send`` just raises, leaving the generator suspended; closing it here covers both.
+    A stream the server itself cancels (shutdown past its grace period) ends with
+    ``encode_error``'s frame for :data:`SHUTTING_DOWN` rather than a cut-off body.
     """
 
-    def __init__(self, content: AsyncIterator[bytes], media_type: str = "text/event-stream"):
+    def __init__(
+        self,
+        content: AsyncIterator[bytes],
+        media_type: str = "text/event-stream",
+        encode_error: Callable[[StreamchatError], bytes] | None = None,
+    ):
         super().__init__(content, media_type=media_type, headers=STREAM_HEADERS)
+        self.encode_error = encode_error
+        self._unfinished = False  # the body began and has not ended
 
     async def stream_response(self, send: Send) -> None:
+        self._unfinished = True
         try:
             await super().stream_response(send)
+            self._unfinished = False
         finally:
             await self.body_iterator.aclose()  # type: ignore[union-attr]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except asyncio.CancelledError:
+            # A disconnect ends the response without cancelling this task; uvicorn cancels it
+            # only when shutting down past its grace period. Say so, in the protocol's terms.
+            if self._unfinished and self.encode_error is not None:
+                last = self.encode_error(SHUTTING_DOWN)
+                message = {"type": "http.response.body", "body": last, "more_body": False}
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(send(message), FAREWELL_SECONDS)
+            raise

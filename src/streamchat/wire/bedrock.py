@@ -206,6 +206,8 @@ class _Tally:
             self.input_tokens = event.message.usage.input_tokens
         elif event.type == "message_delta":
             self.output_tokens = event.usage.output_tokens
+            if event.usage.input_tokens is not None:  # backends that count the prompt late
+                self.input_tokens = event.usage.input_tokens
 
 
 # canonical event type -> (Converse stream event, payload); text blocks have no contentBlockStart

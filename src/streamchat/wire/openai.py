@@ -37,6 +37,7 @@ ERRORS: dict[str, tuple[int | None, str | None]] = {
 SYSTEM_ROLES = ("system", "developer")
 CHAT_ROLES = ("user", "assistant")
 DONE = b"data: [DONE]\n\n"
+PING = b": ping\n\n"  # OpenAI has no ping chunk; an SSE comment keeps proxies awake, SDKs skip it
 
 
 @dataclass(slots=True)
@@ -185,6 +186,8 @@ class ChunkEncoder:
             return self._chunk([self._choice({"role": "assistant", "content": ""})])
         if kind == "message_delta":
             self.output_tokens = event.usage.output_tokens
+            if event.usage.input_tokens is not None:  # backends that count the prompt late
+                self.input_tokens = event.usage.input_tokens
             finish = FINISH_REASONS.get(event.delta.stop_reason, "stop")
             return self._chunk([self._choice({}, finish)])
         if kind == "message_stop":
@@ -193,7 +196,9 @@ class ChunkEncoder:
             return tail + DONE
         if kind == "error":
             return encode_error(error_from_type(event.error.type, event.error.message))
-        return b""  # ping, content_block_start/stop
+        if kind == "ping":
+            return PING
+        return b""  # content_block_start/stop
 
 
 def completion_body(message: Message, model: str, created: int | None = None) -> dict[str, Any]:

@@ -1,0 +1,120 @@
+"""``replay/<dir>``: serve streams recorded by ``serve --record <dir>``, offline, over any protocol.
+
+Options follow the directory like the scripted provider's: ``replay/tapes?speed=0&match=order``.
+
+- ``match=content`` (default): the tape whose request had the same system prompt and turns
+  (several such tapes are served in recording order, round and round); no match is a 404, so a
+  changed prompt fails a CI run instead of getting someone else's reply. ``match=order``: the
+  Nth request gets the Nth tape, whatever it asks.
+- ``speed``: 1 (default) keeps the recorded timing (time to first token, gaps, stalls), 2 is twice
+  as fast, 0 sends everything at once.
+
+Each event is rebuilt fresh (new message id, the requested model echoed, new timestamps); text,
+event order, usage, stop reasons and errors are the recording's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import parse_qs
+
+from ..errors import InvalidRequestError, NotFoundError, error_from_type
+from ..events import StreamEvent, event_from_dict
+from ..request import MessageRequest
+from ..tape import Tape, load_tapes, request_key
+from .base import new_message_id
+
+MATCHES = ("content", "order")
+
+
+def schedule(tape: Tape, speed: float) -> list[float]:
+    """When each step is due, in seconds after the request (all 0 at speed 0)."""
+    return [t / speed if speed else 0.0 for t, _ in tape.steps]
+
+
+class ReplayProvider:
+    """Tapes from one directory; re-read when the directory changes (record, then replay)."""
+
+    name = "replay"
+
+    def __init__(self, spec: str) -> None:
+        directory, _, query = spec.partition("?")
+        self.speed = 1.0
+        self.match = "content"
+        for key, values in parse_qs(query, keep_blank_values=True).items():
+            if key == "speed":
+                try:
+                    self.speed = float(values[-1])
+                except ValueError:
+                    raise InvalidRequestError("model: replay speed must be a number") from None
+                if self.speed < 0:
+                    raise InvalidRequestError("model: replay speed must not be negative")
+            elif key == "match" and values[-1] in MATCHES:
+                self.match = values[-1]
+            else:
+                raise InvalidRequestError(f"model: unknown replay option {key}={values[-1]!r}")
+        self.directory = Path(directory).expanduser()
+        self._lock = threading.Lock()
+        self._served: Counter[str] = Counter()
+        self._mtime = -1
+        self._tapes: list[Tape] = []
+        self._by_key: dict[str, list[Tape]] = {}
+        self._reload()
+        if not self._tapes:
+            raise InvalidRequestError(f"model: no recorded streams in {self.directory}")
+
+    def _reload(self) -> None:
+        try:
+            mtime = self.directory.stat().st_mtime_ns
+        except OSError as error:
+            raise InvalidRequestError(f"model: cannot read {self.directory}: {error}") from None
+        if mtime == self._mtime:
+            return
+        try:
+            tapes = load_tapes(self.directory)
+        except (OSError, ValueError) as error:
+            raise InvalidRequestError(f"model: {error}") from None
+        by_key: dict[str, list[Tape]] = {}
+        for tape in tapes:
+            by_key.setdefault(tape.key, []).append(tape)
+        self._tapes, self._by_key, self._mtime = tapes, by_key, mtime
+
+    def pick(self, request: MessageRequest) -> Tape:
+        """The tape that answers ``request`` (and advance that tape's rotation)."""
+        with self._lock:
+            self._reload()
+            if self.match == "order":
+                key, tapes = "", self._tapes
+            else:
+                key = request_key(request)
+                tapes = self._by_key.get(key, [])
+            if not tapes:
+                raise NotFoundError(
+                    f"replay: no recorded stream matches this request (key {key[:12]}) "
+                    f"in {self.directory}; record it with serve --record"
+                )
+            number = self._served[key]
+            self._served[key] += 1
+            return tapes[number % len(tapes)]
+
+    async def stream(self, request: MessageRequest) -> AsyncIterator[StreamEvent]:
+        tape = self.pick(request)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for due, (_, data) in zip(schedule(tape, self.speed), tape.steps, strict=True):
+            if (wait := start + due - loop.time()) > 0:
+                await asyncio.sleep(wait)
+            event = event_from_dict(data)
+            if event.type == "message_start":
+                event.message.id = new_message_id()
+                event.message.model = request.model
+            yield event
+        if tape.raised is not None:
+            t, error_type, message = tape.raised
+            if self.speed and (wait := start + t / self.speed - loop.time()) > 0:
+                await asyncio.sleep(wait)
+            raise error_from_type(error_type, message)

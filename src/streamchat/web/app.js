@@ -1,0 +1,403 @@
+// streamchat web chat. Replies stream from POST /v1/messages (SSE read from a fetch body);
+// model text only ever reaches the page as text nodes (Markdown is built from DOM elements,
+// never innerHTML), and the page's CSP forbids inline script besides.
+"use strict";
+
+const MAX_TOKENS = 1024;
+const CONVERSATION_HEADER = "x-streamchat-conversation";  // log this turn to that conversation
+const $ = (id) => document.getElementById(id);
+const state = { turns: [], conversationId: null, historyOn: null, controller: null };
+
+function el(tag, className = "", text = undefined) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+// ---- talking to the server --------------------------------------------------------------
+class ChatError extends Error {
+  constructor(type, message) { super(message); this.type = type; }
+}
+const EXPLAIN = {
+  overloaded_error: "The server is overloaded (too many requests at once). Try again in a moment.",
+  rate_limit_error: "Too many requests. Try again in a moment.",
+  request_too_large: "This conversation is too long for the server. Start a new chat.",
+  timeout_error: "The model took too long to answer.",
+};
+
+function describe(error) {
+  if (error.type === "connection") return error.message;
+  return `${EXPLAIN[error.type] ?? "Error."} (${error.type}: ${error.message})`;
+}
+
+let keyPrompt = null;
+function askKey() {  // one prompt, however many requests are waiting for the key
+  keyPrompt ??= new Promise((resolve) => {
+    $("key-form").hidden = false;
+    $("key").focus();
+    $("key-form").onsubmit = (event) => {
+      event.preventDefault();
+      sessionStorage.setItem("streamchat-key", $("key").value);
+      $("key-form").hidden = true;
+      keyPrompt = null;
+      resolve();
+    };
+  });
+  return keyPrompt;
+}
+
+async function api(path, options = {}) {  // fetch with the API key; a 401 asks for the key
+  for (;;) {
+    const key = sessionStorage.getItem("streamchat-key");
+    const headers = { "anthropic-version": "2023-06-01", "content-type": "application/json" };
+    const response = await fetch(path, {
+      ...options, headers: { ...headers, ...(key && { "x-api-key": key }), ...options.headers },
+    }).catch((error) => {
+      if (error.name === "AbortError") throw error;
+      throw new ChatError("connection", "Cannot reach the streamchat server. Is it still running?");
+    });
+    if (response.status !== 401) return response;
+    sessionStorage.removeItem("streamchat-key");
+    await askKey();
+  }
+}
+
+async function failure(response) {  // {"type": "error", "error": {type, message}} -> ChatError
+  const body = await response.json().catch(() => null);
+  const error = body?.error ?? { type: `http_${response.status}`, message: response.statusText };
+  return new ChatError(error.type, error.message);
+}
+
+async function apiJSON(path, options) {  // the JSON body, or the server's error thrown
+  const response = await api(path, options);
+  if (!response.ok) throw await failure(response);
+  return response.json();
+}
+
+async function* serverSentData(body) {  // each SSE frame's data, as the bytes arrive
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  try {
+    for (;;) {
+      const chunk = await reader.read().catch((error) => {
+        if (error.name === "AbortError") throw error;
+        throw new ChatError("connection", "Lost the connection to the server mid-reply.");
+      });
+      if (chunk.done) return;
+      const frames = (buffer + chunk.value).replace(/\r\n?/g, "\n").split("\n\n");
+      buffer = frames.pop();  // an incomplete frame waits for the next chunk
+      for (const frame of frames) {  // "event:" is ignored: the JSON names its own type
+        const data = frame.split("\n").filter((line) => line.startsWith("data:"));
+        if (data.length) yield data.map((line) => line.slice(5).replace(/^ /, "")).join("\n");
+      }
+    }
+  } finally {
+    reader.cancel().catch(() => {});
+  }
+}
+
+// ---- Markdown, as DOM nodes -------------------------------------------------------------
+const INLINE =
+  /`([^`\n]+)`|\*\*([^*\n]+)\*\*|\*([^*\s](?:[^*\n]*[^*\s])?)\*|\[([^\]\n]+)\]\((https?:\/\/[^\s()]+)\)/g;
+
+function inline(text, parent) {  // `code`, **bold**, *italic*, [links](https://...)
+  let last = 0;
+  for (const match of text.matchAll(INLINE)) {
+    parent.append(text.slice(last, match.index));
+    const [, code, bold, italic, label, href] = match;
+    if (code !== undefined) parent.append(el("code", "", code));
+    else if (bold !== undefined) inline(bold, parent.appendChild(el("strong")));
+    else if (italic !== undefined) inline(italic, parent.appendChild(el("em")));
+    else {
+      const link = parent.appendChild(el("a", "", label));
+      Object.assign(link, { href, rel: "noopener noreferrer", target: "_blank" });  // http(s) only
+    }
+    last = match.index + match[0].length;
+  }
+  parent.append(text.slice(last));
+}
+
+function renderMarkdown(text, root) {  // fences, headings, lists, rules, paragraphs
+  const blocks = [], add = (node) => (blocks.push(node), node);
+  let paragraph = [], list = null;
+  const flush = () => {
+    if (paragraph.length) inline(paragraph.join("\n"), add(el("p")));
+    paragraph = [];
+    list = null;
+  };
+  const lines = text.split("\n");
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i];
+    const fence = line.match(/^\s*(```|~~~)\s*([\w+#.-]*)/);
+    const heading = line.match(/^(#{1,6})\s+(.*)$/);
+    const item = line.match(/^\s*([-*+]|\d{1,9}[.)])\s+(.*)$/);
+    if (fence) {  // an unclosed fence (still streaming) holds the rest of the reply
+      flush();
+      const code = [];
+      while (++i < lines.length && !lines[i].trimStart().startsWith(fence[1])) code.push(lines[i]);
+      const pre = add(el("pre"));
+      pre.append(el("code", fence[2] && `language-${fence[2]}`, code.join("\n")));
+    } else if (heading) {
+      flush();
+      inline(heading[2], add(el(`h${Math.min(heading[1].length + 2, 6)}`)));
+    } else if (/^\s*([-*_])(\s*\1){2,}\s*$/.test(line)) {
+      flush();
+      add(el("hr"));
+    } else if (item) {
+      const tag = /\d/.test(item[1]) ? "OL" : "UL";
+      if (list?.tagName !== tag) {
+        flush();
+        list = add(el(tag));
+        if (tag === "OL") list.start = parseInt(item[1], 10);
+      }
+      inline(item[2], list.appendChild(el("li")));
+    } else if (list && /^\s+\S/.test(line)) {
+      inline(`\n${line.trim()}`, list.lastChild);  // an indented continuation of the last item
+    } else if (!line.trim()) {
+      flush();
+    } else {
+      if (list) flush();
+      paragraph.push(line);
+    }
+  }
+  flush();
+  root.replaceChildren(...blocks);
+}
+
+// ---- the conversation on the page -------------------------------------------------------
+function addMessage(role, text = "") {
+  $("empty").hidden = true;
+  const node = el("article", `message ${role}`);
+  node.append(el("div", "role", role === "user" ? "You" : "Assistant"), el("div", "body"));
+  node.append(el("div", "meta"));
+  $("messages").append(node);
+  setText(node, text);
+  $("messages").scrollTop = $("messages").scrollHeight;
+  return node;
+}
+
+function setText(node, text) {  // keeps the view at the bottom if the reader was there
+  const box = $("messages"), body = node.querySelector(".body");
+  const stick = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+  if (node.classList.contains("assistant")) renderMarkdown(text, body);
+  else body.textContent = text;
+  if (stick) box.scrollTop = box.scrollHeight;
+}
+
+const showError = (node, text) => node.insertBefore(el("p", "error", text), node.lastChild);
+function showStatus(text) { $("status").textContent = text; $("status").hidden = !text; }
+
+function summary(reply) {  // "TTFT 120 ms · 42 tokens · 35.1 tokens/s · stopped"
+  const tokens = reply.tokens || reply.deltas, ttft = reply.first - reply.start;
+  const decoding = (reply.last - reply.first) / 1e3;  // s; shorter than 50 ms says nothing
+  return [
+    reply.first && `TTFT ${ttft < 1e3 ? `${ttft.toFixed(0)} ms` : `${(ttft / 1e3).toFixed(2)} s`}`,
+    tokens && `${tokens} tokens`,
+    tokens > 1 && decoding > 0.05 && `${((tokens - 1) / decoding).toFixed(1)} tokens/s`,
+    reply.note,
+  ].filter(Boolean).join(" · ");
+}
+
+function setBusy(busy) { $("send").hidden = busy; $("stop").hidden = !busy; }
+
+async function conversationId(turns) {  // history on: the conversation this chat is logged to
+  if (state.historyOn !== false && state.conversationId === null) {  // on, or not known yet
+    const body = JSON.stringify({ model: $("model").value });
+    const created = await apiJSON("/api/conversations", { method: "POST", body }).catch(() => null);
+    if (created && state.turns === turns) state.conversationId = created.id;  // else: by content
+  }
+  return state.conversationId;
+}
+
+async function send(text) {
+  const turns = state.turns;  // "New chat" swaps in a new array: this reply keeps its own
+  turns.push({ role: "user", content: text });
+  addMessage("user", text);
+  showStatus("");
+  const node = addMessage("assistant");
+  node.classList.add("streaming");
+  const controller = (state.controller = new AbortController());
+  setBusy(true);
+  const reply = { text: "", tokens: 0, deltas: 0, start: 0, first: 0, last: 0, note: "" };
+  let painting = false, ended = false;
+  try {
+    const id = await conversationId(turns);
+    const body = { model: $("model").value || "default", max_tokens: MAX_TOKENS, stream: true };
+    reply.start = performance.now();
+    const response = await api("/v1/messages", {
+      method: "POST", signal: controller.signal, body: JSON.stringify({ ...body, messages: turns }),
+      headers: id === null ? {} : { [CONVERSATION_HEADER]: String(id) },
+    });
+    if (!response.ok) throw await failure(response);
+    for await (const data of serverSentData(response.body)) {
+      const event = JSON.parse(data);
+      if (event.type === "content_block_delta" && event.delta.type === "text_delta") {
+        reply.text += event.delta.text;
+        reply.deltas += 1;
+        reply.last = performance.now();
+        reply.first ||= reply.last;
+        if (!painting) {  // at most one render per frame, however fast tokens come
+          painting = true;
+          requestAnimationFrame(() => { painting = false; setText(node, reply.text); });
+        }
+      } else if (event.type === "message_delta") {
+        reply.tokens = event.usage?.output_tokens ?? 0;
+        if (event.delta?.stop_reason === "max_tokens") reply.note = "cut off at max_tokens";
+      } else if (event.type === "error") {
+        throw new ChatError(event.error.type, event.error.message);
+      } else if (event.type === "message_stop") {
+        ended = true;
+        break;
+      }
+    }
+    if (!ended) throw new ChatError("connection", "The server closed the connection mid-reply.");
+  } catch (error) {
+    if (error.name === "AbortError") reply.note = "stopped";
+    else showError(node, describe(error));
+  }
+  if (state.controller === controller) { state.controller = null; setBusy(false); }
+  node.classList.remove("streaming");
+  setText(node, reply.text);
+  node.querySelector(".meta").textContent = summary(reply);
+  if (reply.text) turns.push({ role: "assistant", content: reply.text });
+  else turns.pop();  // nothing came back: keep the turns alternating, as the CLI does
+  loadHistory();
+}
+
+function submit() {
+  const text = $("prompt").value;
+  if (!text.trim() || state.controller) return;
+  $("prompt").value = "";
+  send(text);
+}
+
+// ---- history ----------------------------------------------------------------------------
+function modelTurns(messages) {  // history.turns_for_model: unanswered questions are dropped
+  const turns = [];
+  for (const { role, text } of messages) {
+    const answered = turns.at(-1)?.role === "user";
+    if (role === "user" && answered) turns.pop();
+    if (role === "user" || (text && answered)) turns.push({ role, content: text });
+  }
+  if (turns.at(-1)?.role === "user") turns.pop();
+  return turns;
+}
+
+function newChat() {
+  state.controller?.abort();
+  state.turns = [];
+  state.conversationId = null;
+  $("messages").replaceChildren($("empty"));
+  $("empty").hidden = false;
+  showStatus("");
+  markCurrent();
+  $("prompt").focus();
+}
+
+async function openConversation(id) {
+  try {
+    const conversation = await apiJSON(`/api/conversations/${id}`);
+    newChat();
+    state.conversationId = id;
+    for (const message of conversation.messages) {
+      const node = addMessage(message.role, message.text);
+      if (message.role !== "assistant") continue;
+      node.querySelector(".meta").textContent = summary({
+        start: 0, first: (message.ttft ?? 0) * 1000, last: (message.total_time ?? 0) * 1000,
+        tokens: message.output_tokens ?? 0, deltas: 0, note: message.interrupted ? "stopped" : "",
+      });
+      if (message.error) showError(node, message.error);
+    }
+    state.turns = modelTurns(conversation.messages);
+    const model = [...$("model").options].find((option) => option.value === conversation.model);
+    if (model) model.selected = true;
+    markCurrent();
+  } catch (error) {
+    showStatus(describe(error));
+  }
+}
+
+async function deleteConversation(id) {
+  if (!confirm("Delete this conversation?")) return;
+  try {
+    await apiJSON(`/api/conversations/${id}`, { method: "DELETE" });
+    if (id === state.conversationId) newChat();
+  } catch (error) {
+    showStatus(describe(error));
+  }
+  loadHistory();
+}
+
+function markCurrent() {
+  for (const item of $("conversations").children) {
+    item.classList.toggle("current", Number(item.dataset.id) === state.conversationId);
+  }
+}
+
+function historyItem(conversation) {
+  const item = el("li"), open = el("button", "open"), remove = el("button", "delete", "Delete");
+  item.dataset.id = conversation.id;
+  open.type = remove.type = "button";
+  remove.setAttribute("aria-label", `Delete conversation ${conversation.id}`);
+  const turns = `${conversation.turns} turn${conversation.turns === 1 ? "" : "s"}`;
+  const when = new Date(conversation.updated_at).toLocaleString();
+  open.append(el("span", "", conversation.preview || "(empty)"));
+  open.append(el("small", "", `${when} · ${turns}`));
+  open.onclick = () => openConversation(conversation.id);
+  remove.onclick = () => deleteConversation(conversation.id);
+  item.append(open, remove);
+  return item;
+}
+
+async function loadHistory() {  // the list, or why there is none (history off, no server)
+  const note = $("history-note");
+  try {
+    const { data } = await apiJSON("/api/conversations?limit=50");
+    state.historyOn = true;
+    $("conversations").replaceChildren(...data.map(historyItem));
+    note.textContent = data.length ? "" : "No conversations yet.";
+    markCurrent();
+  } catch (error) {  // history off (a 404 saying so), or no server
+    if (error.type === "not_found_error") state.historyOn = false;
+    $("conversations").replaceChildren();
+    note.textContent = state.historyOn === false ? `${error.message}.` : describe(error);
+  }
+  note.hidden = !note.textContent;
+}
+
+async function loadModels() {
+  try {
+    const { data } = await apiJSON("/v1/models");
+    const label = (m) => (m.display_name === m.id ? m.id : `${m.display_name} (${m.id})`);
+    $("model").replaceChildren(...data.map((m) => new Option(label(m), m.id)));
+    const saved = localStorage.getItem("streamchat-model");
+    if (data.some((m) => m.id === saved)) $("model").value = saved;
+  } catch (error) {
+    showStatus(`Could not list the models. ${describe(error)}`);
+  }
+}
+
+// ---- wiring -----------------------------------------------------------------------------
+$("composer").addEventListener("submit", (event) => { event.preventDefault(); submit(); });
+$("prompt").addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();  // Enter sends; Shift+Enter keeps the textarea's new line
+    submit();
+  } else if (event.key === "Escape") {
+    state.controller?.abort();
+  }
+});
+$("stop").addEventListener("click", () => state.controller?.abort());
+$("new-chat").addEventListener("click", newChat);
+$("model").addEventListener("change", () => localStorage.setItem("streamchat-model", $("model").value));
+document.addEventListener("click", (event) => {  // the phone's drawer: ☰ toggles, a choice closes
+  const toggle = event.target.closest("#toggle-sidebar");
+  if (!toggle && !event.target.closest("#new-chat, .open, main")) return;
+  const open = Boolean(toggle) && !document.body.classList.contains("sidebar-open");
+  document.body.classList.toggle("sidebar-open", open);
+  $("toggle-sidebar").setAttribute("aria-expanded", open);
+});
+loadModels();
+loadHistory();
+$("prompt").focus();

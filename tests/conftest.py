@@ -22,6 +22,22 @@ def _private_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
     mp.undo()
 
 
+DUMMY_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "test",
+    "AWS_SECRET_ACCESS_KEY": "test",
+    "AWS_DEFAULT_REGION": "us-west-2",
+    "ANTHROPIC_API_KEY": "test",
+    "OPENAI_API_KEY": "test",
+}
+
+
+@pytest.fixture
+def sdk_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dummy credentials for every SDK (they sign or send them; servers here never check)."""
+    for name, value in DUMMY_CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     """``@pytest.mark.anyio`` tests run on asyncio (the library's only backend)."""

@@ -43,15 +43,8 @@ CLIENTS = ["anthropic", "openai", "bedrock"]
 
 
 @pytest.fixture(autouse=True)
-def _credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-west-2",
-        "ANTHROPIC_API_KEY": "test",
-        "OPENAI_API_KEY": "test",
-    }.items():
-        monkeypatch.setenv(name, value)
+def _credentials(sdk_credentials: None) -> None:
+    """Every test here talks through the official SDKs."""
 
 
 # -- the plan: pure, seeded --------------------------------------------------------------------

@@ -31,14 +31,8 @@ TOKENS = ["Recorded", " once,", " replayed", " anywhere,", " token", " by", " to
 
 
 @pytest.fixture(autouse=True)
-def _credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-west-2",
-        "ANTHROPIC_API_KEY": "test",
-    }.items():
-        monkeypatch.setenv(name, value)
+def _credentials(sdk_credentials: None) -> None:
+    """Every test here talks through the official SDKs."""
 
 
 def recording(spec: str, directory: Path) -> Iterator[str]:

@@ -31,17 +31,8 @@ REPLY = "Streams cross two servers and arrive intact, token by token."
 
 
 @pytest.fixture(autouse=True)
-def _credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Dummy credentials for every SDK; B inherits this environment."""
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-west-2",
-        "ANTHROPIC_API_KEY": "test",
-        "OPENAI_API_KEY": "test",
-        "STREAMCHAT_MAX_ATTEMPTS": "3",
-    }.items():
-        monkeypatch.setenv(name, value)
+def _credentials(sdk_credentials: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMCHAT_MAX_ATTEMPTS", "3")
 
 
 def upstream(spec: str) -> tuple[Iterator[str], ScriptedProvider]:

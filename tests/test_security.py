@@ -333,3 +333,26 @@ def test_history_files_are_readable_by_their_owner_only(
         assert all(path.exists() for path in files), sorted(folder.iterdir())
         assert mode(folder) == 0o700
         assert {path.name: mode(path) for path in files} == {path.name: 0o600 for path in files}
+
+
+def test_other_sites_cannot_drive_a_local_server_from_the_browser() -> None:
+    """Cross-origin POSTs (CSRF) and rebound host names (DNS rebinding) are refused; SDK
+    clients, which send no Origin and use the address they were given, are not."""
+    body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    with serve_in_thread(ServerConfig(default_model="scripted?tag=guard")) as url:
+        port = url.rsplit(":", 1)[1]
+        post = lambda **headers: httpx.post(f"{url}/v1/messages", json=body, headers=headers)  # noqa: E731
+        assert post().status_code == 200
+        assert post(origin=url).status_code == 200  # the web page itself
+        refused = post(origin="https://evil.example")
+        assert refused.status_code == 403
+        assert refused.json()["error"]["type"] == "permission_error"
+        assert post(host=f"evil.example:{port}").status_code == 403
+        assert post(host=f"localhost:{port}").status_code == 200
+
+
+def test_a_server_bound_beyond_loopback_accepts_its_real_host_names() -> None:
+    config = ServerConfig(default_model="scripted?tag=guard2", loopback_only=False)
+    with serve_in_thread(config) as url:
+        response = httpx.get(f"{url}/healthz", headers={"host": "chat.example.internal"})
+    assert response.status_code == 200

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import ipaddress
 import os
 import signal
 import sys
@@ -20,6 +19,7 @@ from ..errors import InvalidRequestError
 from ..providers import get_provider, local, split_model
 from ..providers.local import DEFAULT_LOCAL_MODEL
 from ..server.common import ServerConfig
+from ..server.guard import is_loopback_name as is_loopback
 from .history import add_server_history_options, server_history_path
 from .testbench import add_testbench_options, replay_model, testbench_config
 
@@ -88,15 +88,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_server_history_options(parser)
     add_testbench_options(parser)
     parser.set_defaults(func=run)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def base_url(host: str, port: int) -> str:
@@ -174,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
         api_key=args.api_key,
         max_body_bytes=args.max_body_bytes,
         history_path=server_history_path(args),
+        loopback_only=is_loopback(args.host),
         **testbench_config(args),
     )
     if not is_loopback(args.host) and not config.api_key:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -11,6 +12,7 @@ from starlette.routing import Route
 from ..errors import NotFoundError
 from . import anthropic, bedrock, metrics, openai
 from .common import ServerConfig
+from .guard import BrowserGuard
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -35,12 +37,15 @@ async def not_found(request: Request, exc: HTTPException) -> Response:
 def create_app(config: ServerConfig | None = None) -> Starlette:
     config = config or ServerConfig()
     routes: list = [Route("/healthz", healthz)]
-    # Each protocol module contributes routes(config) -> list[Route]; imported lazily so a
-    # missing optional part never breaks the others.
+    # Each module contributes routes(config) -> list[Route].
     for name in ("anthropic", "openai", "models", "bedrock", "history_api", "metrics", "web"):
         module = __import__(f"streamchat.server.{name}", fromlist=["routes"])
         routes += module.routes(config)
-    app = Starlette(routes=routes, exception_handlers={404: not_found})
+    app = Starlette(
+        routes=routes,
+        exception_handlers={404: not_found},
+        middleware=[Middleware(BrowserGuard, loopback_only=config.loopback_only)],
+    )
     metrics.install(app)  # GET /metrics: this app's own registry, fed by open_events
     app.state.config = config
     return app

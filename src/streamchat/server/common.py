@@ -41,6 +41,7 @@ class ServerConfig:
     history_path: str | None = None  # log requests and replies here (serve --history)
     faults: FaultInjector | None = None  # serve --faults: injected failures, per request
     record_dir: str | None = None  # serve --record: one tape per stream, for replay/<dir>
+    loopback_only: bool = True  # bound to loopback: answer only to loopback host names
 
     def served_models(self) -> list[str]:
         """Model names a client may pick (the default first)."""

@@ -339,7 +339,9 @@ def test_other_sites_cannot_drive_a_local_server_from_the_browser() -> None:
     """Cross-origin POSTs (CSRF) and rebound host names (DNS rebinding) are refused; SDK
     clients, which send no Origin and use the address they were given, are not."""
     body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
-    with serve_in_thread(ServerConfig(default_model="scripted?tag=guard")) as url:
+    with serve_in_thread(
+        ServerConfig(default_model="scripted?tag=guard", loopback_only=True)
+    ) as url:
         port = url.rsplit(":", 1)[1]
         post = lambda **headers: httpx.post(f"{url}/v1/messages", json=body, headers=headers)  # noqa: E731
         assert post().status_code == 200
@@ -356,3 +358,11 @@ def test_a_server_bound_beyond_loopback_accepts_its_real_host_names() -> None:
     with serve_in_thread(config) as url:
         response = httpx.get(f"{url}/healthz", headers={"host": "chat.example.internal"})
     assert response.status_code == 200
+
+
+def test_streamchat_serve_on_loopback_guards_against_dns_rebinding() -> None:
+    with serve("--model", "scripted?tag=guard3") as server:
+        port = server.url.rsplit(":", 1)[1]
+        rebound = httpx.get(f"{server.url}/v1/models", headers={"host": f"attacker.example:{port}"})
+        direct = httpx.get(f"{server.url}/v1/models")
+    assert (rebound.status_code, direct.status_code) == (403, 200)

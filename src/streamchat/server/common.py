@@ -41,7 +41,7 @@ class ServerConfig:
     history_path: str | None = None  # log requests and replies here (serve --history)
     faults: FaultInjector | None = None  # serve --faults: injected failures, per request
     record_dir: str | None = None  # serve --record: one tape per stream, for replay/<dir>
-    loopback_only: bool = True  # bound to loopback: answer only to loopback host names
+    loopback_only: bool = False  # serve sets it when bound to loopback: loopback names only
 
     def served_models(self) -> list[str]:
         """Model names a client may pick (the default first)."""

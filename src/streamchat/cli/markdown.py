@@ -22,7 +22,7 @@ BULLET = "yellow"
 QUOTE = "italic dim"
 
 _LIST_ITEM = re.compile(r"( *)([-*+]|\d{1,3}[.)]) ")
-_MAX_LINE_PREFIX = 8
+_MAX_INDENT = 8  # a line indented deeper is plain text: no marker is looked for
 
 
 class MarkdownStyler:
@@ -57,10 +57,10 @@ class MarkdownStyler:
                     self._bold = self._code = False
                 i += 1
                 continue
-            if self._in_fence:
+            if self._in_fence or self._line_style == FENCE:
                 end = buffer.find("\n", i)
                 end = len(buffer) if end == -1 else end
-                self._emit(out, buffer[i:end], CODE_BLOCK)
+                self._emit(out, buffer[i:end], self._line_style or CODE_BLOCK)
                 i = end
                 continue
             if ch == "`":
@@ -115,13 +115,14 @@ class MarkdownStyler:
         head = rest if newline == -1 else rest[:newline]
         complete = newline != -1
         stripped = head.lstrip(" ")
-        if stripped.startswith("```"):
-            if not complete:
-                return None  # wait for the whole fence line, e.g. "```python"
+        if len(head) - len(stripped) > _MAX_INDENT:
+            self._at_line_start = False
+            return i
+        if stripped.startswith("```"):  # the main loop shows the line, e.g. "```python", as is
             self._in_fence = not self._in_fence
-            self._emit(out, head, FENCE)
-            return i + len(head)  # the newline is handled by the main loop
-        if not complete and stripped and "```".startswith(stripped):
+            self._line_style, self._at_line_start = FENCE, False
+            return i
+        if not complete and "```".startswith(stripped):  # also spaces: an indented fence?
             return None
         if self._in_fence:
             self._at_line_start = False
@@ -129,7 +130,7 @@ class MarkdownStyler:
         if stripped.startswith("#"):
             hashes = len(stripped) - len(stripped.lstrip("#"))
             after = stripped[hashes : hashes + 1]
-            if not after and not complete:
+            if not after and not complete and hashes <= 6:
                 return None
             if after == " " and hashes <= 6:
                 self._line_style, self._at_line_start = HEADING, False
@@ -147,7 +148,7 @@ class MarkdownStyler:
             self._emit(out, item.group(1) + bullet + " ", BULLET)
             self._at_line_start = False
             return i + item.end()
-        if not complete and len(head) < _MAX_LINE_PREFIX and _could_be_marker(head):
+        if not complete and _could_be_marker(head):
             return None
         self._at_line_start = False
         return i

@@ -23,7 +23,9 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def build_parser() -> ArgumentParser:
+def build_parser(command: str | None = None) -> ArgumentParser:
+    """The parser; with ``command``, only that subcommand's module is imported (start-up time:
+    ``ask`` need not load the server, the bench or the web page). Others get bare stubs."""
     parser = ArgumentParser(
         prog="streamchat", description="Streaming chat with large language models."
     )
@@ -32,18 +34,17 @@ def build_parser() -> ArgumentParser:
         dest="command", metavar="COMMAND", parser_class=ArgumentParser
     )
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"streamchat.cli.{name}")
-        except ModuleNotFoundError as error:
-            if error.name != f"streamchat.cli.{name}":
-                raise
+        if command is not None and name != command:
+            subparsers.add_parser(name)
             continue
-        module.register(subparsers)
+        importlib.import_module(f"streamchat.cli.{name}").register(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv and argv[0] in COMMANDS else None
+    parser = build_parser(command)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

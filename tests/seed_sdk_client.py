@@ -46,8 +46,7 @@ def streaming(client: anthropic.Anthropic) -> dict:
             "output_tokens": output_tokens}  # fmt: skip
 
 
-async def helpers() -> dict:
-    client = anthropic.AsyncAnthropic(base_url=URL, api_key="x", max_retries=0)
+async def helpers(client: anthropic.AsyncAnthropic | anthropic.AsyncAnthropicBedrock) -> dict:
     async with client.messages.stream(
         max_tokens=1024, messages=[{"role": "user", "content": "Write me sonnet about orchids"}],
         model=MODEL,
@@ -67,12 +66,23 @@ def sync_helpers(client: anthropic.Anthropic) -> dict:
 
 def main() -> None:
     client = anthropic.Anthropic(base_url=URL, api_key="x", max_retries=0)
+    aws = {"aws_access_key": "x", "aws_secret_key": "y", "aws_region": "us-west-2"}
+    bedrock = anthropic.AnthropicBedrock(base_url=URL, max_retries=0, **aws)
+    async_bedrock = anthropic.AsyncAnthropicBedrock(base_url=URL, max_retries=0, **aws)
     report = {
         "version": anthropic.__version__,
         "create": non_streaming(client),
         "stream": streaming(client),
-        "helpers": asyncio.run(helpers()),
+        "helpers": asyncio.run(
+            helpers(anthropic.AsyncAnthropic(base_url=URL, api_key="x", max_retries=0))
+        ),
         "sync_helpers": sync_helpers(client),
+        # The notebook's client on Bedrock: AnthropicBedrock over /model/{id}/invoke(-with-...)
+        "bedrock": {
+            "create": non_streaming(bedrock),
+            "stream": streaming(bedrock),
+            "helpers": asyncio.run(helpers(async_bedrock)),
+        },
     }
     print(json.dumps(report))
 

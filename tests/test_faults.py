@@ -158,6 +158,7 @@ class CountingGenerate:
 
 
 def workers() -> list[threading.Thread]:
+    """Per-stream worker threads (blocking providers other than llama.cpp)."""
     return [t for t in threading.enumerate() if t.name == "streamchat-worker"]
 
 
@@ -179,7 +180,8 @@ def test_disconnects_end_the_embedded_models_worker_threads(
             config_of["temperature"] = 0  # the same long essay every time, no early end
             read_then_leave(http, protocol, body, texts=3)
             at_close = counter.tokens
-            assert wait_for(lambda: not workers() and local_model.admission.count == 0, 30)
+            idle = lambda: not local_model.worker.busy and local_model.admission.count == 0  # noqa: E731
+            assert wait_for(idle, 30)
             assert counter.tokens - at_close <= 16, "generation went on after the client left"
 
 

@@ -97,3 +97,10 @@ def test_seed_sdk_runs_the_notebook_cells(seed_python: Path, server: Server, rec
     assert helpers["final"]["content"] == [{"type": "text", "text": TEXT}]
     assert helpers["final"]["usage"]["output_tokens"] == WORDS
     assert report["sync_helpers"] == {"final_text": "Orchids bloom in", "stop": "max_tokens"}
+
+    on_bedrock = report["bedrock"]  # the same cells through the seed-era AnthropicBedrock
+    assert on_bedrock["create"] == created
+    assert "".join(on_bedrock["stream"]["texts"]) == TEXT
+    assert on_bedrock["stream"]["types"][-1] == "message_stop"
+    assert on_bedrock["stream"]["output_tokens"] == WORDS
+    assert on_bedrock["helpers"]["final"]["content"] == [{"type": "text", "text": TEXT}]

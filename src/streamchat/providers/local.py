@@ -1,15 +1,15 @@
 """The embedded model: llama.cpp (llama-cpp-python) running a small GGUF shipped on PyPI.
 
-One ``Llama`` per model file per process, loaded on first use. Generation runs token by token in
-a worker thread (``Llama.generate``), so usage counts are exact and a closed stream stops within
-one token. One llama.cpp context serves one generation at a time: a lock serialises them and a
-bounded admission count turns excess load into ``OverloadedError`` instead of an endless wait.
+One ``Llama`` per model file per process, loaded on first use. Generation runs token by token
+(``Llama.generate``) on one long-lived worker thread per model, so usage counts are exact and a
+closed stream stops within one token. One llama.cpp context serves one generation at a time: the
+worker runs them in order, and a bounded admission count turns excess load into
+``OverloadedError`` instead of an endless wait.
 """
 
 from __future__ import annotations
 
 import codecs
-import contextlib
 import ctypes
 import importlib.metadata
 import os
@@ -25,7 +25,7 @@ from ..errors import InvalidRequestError, ModelError, OverloadedError
 from ..events import StreamEvent
 from ..request import MessageRequest, Turn
 from ..stop_sequences import StopMatcher
-from ._threaded import iterate_in_thread
+from ._threaded import SerialWorker, iterate_in_thread
 from .base import message_end, message_start, text_block_start, text_delta
 
 DEFAULT_LOCAL_MODEL = "smollm2"
@@ -107,19 +107,24 @@ class _Admission:
         self._count = 0
         self._lock = threading.Lock()
 
-    @contextlib.contextmanager
-    def admit(self) -> Iterator[None]:
+    def acquire(self) -> Callable[[], None]:
+        """Take a place or raise :class:`OverloadedError`; returns an idempotent release."""
         with self._lock:
             if self._count >= self.limit:
                 raise OverloadedError(
                     f"the local model is busy ({self._count} requests in flight or waiting)"
                 )
             self._count += 1
-        try:
-            yield
-        finally:
+        released = False
+
+        def release() -> None:
+            nonlocal released
             with self._lock:
-                self._count -= 1
+                if not released:
+                    released = True
+                    self._count -= 1
+
+        return release
 
     @property
     def count(self) -> int:
@@ -160,7 +165,7 @@ class LocalProvider:
         threads = n_threads or int(os.environ.get("STREAMCHAT_THREADS") or 0)
         self.n_threads = threads or max(1, (os.cpu_count() or 1) // 2)
         self.admission = _Admission(1 + (MAX_WAITING if max_waiting is None else max_waiting))
-        self._generate_lock = threading.Lock()
+        self.worker = SerialWorker(f"streamchat-llama-{Path(self.path).stem}")
         self._load_lock = threading.Lock()
         self._llama: Any = None
         self._formatter: Any = None
@@ -240,77 +245,86 @@ class LocalProvider:
 
     # -- generation ----------------------------------------------------------------------------
     def _generate(self, request: MessageRequest, cancel: threading.Event) -> Iterator[StreamEvent]:
-        """Runs in the worker thread: one llama.cpp generation, as canonical events."""
+        """Runs on the serial worker (one generation at a time): llama.cpp output as events."""
         import llama_cpp
 
-        with self.admission.admit(), self._generate_lock:
-            llama = self.load()
-            tokens, format_stops = self.prompt_tokens(request)
-            room = self.n_ctx - len(tokens)
-            if room < 1:
-                raise InvalidRequestError(
-                    f"messages: the prompt is {len(tokens)} tokens, more than the model's "
-                    f"context window of {self.n_ctx}"
-                )
-            # Unseeded requests must not replay the seed of an earlier request on this model.
-            seed = request.seed if request.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED
-            llama.set_seed(seed)
-            yield message_start(request.model or self.display_name, len(tokens))
-            yield text_block_start()
-            matcher = StopMatcher([*request.stop_sequences, *format_stops])
-            user_stops = set(request.stop_sequences)
-            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-            vocab = llama._model.vocab
-            limit = min(request.max_tokens, room)
-            temperature = (
-                request.temperature if request.temperature is not None else self.default_temperature
+        llama = self.load()
+        tokens, format_stops = self.prompt_tokens(request)
+        room = self.n_ctx - len(tokens)
+        if room < 1:
+            raise InvalidRequestError(
+                f"messages: the prompt is {len(tokens)} tokens, more than the model's "
+                f"context window of {self.n_ctx}"
             )
-            output_tokens = 0
-            stop_reason, stop_sequence = "max_tokens", None
-            lstrip = self._formatter is None
-            generator = llama.generate(
-                tokens,
-                temp=temperature,
-                top_p=request.top_p if request.top_p is not None else 0.95,
-                top_k=request.top_k if request.top_k is not None else 40,
-                repeat_penalty=self.repeat_penalty,
+        # Unseeded requests must not replay the seed of an earlier request on this model.
+        seed = request.seed if request.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED
+        llama.set_seed(seed)
+        yield message_start(request.model or self.display_name, len(tokens))
+        yield text_block_start()
+        matcher = StopMatcher([*request.stop_sequences, *format_stops])
+        user_stops = set(request.stop_sequences)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        vocab = llama._model.vocab
+        limit = min(request.max_tokens, room)
+        temperature = (
+            request.temperature if request.temperature is not None else self.default_temperature
+        )
+        output_tokens = 0
+        stop_reason, stop_sequence = "max_tokens", None
+        lstrip = self._formatter is None
+        generator = llama.generate(
+            tokens,
+            temp=temperature,
+            top_p=request.top_p if request.top_p is not None else 0.95,
+            top_k=request.top_k if request.top_k is not None else 40,
+            repeat_penalty=self.repeat_penalty,
+        )
+        try:
+            for token in generator:
+                if cancel.is_set():
+                    return
+                if llama_cpp.llama_vocab_is_eog(vocab, token):
+                    stop_reason = "end_turn"
+                    break
+                output_tokens += 1
+                piece = decoder.decode(llama.detokenize([token]))
+                text, hit = matcher.feed(piece)
+                if lstrip and text:
+                    text = text.lstrip()
+                    lstrip = not text
+                if text:
+                    yield text_delta(text)
+                if hit is not None:
+                    if hit in user_stops:
+                        stop_reason, stop_sequence = "stop_sequence", hit
+                    else:
+                        stop_reason = "end_turn"
+                    break
+                if output_tokens >= limit:
+                    break
+        finally:
+            generator.close()
+        if stop_reason != "stop_sequence":
+            tail = matcher.flush() + decoder.decode(b"", final=True)
+            if tail and not (lstrip and not tail.strip()):
+                yield text_delta(tail)
+        yield from message_end(stop_reason, output_tokens, stop_sequence)
+
+    async def stream(self, request: MessageRequest) -> AsyncIterator[StreamEvent]:
+        release = self.admission.acquire()  # overload is refused here, before any work
+        try:
+            events = iterate_in_thread(
+                lambda cancel: self._generate(request, cancel), self.worker.submit
             )
             try:
-                for token in generator:
-                    if cancel.is_set():
-                        return
-                    if llama_cpp.llama_vocab_is_eog(vocab, token):
-                        stop_reason = "end_turn"
-                        break
-                    output_tokens += 1
-                    piece = decoder.decode(llama.detokenize([token]))
-                    text, hit = matcher.feed(piece)
-                    if lstrip and text:
-                        text = text.lstrip()
-                        lstrip = not text
-                    if text:
-                        yield text_delta(text)
-                    if hit is not None:
-                        if hit in user_stops:
-                            stop_reason, stop_sequence = "stop_sequence", hit
-                        else:
-                            stop_reason = "end_turn"
-                        break
-                    if output_tokens >= limit:
-                        break
+                async for event in events:
+                    if event.type == "message_stop":
+                        release()  # free before the client sees the end: it may ask again now
+                    yield event
             finally:
-                generator.close()
-            if stop_reason != "stop_sequence":
-                tail = matcher.flush() + decoder.decode(b"", final=True)
-                if tail and not (lstrip and not tail.strip()):
-                    yield text_delta(tail)
-            *closing, last = message_end(stop_reason, output_tokens, stop_sequence)
-            yield from closing
-        # The model is free before message_stop is seen: a client may send its next request then.
-        yield last
-
-    def stream(self, request: MessageRequest) -> AsyncIterator[StreamEvent]:
-        return iterate_in_thread(lambda cancel: self._generate(request, cancel))
+                await events.aclose()
+        finally:
+            release()
 
 
 _instances: dict[str, LocalProvider] = {}

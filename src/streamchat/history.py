@@ -11,6 +11,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -138,13 +139,33 @@ class HistoryStore:
                 private_dir(self.path.parent)
                 if not self.path.exists():
                     os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-                self._db = self._connect(str(self.path))
-                self._db.execute("PRAGMA journal_mode = WAL")
-                self._migrate()
+                self._db = self._open_for_writing()
         except (sqlite3.Error, OSError) as error:
             if self._db is not None:
                 self._db.close()
             raise HistoryError(f"history database {self.path} is unusable: {error}") from None
+
+    def _open_for_writing(self) -> sqlite3.Connection:
+        """Connect, switch to WAL and migrate, retrying while another process does the same.
+
+        Two processes creating the database at once can get SQLITE_BUSY without the busy
+        handler being consulted (the journal-mode switch, lock upgrades); that is a race to
+        wait out, not an unusable file.
+        """
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            db = self._connect(str(self.path))
+            try:
+                db.execute("PRAGMA journal_mode = WAL")
+                self._db = db
+                self._migrate()
+                return db
+            except sqlite3.OperationalError as error:
+                db.close()
+                self._db = None
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     @staticmethod
     def _connect(target: str, uri: bool = False) -> sqlite3.Connection:

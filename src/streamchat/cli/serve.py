@@ -139,11 +139,16 @@ def serving_process() -> Iterator[None]:
     raise_open_files_limit()
     threshold = gc.get_threshold()
     gc.set_threshold(*threshold[:2], FULL_GC_THRESHOLD)
+    # Everything alive at start-up (modules, the app) lives as long as the process: keep it out
+    # of every later full collection, which then walks only what serving allocates.
+    gc.collect()
+    gc.freeze()
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _stopped) if in_main else None
     try:
         yield
     finally:
+        gc.unfreeze()
         gc.set_threshold(*threshold)
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

@@ -225,3 +225,13 @@ def test_unreachable_endpoint_and_missing_credentials_are_one_line_errors(monkey
         assert expected in result.stderr
         assert "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_serve_base_url_points_the_gateway_at_its_backend(monkeypatch, fresh_providers):
+    """`serve --model openai/<id> --base-url URL`: the README's vLLM recipe, end to end."""
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    server_a, scripted = upstream(f"scripted?text={REPLY}&tag=base-url")
+    with server_a as a_url, serve("--model", "openai/served", "--base-url", a_url + "/v1") as b:
+        message = ask(b.url)
+    assert message.content[0].text == REPLY
+    assert len(scripted.requests) == 1

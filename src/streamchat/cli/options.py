@@ -25,17 +25,23 @@ def _bounded(kind: type, low: float, high: float):
     return parse
 
 
+def add_base_url_option(parser: argparse.ArgumentParser) -> None:
+    """``--base-url``: where the remote provider named by ``--model`` lives (see ENDPOINT_ENV)."""
+    parser.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="endpoint of the remote provider named by --model (openai/, anthropic/, bedrock/), "
+        "e.g. a vLLM, llama.cpp or Ollama server for openai/",
+    )
+
+
 def add_model_options(parser: argparse.ArgumentParser, *, max_tokens: int) -> None:
     parser.add_argument(
         "-m",
         "--model",
         help="smollm2 (default), gemma3-270m, PATH.gguf, or provider/model-id",
     )
-    parser.add_argument(
-        "--base-url",
-        metavar="URL",
-        help="endpoint of the remote provider named by --model (openai/, anthropic/, bedrock/)",
-    )
+    add_base_url_option(parser)
     parser.add_argument("-s", "--system", help="system prompt")
     parser.add_argument(
         "--max-tokens",

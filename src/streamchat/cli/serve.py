@@ -21,6 +21,7 @@ from ..providers.local import DEFAULT_LOCAL_MODEL
 from ..server.common import ServerConfig
 from ..server.guard import is_loopback_name as is_loopback
 from .history import add_server_history_options, server_history_path
+from .options import add_base_url_option
 from .testbench import add_testbench_options, replay_model, testbench_config
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -60,6 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=os.environ.get("STREAMCHAT_MODEL") or DEFAULT_LOCAL_MODEL,
         help=f"the model that serves requests (default {DEFAULT_LOCAL_MODEL})",
     )
+    add_base_url_option(parser)
     parser.add_argument(
         "--api-key",
         default=os.environ.get("STREAMCHAT_API_KEY") or None,

@@ -26,6 +26,7 @@ def test_banner_names_the_base_url_for_each_sdk() -> None:
     assert f'anthropic.Anthropic(base_url="{server.url}"' in output
     assert f'openai.OpenAI(base_url="{server.url}/v1"' in output
     assert f'endpoint_url="{server.url}"' in output
+    assert f"Web chat:  {server.url}/" in output
 
 
 def test_options_reach_uvicorn_and_the_app(uvicorn_calls: list[dict[str, Any]]) -> None:

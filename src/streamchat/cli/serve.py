@@ -106,6 +106,7 @@ def banner(model: str, url: str) -> str:
             f'  Anthropic: anthropic.Anthropic(base_url="{url}", api_key=...)',
             f'  OpenAI:    openai.OpenAI(base_url="{url}/v1", api_key=...)',
             f'  Bedrock:   boto3.client("bedrock-runtime", endpoint_url="{url}")',
+            f"  Web chat:  {url}/    Metrics: {url}/metrics",
         ]
     )
 

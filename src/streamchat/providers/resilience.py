@@ -91,6 +91,7 @@ class _Watchdog:
         self._task: asyncio.Task | None = None
         self._deadline: float | None = None
         self._handle: asyncio.TimerHandle | None = None
+        self._timeout: float | None = None  # the last armed timeout: same one, later deadline
         self.fired = False
 
     def arm(self, timeout: float | None) -> None:
@@ -99,12 +100,14 @@ class _Watchdog:
             self._deadline = None
             return
         self._task = asyncio.current_task()
-        self._deadline = self._loop.time() + timeout
-        if self._handle is not None and self._handle.when() > self._deadline:
-            self._handle.cancel()  # the deadline moved earlier (first-token -> idle timeout)
-            self._handle = None
-        if self._handle is None:
-            self._handle = self._loop.call_at(self._deadline, self._check)
+        deadline = self._deadline = self._loop.time() + timeout
+        handle = self._handle
+        if handle is None:
+            self._handle = self._loop.call_at(deadline, self._check)
+        elif timeout != self._timeout and handle.when() > deadline:
+            handle.cancel()  # the deadline moved earlier (first-token -> idle timeout)
+            self._handle = self._loop.call_at(deadline, self._check)
+        self._timeout = timeout
 
     def _check(self) -> None:
         self._handle = None
@@ -140,15 +143,18 @@ async def resilient_stream(
     exception to an :class:`UpstreamError` (``None``: not ours, re-raise as is).
     """
     watchdog = _Watchdog()
+    arm, pause = watchdog.arm, watchdog.pause  # locals: this loop runs once per token
     for number in range(policy.max_attempts):
         held: list[StreamEvent] = []
         streaming = False
+        timeout = policy.first_token_timeout
         events = attempt()
+        receive = events.__anext__
         try:
             while True:
-                watchdog.arm(policy.idle_timeout if streaming else policy.first_token_timeout)
+                arm(timeout)
                 try:
-                    event = await events.__anext__()
+                    event = await receive()
                 except StopAsyncIteration:
                     for pending in held:
                         yield pending
@@ -159,22 +165,21 @@ async def resilient_stream(
                     watchdog.fired = False
                     asyncio.current_task().uncancel()  # type: ignore[union-attr]
                     what = "token" if streaming else "first token"
-                    timeout = policy.idle_timeout if streaming else policy.first_token_timeout
                     raise UpstreamError(
                         "timeout_error", f"no {what} within {timeout:g} s"
                     ) from None
-                watchdog.pause()
-                if not streaming:
-                    if event.type == "error":
-                        raise UpstreamError(event.error.type, event.error.message)
-                    held.append(event)
-                    if event.type in ("content_block_delta", "message_stop"):
-                        streaming = True
-                        for pending in held:
-                            yield pending
-                        held.clear()
+                pause()
+                if streaming:
+                    yield event
                     continue
-                yield event
+                if event.type == "error":
+                    raise UpstreamError(event.error.type, event.error.message)
+                held.append(event)
+                if event.type in ("content_block_delta", "message_stop"):
+                    streaming, timeout = True, policy.idle_timeout
+                    for pending in held:
+                        yield pending
+                    held.clear()
         except Exception as raw:
             error = raw if isinstance(raw, UpstreamError) else classify(raw)
             if error is None:

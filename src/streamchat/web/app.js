@@ -341,7 +341,10 @@ function historyItem(conversation) {
   open.type = remove.type = "button";
   remove.setAttribute("aria-label", `Delete conversation ${conversation.id}`);
   const turns = `${conversation.turns} turn${conversation.turns === 1 ? "" : "s"}`;
-  const when = new Date(conversation.updated_at).toLocaleString();
+  const date = new Date(conversation.updated_at);  // today: the time; before: the date
+  const when = date.toDateString() === new Date().toDateString()
+    ? date.toLocaleTimeString(undefined, { timeStyle: "short" })
+    : date.toLocaleDateString(undefined, { dateStyle: "medium" });
   open.append(el("span", "", conversation.preview || "(empty)"));
   open.append(el("small", "", `${when} · ${turns}`));
   open.onclick = () => openConversation(conversation.id);

@@ -17,13 +17,12 @@ from ..request import MessageRequest
 from ..wire import anthropic as wire
 from .common import ServerConfig, open_events, read_json, route_model
 from .streaming import (
-    CLIENT_CLOSED_REQUEST,
     EventStreamResponse,
     as_streamchat_error,
     builder,
     check_api_key,
-    collect_while_connected,
     encode_stream,
+    respond_when_complete,
 )
 
 
@@ -52,13 +51,8 @@ def routes(config: ServerConfig) -> list[Route]:
                 encode_stream(events, wire.encode_event, wire.encode_error_event),
                 encode_error=wire.encode_error_event,
             )
-        try:
-            message = await collect_while_connected(request, events)
-        except Exception as error:
-            return error_response(error)
-        if message is None:
-            return Response(status_code=CLIENT_CLOSED_REQUEST)
-        return JSONResponse(wire.message_body(message))
+        render = lambda message: JSONResponse(wire.message_body(message))  # noqa: E731
+        return await respond_when_complete(request, events, render, error_response)
 
     async def count_tokens(request: Request) -> Response:
         try:

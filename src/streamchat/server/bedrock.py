@@ -24,16 +24,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..errors import AuthenticationError, InvalidRequestError, StreamchatError
-from ..events import StreamEvent
+from ..events import Message, StreamEvent
 from ..request import MessageRequest
 from ..wire import bedrock as wire
 from .common import ServerConfig, open_events, read_json
 from .streaming import (
-    CLIENT_CLOSED_REQUEST,
     EventStreamResponse,
     as_streamchat_error,
-    collect_while_connected,
     encode_stream,
+    respond_when_complete,
 )
 
 Build = Callable[..., MessageRequest]
@@ -94,13 +93,14 @@ def routes(config: ServerConfig) -> list[Route]:
         started = time.perf_counter()
         try:
             events = await start(request, wire.build_converse_request)
-            message = await collect_while_connected(request, events)  # None: the client left
         except Exception as error:
             return error_response(error)
-        if message is None:
-            return Response(status_code=CLIENT_CLOSED_REQUEST)
-        body = wire.converse_response(message, time.perf_counter() - started)
-        return JSONResponse(body, headers=request_id())
+
+        def render(message: Message) -> Response:
+            body = wire.converse_response(message, time.perf_counter() - started)
+            return JSONResponse(body, headers=request_id())
+
+        return await respond_when_complete(request, events, render, error_response)
 
     async def converse_stream(request: Request) -> Response:
         started = time.perf_counter()
@@ -115,13 +115,14 @@ def routes(config: ServerConfig) -> list[Route]:
         started = time.perf_counter()
         try:
             events = await start(request, wire.build_invoke_request)
-            message = await collect_while_connected(request, events)  # None: the client left
         except Exception as error:
             return error_response(error)
-        if message is None:
-            return Response(status_code=CLIENT_CLOSED_REQUEST)
-        headers = wire.invoke_headers(message, time.perf_counter() - started)
-        return JSONResponse(message.to_dict(), headers={**headers, **request_id()})
+
+        def render(message: Message) -> Response:
+            headers = wire.invoke_headers(message, time.perf_counter() - started)
+            return JSONResponse(message.to_dict(), headers={**headers, **request_id()})
+
+        return await respond_when_complete(request, events, render, error_response)
 
     async def invoke_stream(request: Request) -> Response:
         started = time.perf_counter()

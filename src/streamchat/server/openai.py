@@ -14,13 +14,12 @@ from ..errors import StreamchatError
 from ..wire import openai as wire
 from .common import ServerConfig, open_events, read_json
 from .streaming import (
-    CLIENT_CLOSED_REQUEST,
     EventStreamResponse,
     as_streamchat_error,
     builder,
     check_api_key,
-    collect_while_connected,
     encode_stream,
+    respond_when_complete,
 )
 
 DEFAULT_MAX_TOKENS = 1024  # Chat Completions has no required limit; ours keeps replies bounded
@@ -49,12 +48,7 @@ def routes(config: ServerConfig) -> list[Route]:
             encoder = wire.ChunkEncoder(model, include_usage=options.include_usage)
             chunks = encode_stream(events, encoder.encode, wire.encode_error)
             return EventStreamResponse(chunks, encode_error=wire.encode_error)
-        try:
-            message = await collect_while_connected(request, events)
-        except Exception as error:
-            return error_response(error)
-        if message is None:
-            return Response(status_code=CLIENT_CLOSED_REQUEST)
-        return JSONResponse(wire.completion_body(message, model))
+        render = lambda message: JSONResponse(wire.completion_body(message, model))  # noqa: E731
+        return await respond_when_complete(request, events, render, error_response)
 
     return [Route("/v1/chat/completions", chat_completions, methods=["POST"])]

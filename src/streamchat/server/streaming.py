@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from ..accumulate import accumulate_event
@@ -97,6 +97,23 @@ async def collect_while_connected(
         work.cancel()  # no-op when it finished; else collect's finally closes the stream
     await asyncio.wait({work})  # let a cancelled collect run its finally; raises nothing
     return None if work.cancelled() else work.result()
+
+
+async def respond_when_complete(
+    request: Request,
+    events: AsyncIterator[StreamEvent],
+    render: Callable[[Message], Response],
+    error_response: Callable[[Exception], Response],
+) -> Response:
+    """The non-streaming answer, the same for every protocol: ``render(message)``, a failure in
+    the protocol's error shape, or 499 when the client left before the end."""
+    try:
+        message = await collect_while_connected(request, events)
+    except Exception as error:
+        return error_response(error)
+    if message is None:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+    return render(message)
 
 
 async def encode_stream(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -214,6 +215,14 @@ StreamEvent = (
     | PingEvent
     | ErrorEvent
 )
+
+
+async def close_events(events: AsyncIterator[StreamEvent]) -> None:
+    """End a consumer's interest in a stream: closing an async generator stops its provider
+    (generation, HTTP stream) at once; a plain iterator has nothing to release."""
+    aclose = getattr(events, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 def message_from_dict(data: dict[str, Any]) -> Message:

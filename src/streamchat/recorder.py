@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import HistoryError, StreamchatError
-from .events import StreamEvent
+from .events import StreamEvent, close_events
 from .history import HistoryStore
 from .metrics import Metrics, MetricsRecorder
 
@@ -200,9 +200,7 @@ async def record_stream(
         raise
     finally:
         try:
-            aclose = getattr(events, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await close_events(events)
         finally:
             if recorder is not None:  # shielded: a cancelled (disconnected) request still ends
                 final = asyncio.to_thread(

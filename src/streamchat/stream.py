@@ -16,7 +16,7 @@ from typing import Any
 from . import _bridge
 from .accumulate import accumulate_event
 from .errors import StreamchatError
-from .events import Message, StreamEvent
+from .events import Message, StreamEvent, close_events
 from .metrics import Metrics, MetricsRecorder
 
 
@@ -121,9 +121,7 @@ class AsyncMessageStream:
                 reader.cancel()
             with contextlib.suppress(BaseException):
                 await asyncio.wait({reader})
-        aclose = getattr(self._events, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await close_events(self._events)
 
     async def __aenter__(self) -> AsyncMessageStream:
         return self

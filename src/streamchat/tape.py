@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import StreamchatError
-from .events import StreamEvent
+from .events import StreamEvent, close_events
 from .recorder import thread_key
 from .request import MessageRequest
 
@@ -164,9 +164,7 @@ async def _record(
         raise
     finally:
         try:
-            aclose = getattr(events, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await close_events(events)
         finally:
             if outcome is not None:
                 last = max((line.get("t", 0.0) for line in lines[1:]), default=0.0)

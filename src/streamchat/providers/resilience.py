@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from ..errors import StreamchatError, TimeoutError_
-from ..events import ErrorBody, ErrorEvent, StreamEvent
+from ..events import ErrorBody, ErrorEvent, StreamEvent, close_events
 
 RETRYABLE_TYPES = frozenset({"rate_limit_error", "overloaded_error", "api_error", "timeout_error"})
 
@@ -193,7 +193,5 @@ async def resilient_stream(
             await asyncio.sleep(policy.delay(number, error.retry_after))
         finally:
             watchdog.disarm()
-            aclose = getattr(events, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await close_events(events)
     raise TimeoutError_("no attempts were made")  # unreachable with max_attempts >= 1

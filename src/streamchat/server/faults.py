@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from ..errors import ERROR_STATUS, InvalidRequestError, OverloadedError
-from ..events import ErrorBody, ErrorEvent, PingEvent, StreamEvent
+from ..events import ErrorBody, ErrorEvent, PingEvent, StreamEvent, close_events
 
 FAULT_HEADER = "x-streamchat-fault"
 # name -> default value when bare; the order fixes the random draws (adding a fault with P=0
@@ -279,6 +279,4 @@ async def inject(events: AsyncIterator[StreamEvent], faults: Faults) -> AsyncIte
             started = started or kind == "message_start"
             yield event
     finally:
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await close_events(events)

@@ -35,7 +35,7 @@ from ..bench import (
 from ..bench_targets import PROTOCOLS, endpoint_target
 from ..errors import InvalidRequestError, StreamchatError
 from ..request import MAX_TOKENS_LIMIT
-from .options import _bounded
+from .options import bounded
 
 MAX_CONCURRENCY = 256
 
@@ -75,20 +75,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--prompt", default=NOTEBOOK_PROMPT, help="the user message")
     parser.add_argument(
         "--max-tokens",
-        type=_bounded(int, 1, MAX_TOKENS_LIMIT),
+        type=bounded(int, 1, MAX_TOKENS_LIMIT),
         default=NOTEBOOK_MAX_TOKENS,
         help=f"tokens per reply (default {NOTEBOOK_MAX_TOKENS})",
     )
     parser.add_argument(
         "-t",
         "--temperature",
-        type=_bounded(float, 0.0, 2.0),
+        type=bounded(float, 0.0, 2.0),
         default=NOTEBOOK_TEMPERATURE,
         help=f"sampling temperature (default {NOTEBOOK_TEMPERATURE:g})",
     )
-    parser.add_argument("--runs", type=_bounded(int, 1, 10_000), default=5, help="default 5")
+    parser.add_argument("--runs", type=bounded(int, 1, 10_000), default=5, help="default 5")
     parser.add_argument(
-        "--warmup", type=_bounded(int, 0, 100), default=1, help="unmeasured runs first (1)"
+        "--warmup", type=bounded(int, 0, 100), default=1, help="unmeasured runs first (1)"
     )
     parser.add_argument(
         "--concurrency",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from typing import Any
 
@@ -11,7 +12,9 @@ from ..providers import resolve
 from ..request import MAX_TOKENS_LIMIT
 
 
-def _bounded(kind: type, low: float, high: float):
+def bounded(kind: type, low: float, high: float = math.inf):
+    """An argparse ``type`` for a number in ``[low, high]``, with a one-line message."""
+
     def parse(text: str) -> Any:
         try:
             value = kind(text)
@@ -19,7 +22,8 @@ def _bounded(kind: type, low: float, high: float):
             noun = "an integer" if kind is int else "a number"
             raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
         if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g}, got {text}")
+            limits = f"at least {low:g}" if high == math.inf else f"between {low:g} and {high:g}"
+            raise argparse.ArgumentTypeError(f"must be {limits}, got {text}")
         return value
 
     return parse
@@ -45,12 +49,12 @@ def add_model_options(parser: argparse.ArgumentParser, *, max_tokens: int) -> No
     parser.add_argument("-s", "--system", help="system prompt")
     parser.add_argument(
         "--max-tokens",
-        type=_bounded(int, 1, MAX_TOKENS_LIMIT),
+        type=bounded(int, 1, MAX_TOKENS_LIMIT),
         default=max_tokens,
         help=f"most tokens per reply (default {max_tokens})",
     )
-    parser.add_argument("-t", "--temperature", type=_bounded(float, 0.0, 2.0), help="0 = greedy")
-    parser.add_argument("--top-p", type=_bounded(float, 0.0, 1.0))
+    parser.add_argument("-t", "--temperature", type=bounded(float, 0.0, 2.0), help="0 = greedy")
+    parser.add_argument("--top-p", type=bounded(float, 0.0, 1.0))
     parser.add_argument("--seed", type=int, help="sampling seed (reproducible replies)")
     parser.add_argument(
         "--stop", action="append", default=None, metavar="TEXT", help="stop sequence (repeatable)"

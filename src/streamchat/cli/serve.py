@@ -21,28 +21,15 @@ from ..providers.local import DEFAULT_LOCAL_MODEL
 from ..server.common import ServerConfig
 from ..server.guard import is_loopback_name as is_loopback
 from .history import add_server_history_options, server_history_path
-from .options import add_base_url_option
+from .options import add_base_url_option, bounded
 from .testbench import add_testbench_options, replay_model, testbench_config
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 GRACEFUL_SHUTDOWN_SECONDS = 5  # open streams get this long to finish on Ctrl-C
 MAX_BODY_BYTES = ServerConfig().max_body_bytes
 FULL_GC_THRESHOLD = 100  # CPython's default is 10 younger collections per full one
+PORT = bounded(int, 1, 65_535)
 BACKLOG = 2048  # uvicorn's default; raise it when thousands of clients connect at once
-
-
-def _positive_int(text: str, low: int = 1) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < low:
-        raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    return _positive_int(text, low=0)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -54,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "are answered by --model, echoing the requested id.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=_positive_int, default=8080, help="port (default 8080)")
+    parser.add_argument("--port", type=PORT, default=8080, help="port (default 8080)")
     parser.add_argument(
         "-m",
         "--model",
@@ -69,20 +56,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--max-body-bytes",
-        type=_positive_int,
+        type=bounded(int, 1),
         default=MAX_BODY_BYTES,
         help=f"largest request body accepted (default {MAX_BODY_BYTES})",
     )
     parser.add_argument(
         "--max-waiting",
-        type=_non_negative_int,
+        type=bounded(int, 0),
         metavar="N",
         help=f"requests that may wait for a busy embedded model; more get the protocol's "
         f"overload error (default {local.MAX_WAITING})",
     )
     parser.add_argument(
         "--backlog",
-        type=_positive_int,
+        type=bounded(int, 1),
         default=BACKLOG,
         help=f"connections the OS queues before they are accepted (default {BACKLOG})",
     )

@@ -26,9 +26,7 @@ def add_web_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--web", action="store_true", help="chat in the browser: serve the page on 127.0.0.1"
     )
-    group.add_argument(
-        "--port", type=serve._positive_int, help="port for --web (default: a free one)"
-    )
+    group.add_argument("--port", type=serve.PORT, help="port for --web (default: a free one)")
 
 
 def free_port() -> int:

@@ -4,6 +4,7 @@ the provider's counters. Loopback only, a free port each time, stopped by PID.""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -15,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlencode
 
 import httpx
 import uvicorn
@@ -23,6 +25,16 @@ from streamchat.server.app import create_app
 from streamchat.server.common import ServerConfig
 
 HOST = "127.0.0.1"
+
+
+def recording(record: Path, **options: object) -> str:
+    """A scripted model spec that appends every request it receives to ``record``."""
+    return "scripted?" + urlencode({**options, "record": str(record)})
+
+
+def received(record: Path) -> list[dict]:
+    """The requests a ``recording`` model received, oldest first."""
+    return [json.loads(line) for line in record.read_text().splitlines()]
 
 
 def free_port() -> int:

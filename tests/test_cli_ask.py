@@ -11,9 +11,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlencode
 
 import pytest
+
+from serving import received, recording
 
 # What must not leak in from the user's environment: a history file, remote credentials.
 DROPPED = ("STREAMCHAT_DB", "OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY")
@@ -37,15 +38,6 @@ def ask(tmp_path: Path, *args: str | Path, stdin: str = "") -> subprocess.Comple
         env=env(tmp_path),
         timeout=60,
     )
-
-
-def recording(record: Path, **options: str) -> str:
-    """A scripted model that appends every request it receives to ``record``."""
-    return "scripted?" + urlencode({**options, "record": str(record)})
-
-
-def received(record: Path) -> list[dict]:
-    return [json.loads(line) for line in record.read_text().splitlines()]
 
 
 def test_the_prompt_comes_from_the_arguments(tmp_path: Path) -> None:

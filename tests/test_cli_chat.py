@@ -4,7 +4,6 @@ where it is plain text without a single escape code."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -16,6 +15,8 @@ from urllib.parse import urlencode
 
 import pexpect
 import pytest
+
+from serving import received, recording
 
 ESCAPE = re.compile(r"\x1b[\[\]()][\d;?]*[A-Za-z]?")  # any escape sequence
 STATS = re.compile(r"TTFT \d+ ms · total [\d.]+ s · \d+ in / \d+ out tokens · [\d.]+ tokens/s")
@@ -33,15 +34,6 @@ def env(tmp_path: Path) -> dict[str, str]:
         "COLUMNS": "120",
         "LINES": "40",
     }
-
-
-def recording(record: Path, **options: str) -> str:
-    """A scripted model that appends every request it receives to ``record``."""
-    return "scripted?" + urlencode({**options, "record": str(record)})
-
-
-def received(record: Path) -> list[dict]:
-    return [json.loads(line) for line in record.read_text().splitlines()]
 
 
 def styled(screen: str, label: str) -> bool:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
+from serving import received
 from streamchat.history import HistoryStore
 
 SLOW = "scripted?delay=0.1&repeat=20"
@@ -167,7 +168,7 @@ def test_continue_and_resume_send_the_whole_prior_conversation(tmp_path: Path, d
     resumed = run(tmp_path, "chat", "--db", db, "-m", recording, "--continue", stdin="more\n")
     assert resumed.returncode == 0, resumed.stderr
     assert f"Resuming conversation {latest}" in resumed.stderr
-    (request,) = [json.loads(line) for line in record.read_text().splitlines()]
+    (request,) = received(record)
     assert [(m["role"], m["content"]) for m in request["messages"]] == [
         ("user", "other"),
         ("assistant", "[turn 1] You said: other"),
@@ -179,7 +180,7 @@ def test_continue_and_resume_send_the_whole_prior_conversation(tmp_path: Path, d
     assert resumed.returncode == 0, resumed.stderr
     assert f"Resuming conversation {first}" in resumed.stderr
     assert "You: second" in resumed.stderr  # the recap
-    (request,) = [json.loads(line) for line in record.read_text().splitlines()]
+    (request,) = received(record)
     assert [(m["role"], m["content"]) for m in request["messages"]] == [
         ("user", "hello"),
         ("assistant", "[turn 1] You said: hello"),

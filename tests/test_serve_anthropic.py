@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +10,7 @@ from urllib.parse import urlencode
 import anthropic
 import pytest
 
-from serving import Server, serve
+from serving import Server, received, serve
 
 TEXT = "Streaming works one word at a time, exactly as scripted."
 WORDS = 10  # scripted tokens in TEXT
@@ -38,7 +37,7 @@ def client(server: Server) -> anthropic.Anthropic:
 
 
 def last_request(record: Path) -> dict:
-    return json.loads(record.read_text().splitlines()[-1])
+    return received(record)[-1]
 
 
 def test_create_returns_the_whole_message(client: anthropic.Anthropic) -> None:

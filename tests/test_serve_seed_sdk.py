@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from serving import Server, serve
+from serving import Server, received, serve
 
 SEED_SDK = "anthropic[bedrock]==0.40.0"
 SEED_VERSION = "0.40.0"
@@ -83,7 +83,7 @@ def test_seed_sdk_runs_the_notebook_cells(seed_python: Path, server: Server, rec
         "model": "anthropic.claude-3-5-sonnet-20241022-v2:0",
         "stop_reason": "end_turn",
     }
-    first = json.loads(record.read_text().splitlines()[0])
+    first = received(record)[0]
     assert first["temperature"] == 0.0  # the seed SDK's temperature reached the provider
 
     stream = report["stream"]

@@ -19,6 +19,16 @@ ERROR_STATUS: dict[str, int] = {
 }
 
 
+_TYPE_BY_STATUS = {status: kind for kind, status in ERROR_STATUS.items()}
+
+
+def type_for_status(status: int) -> str:
+    """Canonical error type for an HTTP status (unknown 5xx -> api_error)."""
+    if status in _TYPE_BY_STATUS:
+        return _TYPE_BY_STATUS[status]
+    return "invalid_request_error" if 400 <= status < 500 else "api_error"
+
+
 class StreamchatError(Exception):
     """Base class of every error streamchat raises on purpose."""
 

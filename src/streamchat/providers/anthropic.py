@@ -10,20 +10,11 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ..errors import ERROR_STATUS, AuthenticationError
+from ..errors import AuthenticationError, type_for_status
 from ..events import ContentBlockStopEvent, StreamEvent
 from ..request import MessageRequest
 from .base import message_finish, message_start, text_block_start, text_delta
 from .resilience import RetryPolicy, UpstreamError, parse_retry_after, resilient_stream
-
-_TYPE_BY_STATUS = {status: kind for kind, status in ERROR_STATUS.items()}
-
-
-def type_for_status(status: int) -> str:
-    """Canonical error type for an HTTP status (unknown 5xx -> api_error)."""
-    if status in _TYPE_BY_STATUS:
-        return _TYPE_BY_STATUS[status]
-    return "invalid_request_error" if 400 <= status < 500 else "api_error"
 
 
 def classify(error: BaseException) -> UpstreamError | None:

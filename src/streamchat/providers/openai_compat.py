@@ -11,10 +11,9 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ..errors import AuthenticationError
+from ..errors import AuthenticationError, type_for_status
 from ..events import StreamEvent
 from ..request import MessageRequest
-from .anthropic import type_for_status
 from .base import message_end, message_start, text_block_start, text_delta
 from .resilience import RetryPolicy, UpstreamError, parse_retry_after, resilient_stream
 

@@ -21,6 +21,7 @@ from streamchat.events import (
     PingEvent,
     StreamEvent,
     TextBlock,
+    ToolUseBlock,
     TextDelta,
     Usage,
     event_from_dict,
@@ -176,14 +177,19 @@ def test_message_text_joins_its_blocks() -> None:
     assert message.text == "Hello, world"
 
 
-def test_message_from_dict_skips_non_text_blocks_and_null_usage() -> None:
+def test_message_from_dict_keeps_tool_calls_skips_unknown_blocks_and_null_usage() -> None:
     message = message_from_dict(
         {
             "id": "m",
             "model": "x",
-            "content": [{"type": "text", "text": "hi"}, {"type": "tool_use", "id": "t"}],
+            "content": [
+                {"type": "text", "text": "hi"},
+                {"type": "tool_use", "id": "t", "name": "f", "input": {"a": 1}},
+                {"type": "server_tool_use", "id": "s"},
+            ],
             "usage": {"input_tokens": None, "output_tokens": 3},
         }
     )
-    assert message.content == [TextBlock("hi")]
+    assert message.content == [TextBlock("hi"), ToolUseBlock("t", "f", {"a": 1})]
+    assert message.text == "hi"
     assert message.usage == Usage(0, 3)

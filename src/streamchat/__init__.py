@@ -11,7 +11,7 @@ from .errors import (
     RateLimitError,
     StreamchatError,
 )
-from .events import Message, StreamEvent, TextBlock, Usage
+from .events import Message, StreamEvent, TextBlock, ThinkingBlock, ToolUseBlock, Usage
 from .metrics import Metrics
 from .stream import AsyncMessageStream, MessageStream
 
@@ -33,6 +33,8 @@ __all__ = [
     "StreamEvent",
     "StreamchatError",
     "TextBlock",
+    "ThinkingBlock",
+    "ToolUseBlock",
     "Usage",
     "accumulate",
     "accumulate_event",

@@ -39,7 +39,12 @@ class AsyncMessages:
         top_k: int | None = None,
         stop_sequences: list[str] | None = None,
         seed: int | None = None,
+        tools: Any = None,
+        tool_choice: Any = None,
+        thinking: Any = None,
+        output_format: Any = None,
         metadata: Any = None,
+        helper_events: bool = False,
     ) -> AsyncMessageStream:
         started_at = time.perf_counter()
         provider, model_id = resolve(model, self._client.default_model)
@@ -53,8 +58,14 @@ class AsyncMessages:
             top_k=top_k,
             stop_sequences=stop_sequences,
             seed=seed,
+            tools=tools,
+            tool_choice=tool_choice,
+            thinking=thinking,
+            output_format=output_format,
         )
-        stream = AsyncMessageStream(provider.stream(request), started_at=started_at)
+        stream = AsyncMessageStream(
+            provider.stream(request), started_at=started_at, helper_events=helper_events
+        )
         return await stream.start()
 
     async def create(self, *, stream: bool = False, **params: Any) -> Message | AsyncMessageStream:
@@ -69,7 +80,7 @@ class AsyncMessages:
 
     def stream(self, **params: Any) -> AsyncMessageStreamManager:
         """``async with client.messages.stream(...) as stream:`` (same parameters as create)."""
-        return AsyncMessageStreamManager(lambda: self._open(**params))
+        return AsyncMessageStreamManager(lambda: self._open(**params, helper_events=True))
 
 
 class AsyncClient:
@@ -103,7 +114,7 @@ class Messages:
 
     def stream(self, **params: Any) -> MessageStreamManager:
         """``with client.messages.stream(...) as stream:`` (same parameters as create)."""
-        return MessageStreamManager(lambda: self._inner._open(**params))
+        return MessageStreamManager(lambda: self._inner._open(**params, helper_events=True))
 
 
 class Client:

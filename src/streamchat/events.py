@@ -41,12 +41,74 @@ class TextBlock:
 
 
 @dataclass(slots=True)
+class ToolUseBlock:
+    """A tool call. Its JSON input streams as ``input_json_delta`` fragments that the accumulator
+    joins in ``partial_json`` (never serialised) and parses at ``content_block_stop``."""
+
+    id: str
+    name: str
+    input: Any = field(default_factory=dict)
+    type: Literal["tool_use"] = "tool_use"
+    partial_json: str = field(default="", repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "tool_use", "id": self.id, "name": self.name, "input": self.input}
+
+
+@dataclass(slots=True)
+class ThinkingBlock:
+    """Reasoning shown before the answer; ``signature`` lets a provider verify it next turn."""
+
+    thinking: str = ""
+    signature: str = ""
+    type: Literal["thinking"] = "thinking"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "thinking", "thinking": self.thinking, "signature": self.signature}
+
+
+@dataclass(slots=True)
+class ToolResultBlock:
+    """A tool's answer, sent back in a user turn. ``content`` holds text parts (``str``) and
+    JSON values (Bedrock's ``{"json": ...}``) in order."""
+
+    tool_use_id: str
+    content: list[Any] = field(default_factory=list)
+    is_error: bool = False
+    type: Literal["tool_result"] = "tool_result"
+
+    @property
+    def text(self) -> str:
+        """The content as one text: JSON values written as compact JSON."""
+        return "".join(
+            part if isinstance(part, str) else json.dumps(part, ensure_ascii=False)
+            for part in self.content
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        content: Any = (
+            self.text
+            if all(isinstance(p, str) for p in self.content)
+            else [{"type": "text", "text": self.text}]
+        )
+        body: dict[str, Any] = {"type": "tool_result", "tool_use_id": self.tool_use_id}
+        body["content"] = content
+        if self.is_error:
+            body["is_error"] = True
+        return body
+
+
+ContentBlock = TextBlock | ToolUseBlock | ThinkingBlock
+BLOCK_TYPES: tuple[str, ...] = ("text", "tool_use", "thinking")
+
+
+@dataclass(slots=True)
 class Message:
     """A complete (or partially accumulated) assistant message."""
 
     id: str
     model: str
-    content: list[TextBlock] = field(default_factory=list)
+    content: list[ContentBlock] = field(default_factory=list)
     role: Literal["assistant"] = "assistant"
     stop_reason: StopReason | None = None
     stop_sequence: str | None = None
@@ -55,7 +117,12 @@ class Message:
 
     @property
     def text(self) -> str:
-        return "".join(block.text for block in self.content)
+        """The text blocks joined (tool calls and thinking left out)."""
+        return "".join(block.text for block in self.content if block.type == "text")
+
+    @property
+    def tool_calls(self) -> list[ToolUseBlock]:
+        return [block for block in self.content if block.type == "tool_use"]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +144,47 @@ class Message:
 class TextDelta:
     text: str
     type: Literal["text_delta"] = "text_delta"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "text_delta", "text": self.text}
+
+
+@dataclass(slots=True)
+class InputJSONDelta:
+    """A fragment of a tool call's JSON input (fragments join to the whole input)."""
+
+    partial_json: str
+    type: Literal["input_json_delta"] = "input_json_delta"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "input_json_delta", "partial_json": self.partial_json}
+
+
+@dataclass(slots=True)
+class ThinkingDelta:
+    thinking: str
+    type: Literal["thinking_delta"] = "thinking_delta"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "thinking_delta", "thinking": self.thinking}
+
+
+@dataclass(slots=True)
+class SignatureDelta:
+    signature: str
+    type: Literal["signature_delta"] = "signature_delta"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "signature_delta", "signature": self.signature}
+
+
+Delta = TextDelta | InputJSONDelta | ThinkingDelta | SignatureDelta
+DELTA_TYPES: dict[str, str] = {  # delta type -> the block type it extends
+    "text_delta": "text",
+    "input_json_delta": "tool_use",
+    "thinking_delta": "thinking",
+    "signature_delta": "thinking",
+}
 
 
 @dataclass(slots=True)
@@ -112,7 +220,7 @@ class MessageStartEvent:
 @dataclass(slots=True)
 class ContentBlockStartEvent:
     index: int = 0
-    content_block: TextBlock = field(default_factory=TextBlock)
+    content_block: ContentBlock = field(default_factory=TextBlock)
     timestamp: float = field(default_factory=_now, repr=False, compare=False)
     type: Literal["content_block_start"] = "content_block_start"
 
@@ -126,17 +234,13 @@ class ContentBlockStartEvent:
 
 @dataclass(slots=True)
 class ContentBlockDeltaEvent:
-    delta: TextDelta
+    delta: Delta
     index: int = 0
     timestamp: float = field(default_factory=_now, repr=False, compare=False)
     type: Literal["content_block_delta"] = "content_block_delta"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "type": self.type,
-            "index": self.index,
-            "delta": {"type": "text_delta", "text": self.delta.text},
-        }
+        return {"type": self.type, "index": self.index, "delta": self.delta.to_dict()}
 
 
 @dataclass(slots=True)
@@ -225,17 +329,43 @@ async def close_events(events: AsyncIterator[StreamEvent]) -> None:
         await aclose()
 
 
+def block_from_dict(data: dict[str, Any]) -> ContentBlock | None:
+    """A response content block from its Anthropic JSON shape (``None`` for unknown kinds)."""
+    kind = data.get("type", "text")
+    if kind == "text":
+        return TextBlock(text=data.get("text") or "")
+    if kind == "tool_use":
+        return ToolUseBlock(
+            id=data.get("id", ""), name=data.get("name", ""), input=data.get("input") or {}
+        )
+    if kind == "thinking":
+        return ThinkingBlock(
+            thinking=data.get("thinking") or "", signature=data.get("signature") or ""
+        )
+    return None
+
+
+def delta_from_dict(data: dict[str, Any]) -> Delta:
+    kind = data.get("type", "text_delta")
+    if kind == "input_json_delta":
+        return InputJSONDelta(partial_json=data.get("partial_json", ""))
+    if kind == "thinking_delta":
+        return ThinkingDelta(thinking=data.get("thinking", ""))
+    if kind == "signature_delta":
+        return SignatureDelta(signature=data.get("signature", ""))
+    if kind == "text_delta":
+        return TextDelta(text=data.get("text", ""))
+    raise ValueError(f"unknown delta type: {kind!r}")
+
+
 def message_from_dict(data: dict[str, Any]) -> Message:
     """Build a :class:`Message` from its Anthropic JSON shape."""
     usage = data.get("usage") or {}
+    blocks = (block_from_dict(block) for block in data.get("content") or [])
     return Message(
         id=data.get("id", ""),
         model=data.get("model", ""),
-        content=[
-            TextBlock(text=block.get("text", ""))
-            for block in data.get("content") or []
-            if block.get("type", "text") == "text"
-        ],
+        content=[block for block in blocks if block is not None],
         stop_reason=data.get("stop_reason"),
         stop_sequence=data.get("stop_sequence"),
         usage=Usage(
@@ -250,15 +380,15 @@ def event_from_dict(data: dict[str, Any]) -> StreamEvent:
     kind = data.get("type")
     if kind == "content_block_delta":
         return ContentBlockDeltaEvent(
-            delta=TextDelta(text=data["delta"].get("text", "")), index=data.get("index", 0)
+            delta=delta_from_dict(data["delta"]), index=data.get("index", 0)
         )
     if kind == "message_start":
         return MessageStartEvent(message=message_from_dict(data["message"]))
     if kind == "content_block_start":
-        block = data.get("content_block") or {}
-        return ContentBlockStartEvent(
-            index=data.get("index", 0), content_block=TextBlock(text=block.get("text", ""))
-        )
+        block = block_from_dict(data.get("content_block") or {})
+        if block is None:
+            raise ValueError(f"unknown content block type: {data.get('content_block')!r}")
+        return ContentBlockStartEvent(index=data.get("index", 0), content_block=block)
     if kind == "content_block_stop":
         return ContentBlockStopEvent(index=data.get("index", 0))
     if kind == "message_delta":

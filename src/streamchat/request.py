@@ -1,26 +1,76 @@
 """The canonical request every provider receives, and the one place requests are validated.
 
-Content may be a plain string, a list of Anthropic blocks (``{"type": "text", "text": ...}``) or
-Bedrock blocks (``{"text": ...}``); all become plain text turns.
+Content may be a plain string, a list of Anthropic blocks (``text``, ``tool_use``, ``tool_result``,
+``thinking``) or Bedrock text blocks (``{"text": ...}``). Wire codecs translate their protocol to
+these Anthropic-shaped arguments (or to canonical block objects) and let this module validate.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .errors import InvalidRequestError
+from .events import TextBlock, ThinkingBlock, ToolResultBlock, ToolUseBlock
 
 Role = Literal["user", "assistant"]
 MAX_TOKENS_LIMIT = 32_768
 MAX_STOP_SEQUENCES = 16
+MAX_TOOLS = 128
+MAX_SCHEMA_BYTES = 64 * 1024  # one tool's input schema (or the JSON output schema), serialised
+TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+TOOL_CHOICES = ("auto", "any", "tool", "none")
+THINKING_TYPES = ("enabled", "disabled", "adaptive")
+MIN_THINKING_BUDGET = 1024
+
+RequestBlock = TextBlock | ToolUseBlock | ThinkingBlock | ToolResultBlock
 
 
 @dataclass(slots=True, frozen=True)
 class Turn:
+    """One message of the conversation. ``content`` is its text; ``blocks`` holds every block in
+    order (text, tool calls, tool results, thinking) when the turn has more than text."""
+
     role: Role
     content: str
+    blocks: tuple[RequestBlock, ...] = ()
+
+    @property
+    def parts(self) -> tuple[RequestBlock, ...]:
+        return self.blocks or (TextBlock(self.content),)
+
+
+@dataclass(slots=True, frozen=True)
+class Tool:
+    name: str
+    description: str = ""
+    input_schema: dict[str, Any] = field(default_factory=lambda: {"type": "object"})
+
+
+@dataclass(slots=True, frozen=True)
+class ToolChoice:
+    """``auto`` (the model decides), ``any`` (some tool), ``tool`` (``name``), ``none``."""
+
+    type: Literal["auto", "any", "tool", "none"] = "auto"
+    name: str | None = None
+    disable_parallel_tool_use: bool = False
+
+
+@dataclass(slots=True, frozen=True)
+class ThinkingConfig:
+    type: Literal["enabled", "disabled", "adaptive"] = "enabled"
+    budget_tokens: int | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class OutputFormat:
+    """JSON output: valid against ``schema``, or any JSON object when it is ``None``."""
+
+    schema: dict[str, Any] | None = None
+    name: str | None = None
 
 
 @dataclass(slots=True)
@@ -36,6 +86,18 @@ class MessageRequest:
     top_k: int | None = None
     stop_sequences: list[str] = field(default_factory=list)
     seed: int | None = None
+    tools: list[Tool] = field(default_factory=list)
+    tool_choice: ToolChoice = field(default_factory=ToolChoice)
+    thinking: ThinkingConfig | None = None
+    output_format: OutputFormat | None = None
+
+    @property
+    def wants_tools(self) -> bool:
+        """Whether the reply may (or must) call a tool."""
+        return bool(self.tools) and self.tool_choice.type != "none"
+
+    def tool(self, name: str) -> Tool | None:
+        return next((tool for tool in self.tools if tool.name == name), None)
 
 
 def content_text(content: Any, where: str) -> str:
@@ -72,6 +134,246 @@ def _number(value: Any, name: str, low: float, high: float) -> float | None:
     return float(value)
 
 
+def _text_field(block: Mapping[str, Any], name: str, where: str) -> str:
+    value = block.get(name)
+    if not isinstance(value, str):
+        raise InvalidRequestError(f"{where}.{name}: expected a string")
+    return value
+
+
+def _tool_result_content(content: Any, where: str) -> list[Any]:
+    """A tool result's content: a string, or text blocks (Bedrock's JSON parts pass as values)."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [content]
+    if not isinstance(content, list):
+        raise InvalidRequestError(f"{where}: expected a string or a list of content blocks")
+    parts: list[Any] = []
+    for i, part in enumerate(content):
+        if not isinstance(part, Mapping):
+            raise InvalidRequestError(f"{where}.{i}: expected a content block object")
+        kind = part.get("type", "text")
+        if kind == "text":
+            parts.append(_text_field(part, "text", f"{where}.{i}"))
+        elif kind == "json" and "json" in part:
+            parts.append(part["json"])
+        else:
+            raise InvalidRequestError(
+                f"{where}.{i}: only text content is supported in a tool result (got {kind!r})"
+            )
+    return parts
+
+
+def _block(block: Any, role: str, where: str) -> RequestBlock | None:
+    """One content block of a message (``None`` for blocks that carry nothing for a model)."""
+    if isinstance(block, str):
+        return TextBlock(block)
+    if isinstance(block, TextBlock | ToolUseBlock | ThinkingBlock | ToolResultBlock):
+        parsed: RequestBlock = block
+    elif not isinstance(block, Mapping):
+        raise InvalidRequestError(f"{where}: expected a content block object")
+    else:
+        kind = block.get("type") or ("text" if "text" in block else next(iter(block), "?"))
+        if kind == "text":
+            return TextBlock(_text_field(block, "text", where))
+        if kind == "tool_use":
+            tool_input = block.get("input", {})
+            if not isinstance(tool_input, Mapping):
+                raise InvalidRequestError(f"{where}.input: expected an object")
+            parsed = ToolUseBlock(
+                id=_text_field(block, "id", where),
+                name=_text_field(block, "name", where),
+                input=dict(tool_input),
+            )
+        elif kind == "tool_result":
+            is_error = block.get("is_error", False)
+            if not isinstance(is_error, bool):
+                raise InvalidRequestError(f"{where}.is_error: expected a boolean")
+            parsed = ToolResultBlock(
+                tool_use_id=_text_field(block, "tool_use_id", where),
+                content=_tool_result_content(block.get("content"), f"{where}.content"),
+                is_error=is_error,
+            )
+        elif kind == "thinking":
+            parsed = ThinkingBlock(
+                thinking=_text_field(block, "thinking", where),
+                signature=block.get("signature") or "",
+            )
+        elif kind == "redacted_thinking":
+            return None  # encrypted reasoning: nothing a model here can read
+        else:
+            raise InvalidRequestError(
+                f"{where}: content blocks of type {kind!r} are not supported "
+                "(text, tool_use, tool_result and thinking are)"
+            )
+    wanted = "user" if parsed.type == "tool_result" else "assistant"
+    if parsed.type != "text" and role != wanted:
+        raise InvalidRequestError(f"{where}: {parsed.type} blocks belong in {wanted} messages")
+    return parsed
+
+
+def _turn(role: Role, content: Any, where: str) -> Turn:
+    if isinstance(content, str):
+        return Turn(role, content)
+    if isinstance(content, Mapping):
+        content = [content]
+    if not isinstance(content, list | tuple):
+        raise InvalidRequestError(f"{where}: expected a string or a list of content blocks")
+    blocks = [_block(block, role, f"{where}.{i}") for i, block in enumerate(content)]
+    kept = tuple(block for block in blocks if block is not None)
+    text = "".join(block.text for block in kept if block.type == "text")
+    if all(block.type == "text" for block in kept):
+        return Turn(role, text)
+    return Turn(role, text, kept)
+
+
+def _check_tool_results(turns: list[Turn]) -> None:
+    """Every tool result answers a call of the assistant turn just before it."""
+    for i, turn in enumerate(turns):
+        results = [block for block in turn.blocks if block.type == "tool_result"]
+        if not results:
+            continue
+        before = turns[i - 1] if i else None
+        calls = (
+            {b.id for b in before.blocks if b.type == "tool_use"}
+            if before is not None and before.role == "assistant"
+            else set()
+        )
+        for block in results:
+            if block.tool_use_id not in calls:
+                j = turn.blocks.index(block)
+                raise InvalidRequestError(
+                    f"messages.{i}.content.{j}.tool_use_id: {block.tool_use_id!r} matches no "
+                    "tool_use block in the previous assistant message"
+                )
+
+
+def check_object_schema(schema: Any, where: str) -> dict[str, Any]:
+    """A JSON Schema for an object (what tools take and JSON output gives), within the cap."""
+    if not isinstance(schema, Mapping):
+        raise InvalidRequestError(f"{where}: expected a JSON Schema object")
+    if schema.get("type", "object") != "object":
+        raise InvalidRequestError(f"{where}: must be a JSON Schema of type 'object'")
+    try:
+        size = len(json.dumps(schema))
+    except (TypeError, ValueError):
+        raise InvalidRequestError(f"{where}: not serialisable as JSON") from None
+    if size > MAX_SCHEMA_BYTES:
+        raise InvalidRequestError(
+            f"{where}: the schema is {size} bytes, more than the limit of {MAX_SCHEMA_BYTES}"
+        )
+    return {"type": "object", **schema}
+
+
+def _tools(tools: Any) -> list[Tool]:
+    if tools is None:
+        return []
+    if not isinstance(tools, list | tuple):
+        raise InvalidRequestError("tools: expected a list of tools")
+    if len(tools) > MAX_TOOLS:
+        raise InvalidRequestError(f"tools: at most {MAX_TOOLS} tools are allowed, got {len(tools)}")
+    parsed: list[Tool] = []
+    seen: set[str] = set()
+    for i, tool in enumerate(tools):
+        if isinstance(tool, Tool):
+            name, description, schema = tool.name, tool.description, tool.input_schema
+        elif isinstance(tool, Mapping):
+            name, description = tool.get("name"), tool.get("description") or ""
+            if "input_schema" not in tool:
+                raise InvalidRequestError(f"tools.{i}.input_schema: field required")
+            schema = tool["input_schema"]
+        else:
+            raise InvalidRequestError(f"tools.{i}: expected an object")
+        if not isinstance(name, str) or not TOOL_NAME.match(name):
+            raise InvalidRequestError(
+                f"tools.{i}.name: must match ^[a-zA-Z0-9_-]{{1,64}}$, got {name!r}"
+            )
+        if name in seen:
+            raise InvalidRequestError(f"tools.{i}.name: duplicate tool name {name!r}")
+        if not isinstance(description, str):
+            raise InvalidRequestError(f"tools.{i}.description: expected a string")
+        seen.add(name)
+        schema = check_object_schema(schema, f"tools.{i}.input_schema")
+        parsed.append(Tool(name, description, schema))
+    return parsed
+
+
+def _tool_choice(choice: Any, tools: list[Tool]) -> ToolChoice:
+    if choice is None:
+        return ToolChoice()
+    if isinstance(choice, ToolChoice):
+        parsed = choice
+    elif isinstance(choice, Mapping):
+        kind = choice.get("type")
+        if kind not in TOOL_CHOICES:
+            raise InvalidRequestError(
+                f"tool_choice.type: must be one of {', '.join(TOOL_CHOICES)}, got {kind!r}"
+            )
+        disable = choice.get("disable_parallel_tool_use", False)
+        if not isinstance(disable, bool):
+            raise InvalidRequestError("tool_choice.disable_parallel_tool_use: expected a boolean")
+        name = choice.get("name")
+        if kind == "tool" and not isinstance(name, str):
+            raise InvalidRequestError("tool_choice.name: field required for type 'tool'")
+        parsed = ToolChoice(kind, name if kind == "tool" else None, disable)
+    else:
+        raise InvalidRequestError("tool_choice: expected an object")
+    if parsed.type in ("any", "tool") and not tools:
+        raise InvalidRequestError(f"tool_choice: type {parsed.type!r} needs at least one tool")
+    if parsed.type == "tool" and not any(tool.name == parsed.name for tool in tools):
+        raise InvalidRequestError(f"tool_choice.name: no tool named {parsed.name!r} in tools")
+    return parsed
+
+
+def _thinking(thinking: Any, max_tokens: int) -> ThinkingConfig | None:
+    if thinking is None:
+        return None
+    if isinstance(thinking, ThinkingConfig):
+        return thinking
+    if not isinstance(thinking, Mapping):
+        raise InvalidRequestError("thinking: expected an object")
+    kind = thinking.get("type")
+    if kind not in THINKING_TYPES:
+        raise InvalidRequestError(
+            f"thinking.type: must be one of {', '.join(THINKING_TYPES)}, got {kind!r}"
+        )
+    if kind == "disabled":
+        return None
+    budget = thinking.get("budget_tokens")
+    if kind == "enabled":
+        if isinstance(budget, bool) or not isinstance(budget, int):
+            raise InvalidRequestError("thinking.budget_tokens: field required (an integer)")
+        if budget < MIN_THINKING_BUDGET:
+            raise InvalidRequestError(
+                f"thinking.budget_tokens: must be at least {MIN_THINKING_BUDGET}, got {budget}"
+            )
+        if budget >= max_tokens:
+            raise InvalidRequestError(
+                f"thinking.budget_tokens: must be less than max_tokens ({max_tokens})"
+            )
+    return ThinkingConfig(kind, budget if kind == "enabled" else None)
+
+
+def _output_format(value: Any) -> OutputFormat | None:
+    """``{"type": "json_schema", "schema": {...}}`` or ``{"type": "json_object"}``."""
+    if value is None or isinstance(value, OutputFormat):
+        return value
+    if not isinstance(value, Mapping):
+        raise InvalidRequestError("output_format: expected an object")
+    kind = value.get("type")
+    if kind == "json_object":
+        return OutputFormat()
+    if kind != "json_schema":
+        raise InvalidRequestError(
+            f"output_format.type: must be 'json_schema' or 'json_object', got {kind!r}"
+        )
+    if "schema" not in value:
+        raise InvalidRequestError("output_format.schema: field required")
+    name = value.get("name")
+    return OutputFormat(check_object_schema(value["schema"], "output_format.schema"), name)
+
+
 def build_request(
     *,
     model: str,
@@ -83,6 +385,10 @@ def build_request(
     top_k: Any = None,
     stop_sequences: Any = None,
     seed: Any = None,
+    tools: Any = None,
+    tool_choice: Any = None,
+    thinking: Any = None,
+    output_format: Any = None,
     max_tokens_limit: int = MAX_TOKENS_LIMIT,
 ) -> MessageRequest:
     """Validate and normalise a request; every error names the offending field."""
@@ -99,9 +405,10 @@ def build_request(
             )
         if "content" not in message:
             raise InvalidRequestError(f"messages.{i}.content: field required")
-        turns.append(Turn(role, content_text(message["content"], f"messages.{i}.content")))
+        turns.append(_turn(role, message["content"], f"messages.{i}.content"))
     if turns[-1].role != "user":
         raise InvalidRequestError("messages: the last message must have role 'user'")
+    _check_tool_results(turns)
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
         raise InvalidRequestError("max_tokens: expected an integer")
     if not 1 <= max_tokens <= max_tokens_limit:
@@ -124,6 +431,7 @@ def build_request(
         raise InvalidRequestError("top_k: expected a non-negative integer")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise InvalidRequestError("seed: expected an integer")
+    parsed_tools = _tools(tools)
     return MessageRequest(
         model=model,
         messages=turns,
@@ -134,4 +442,8 @@ def build_request(
         top_k=top_k,
         stop_sequences=list(stop_sequences),
         seed=seed,
+        tools=parsed_tools,
+        tool_choice=_tool_choice(tool_choice, parsed_tools),
+        thinking=_thinking(thinking, max_tokens),
+        output_format=_output_format(output_format),
     )

@@ -9,15 +9,70 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from . import _bridge
-from .accumulate import accumulate_event
+from .accumulate import accumulate_event, parse_partial_json
 from .errors import StreamchatError
 from .events import Message, StreamEvent, close_events
 from .metrics import Metrics, MetricsRecorder
+
+
+@dataclass(slots=True)
+class TextEvent:
+    """After each text delta: the delta and the block's text so far (the SDK's ``text``)."""
+
+    text: str
+    snapshot: str
+    timestamp: float = field(default=0.0, repr=False, compare=False)
+    type: Literal["text"] = "text"
+
+
+@dataclass(slots=True)
+class InputJsonEvent:
+    """After each tool-input fragment: the fragment and the input parsed so far."""
+
+    partial_json: str
+    snapshot: Any
+    timestamp: float = field(default=0.0, repr=False, compare=False)
+    type: Literal["input_json"] = "input_json"
+
+
+@dataclass(slots=True)
+class ThinkingEvent:
+    thinking: str
+    snapshot: str
+    timestamp: float = field(default=0.0, repr=False, compare=False)
+    type: Literal["thinking"] = "thinking"
+
+
+@dataclass(slots=True)
+class SignatureEvent:
+    signature: str
+    timestamp: float = field(default=0.0, repr=False, compare=False)
+    type: Literal["signature"] = "signature"
+
+
+HelperEvent = TextEvent | InputJsonEvent | ThinkingEvent | SignatureEvent
+
+
+def helper_event(snapshot: Message, event: StreamEvent) -> HelperEvent | None:
+    """The Anthropic SDK's typed event for a delta, with the block's snapshot so far."""
+    delta = event.delta
+    block = snapshot.content[event.index]
+    kind = delta.type
+    if kind == "text_delta":
+        return TextEvent(delta.text, block.text, event.timestamp)
+    if kind == "input_json_delta":
+        block.input = parse_partial_json(block.partial_json)
+        return InputJsonEvent(delta.partial_json, block.input, event.timestamp)
+    if kind == "thinking_delta":
+        return ThinkingEvent(delta.thinking, block.thinking, event.timestamp)
+    return SignatureEvent(delta.signature, event.timestamp)
 
 
 class AsyncMessageStream:
@@ -27,8 +82,18 @@ class AsyncMessageStream:
     (``stop_reason`` is ``None`` for a reply that was cut short).
     """
 
-    def __init__(self, events: AsyncIterator[StreamEvent], *, started_at: float | None = None):
+    def __init__(
+        self,
+        events: AsyncIterator[StreamEvent],
+        *,
+        started_at: float | None = None,
+        helper_events: bool = False,
+    ):
         self._events = events
+        # messages.stream() (not create(stream=True)) adds the SDK's text / input_json /
+        # thinking / signature events after each delta, as the Anthropic SDK does
+        self._helper_events = helper_events
+        self._queued: deque[HelperEvent] = deque()
         self._recorder = MetricsRecorder(
             started_at if started_at is not None else time.perf_counter()
         )
@@ -58,15 +123,21 @@ class AsyncMessageStream:
             raise
         if event.type == "message_stop":
             self._finished = True
+        elif self._helper_events and event.type == "content_block_delta":
+            helper = helper_event(self._snapshot, event)
+            if helper is not None:
+                self._queued.append(helper)
         return event
 
     def __aiter__(self) -> AsyncMessageStream:
         return self
 
-    async def __anext__(self) -> StreamEvent:
+    async def __anext__(self) -> StreamEvent | HelperEvent:
         if self._pending is not None:
             event, self._pending = self._pending, None
             return event
+        if self._queued:
+            return self._queued.popleft()
         if self._finished:
             raise StopAsyncIteration
         self._reader = asyncio.current_task()
@@ -77,9 +148,9 @@ class AsyncMessageStream:
 
     @property
     async def text_stream(self) -> AsyncIterator[str]:
-        """Only the text of each delta."""
+        """Only the text of each text delta."""
         async for event in self:
-            if event.type == "content_block_delta":
+            if event.type == "content_block_delta" and event.delta.type == "text_delta":
                 yield event.delta.text
 
     async def until_done(self) -> None:
@@ -115,6 +186,7 @@ class AsyncMessageStream:
         """
         self._finished = True
         self._pending = None
+        self._queued.clear()
         reader = self._reader
         if reader is not None and reader is not asyncio.current_task() and not reader.done():
             if not reader.cancelling():  # cancel once; never interrupt its cleanup
@@ -136,10 +208,10 @@ class MessageStream:
     def __init__(self, inner: AsyncMessageStream):
         self._inner = inner
 
-    def __iter__(self) -> Iterator[StreamEvent]:
+    def __iter__(self) -> Iterator[StreamEvent | HelperEvent]:
         return self
 
-    def __next__(self) -> StreamEvent:
+    def __next__(self) -> StreamEvent | HelperEvent:
         try:
             return _bridge.run(self._inner.__anext__())
         except StopAsyncIteration:
@@ -148,7 +220,7 @@ class MessageStream:
     @property
     def text_stream(self) -> Iterator[str]:
         for event in self:
-            if event.type == "content_block_delta":
+            if event.type == "content_block_delta" and event.delta.type == "text_delta":
                 yield event.delta.text
 
     def until_done(self) -> None:

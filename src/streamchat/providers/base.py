@@ -12,15 +12,20 @@ from ..events import (
     ContentBlockDeltaEvent,
     ContentBlockStartEvent,
     ContentBlockStopEvent,
+    InputJSONDelta,
     Message,
     MessageDeltaBody,
     MessageDeltaEvent,
     MessageDeltaUsage,
     MessageStartEvent,
     MessageStopEvent,
+    SignatureDelta,
     StopReason,
     StreamEvent,
     TextDelta,
+    ThinkingBlock,
+    ThinkingDelta,
+    ToolUseBlock,
     Usage,
 )
 from ..request import MessageRequest
@@ -44,6 +49,11 @@ def new_message_id() -> str:
     return f"msg_{_PREFIX}{next(_ids):06d}"
 
 
+def new_tool_use_id() -> str:
+    """``toolu_…``: unique across processes and restarts, like the message ids."""
+    return f"toolu_{_PREFIX}{next(_ids):06d}"
+
+
 def message_start(model: str, input_tokens: int, message_id: str | None = None) -> StreamEvent:
     message = Message(id=message_id or new_message_id(), model=model, usage=Usage(input_tokens, 0))
     return MessageStartEvent(message=message)
@@ -55,6 +65,32 @@ def text_block_start(index: int = 0) -> StreamEvent:
 
 def text_delta(text: str, index: int = 0) -> StreamEvent:
     return ContentBlockDeltaEvent(delta=TextDelta(text=text), index=index)
+
+
+def tool_use_start(index: int, name: str, tool_use_id: str | None = None) -> StreamEvent:
+    """A tool call's block opens with its id and name; its input follows as JSON fragments."""
+    block = ToolUseBlock(id=tool_use_id or new_tool_use_id(), name=name)
+    return ContentBlockStartEvent(index=index, content_block=block)
+
+
+def input_json_delta(partial_json: str, index: int) -> StreamEvent:
+    return ContentBlockDeltaEvent(delta=InputJSONDelta(partial_json=partial_json), index=index)
+
+
+def thinking_start(index: int = 0) -> StreamEvent:
+    return ContentBlockStartEvent(index=index, content_block=ThinkingBlock())
+
+
+def thinking_delta(thinking: str, index: int = 0) -> StreamEvent:
+    return ContentBlockDeltaEvent(delta=ThinkingDelta(thinking=thinking), index=index)
+
+
+def signature_delta(signature: str, index: int = 0) -> StreamEvent:
+    return ContentBlockDeltaEvent(delta=SignatureDelta(signature=signature), index=index)
+
+
+def block_stop(index: int) -> StreamEvent:
+    return ContentBlockStopEvent(index=index)
 
 
 def message_finish(

@@ -8,6 +8,10 @@ Configured by the model name, e.g. ``scripted?delay=0.02&error_after=5&error=ove
   ``error`` event after N tokens
 - ``stall_after=N`` (+ ``stall=SECONDS``, default an hour): stop sending after N tokens
 - ``record=PATH``: append each request it receives as a JSON line
+- ``thinking=TEXT``: a thinking block (and its signature) before the reply
+- ``tool_input=JSON`` (default ``{}``), ``calls=N``: when the request offers tools (and its last
+  turn is not a tool result) the reply is N calls of the chosen tool (the named one, else the
+  first) with that input, streamed in JSON fragments; after a tool result it answers in text
 - ``tag``: a free label; distinct specs get distinct instances (and counters)
 
 Tokens are words with their leading space. It is never the default provider.
@@ -28,7 +32,20 @@ from ..errors import InvalidRequestError, error_from_type
 from ..events import ErrorBody, ErrorEvent, StreamEvent
 from ..request import MessageRequest
 from ..stop_sequences import StopMatcher
-from .base import message_end, message_start, text_block_start, text_delta
+from .base import (
+    block_stop,
+    input_json_delta,
+    message_finish,
+    message_start,
+    signature_delta,
+    text_block_start,
+    text_delta,
+    thinking_delta,
+    thinking_start,
+    tool_use_start,
+)
+
+JSON_FRAGMENT = 8  # characters of a tool input per scripted token
 
 _TOKEN = re.compile(r"\s*\S+|\s+")
 
@@ -50,6 +67,9 @@ class ScriptedConfig:
     stall_after: int | None = None
     stall: float = 3600.0
     record: str | None = None
+    thinking: str | None = None
+    tool_input: str = "{}"
+    calls: int = 1
     tag: str = ""
 
     @classmethod
@@ -63,6 +83,7 @@ class ScriptedConfig:
             "error_after": int,
             "stall_after": int,
             "stall": float,
+            "calls": int,
         }
         values: dict[str, Any] = {}
         for key, items in parse_qs(query, keep_blank_values=True).items():
@@ -72,7 +93,12 @@ class ScriptedConfig:
                 values[key] = numeric[key](items[-1]) if key in numeric else items[-1]
             except ValueError as error:
                 raise InvalidRequestError(f"model: scripted option {key}: {error}") from None
-        return cls(**values)
+        config = cls(**values)
+        try:
+            json.loads(config.tool_input)
+        except ValueError as error:
+            raise InvalidRequestError(f"model: scripted option tool_input: {error}") from None
+        return config
 
 
 class ScriptedProvider:
@@ -92,8 +118,34 @@ class ScriptedProvider:
         if self.config.text is not None:
             return self.config.text * self.config.repeat
         turn = sum(1 for t in request.messages if t.role == "user")
-        base = f"[turn {turn}] You said: {request.messages[-1].content}"
-        return " ".join([base] * self.config.repeat)
+        last = request.messages[-1]
+        results = [b.text for b in last.blocks if b.type == "tool_result"]
+        said = f"Tool result: {' '.join(results)}" if results else f"You said: {last.content}"
+        return " ".join([f"[turn {turn}] {said}"] * self.config.repeat)
+
+    def calls_for(self, request: MessageRequest) -> list[str]:
+        """The tools this reply calls: none after a tool result or when tools are not wanted."""
+        last = request.messages[-1]
+        if not request.wants_tools or any(b.type == "tool_result" for b in last.blocks):
+            return []
+        choice = request.tool_choice
+        name = choice.name if choice.type == "tool" else request.tools[0].name
+        return [name] * (1 if choice.disable_parallel_tool_use else max(1, self.config.calls))
+
+    def script(self, request: MessageRequest) -> list[tuple[str, str]]:
+        """The reply as ``(block kind, token)`` pairs; a block starts where its kind changes
+        (``tool_use:NAME`` starts one call each time)."""
+        parts: list[tuple[str, str]] = []
+        if self.config.thinking and request.thinking is not None:
+            parts += [("thinking", token) for token in tokenize(self.config.thinking)]
+        calls = self.calls_for(request)
+        if not calls:
+            return parts + [("text", token) for token in tokenize(self.reply_for(request))]
+        raw = json.dumps(json.loads(self.config.tool_input), ensure_ascii=False)
+        for i, name in enumerate(calls):
+            fragments = [raw[j : j + JSON_FRAGMENT] for j in range(0, len(raw), JSON_FRAGMENT)]
+            parts += [(f"tool_use:{name}:{i}", fragment) for fragment in fragments]
+        return parts
 
     def count_tokens(self, request: MessageRequest) -> int:
         """Input tokens as ``message_start`` reports them: words of the messages."""
@@ -111,18 +163,18 @@ class ScriptedProvider:
         self._record(request)
         if config.error_before:
             raise error_from_type(config.error_before, f"scripted {config.error_before}")
-        tokens = tokenize(self.reply_for(request))
+        parts = self.script(request)
         input_tokens = self.count_tokens(request)
         self.active += 1
         finished = False
         try:
             yield message_start(request.model, input_tokens)
-            yield text_block_start()
             if config.first_delay:
                 await asyncio.sleep(config.first_delay)
             matcher = StopMatcher(request.stop_sequences)
             stop_reason, stop_sequence, sent = "end_turn", None, 0
-            for token in tokens:
+            index, kind = -1, None
+            for part, token in parts:
                 if sent >= request.max_tokens:
                     stop_reason = "max_tokens"
                     break
@@ -134,16 +186,42 @@ class ScriptedProvider:
                     await asyncio.sleep(config.stall)
                 if sent and config.delay:
                     await asyncio.sleep(config.delay)
+                if part != kind:
+                    if kind == "thinking":
+                        yield signature_delta(
+                            f"scripted-signature-{len(config.thinking or '')}", index
+                        )
+                    if kind is not None:
+                        yield block_stop(index)
+                    index, kind = index + 1, part
+                    if part == "text":
+                        yield text_block_start(index)
+                    elif part == "thinking":
+                        yield thinking_start(index)
+                    else:
+                        yield tool_use_start(index, part.split(":")[1])
                 sent += 1
+                if part == "thinking":
+                    yield thinking_delta(token, index)
+                    continue
+                if part != "text":
+                    yield input_json_delta(token, index)
+                    continue
                 text, hit = matcher.feed(token)
                 if text:
-                    yield text_delta(text)
+                    yield text_delta(text, index)
                 if hit is not None:
                     stop_reason, stop_sequence = "stop_sequence", hit
                     break
-            if stop_sequence is None and (tail := matcher.flush()):
-                yield text_delta(tail)
-            *closing, last = message_end(stop_reason, sent, stop_sequence)
+            if kind == "text" and stop_sequence is None and (tail := matcher.flush()):
+                yield text_delta(tail, index)
+            if kind is None:
+                index = 0
+                yield text_block_start(index)
+            if stop_reason == "end_turn" and kind is not None and kind.startswith("tool_use"):
+                stop_reason = "tool_use"
+            yield block_stop(index)
+            *closing, last = message_finish(stop_reason, sent, stop_sequence)
             for event in closing:
                 yield event
             finished = True  # message_stop is final: the consumer closes us instead of reading on

@@ -45,7 +45,9 @@ def test_request_becomes_build_request_kwargs() -> None:
         ({"max_tokens": None}, "max_tokens: field required"),
         ({"model": None}, "model: field required"),
         ({"stream": "yes"}, "stream: expected a boolean"),
-        ({"tools": [{"name": "t"}]}, "tools:"),
+        ({"tools": [{"type": "web_search_20250305", "name": "web"}]}, "tools.0.type:"),
+        ({"output_config": {"format": {"type": "text"}}}, "output_config.format.type:"),
+        ({"output_format": "json"}, "output_format.type:"),
     ],
 )
 def test_invalid_requests_name_the_field(change: dict, field: str) -> None:

@@ -121,7 +121,7 @@ def test_converse_kwargs_map_fields_and_ignore_cache_points():
         ({"messages": [{"role": "user", "content": [{"text": 1}]}]}, "messages.0.content.0.text"),
         (
             {"messages": [{"role": "user", "content": [{"text": "a"}]}], "toolConfig": {"t": 1}},
-            "toolConfig",
+            "toolConfig.tools",
         ),
         (
             {"messages": [{"role": "user", "content": [{"text": "a"}]}], "inferenceConfig": 3},

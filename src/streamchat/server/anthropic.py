@@ -7,6 +7,7 @@ status and ``{"type": "error", ...}`` body, errors after it an ``event: error`` 
 from __future__ import annotations
 
 import asyncio
+import json
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -32,8 +33,19 @@ def error_response(error: Exception) -> JSONResponse:
 
 
 def estimate_tokens(request: MessageRequest) -> int:
-    """About four characters a token: only for providers that cannot count exactly."""
-    chars = sum(len(turn.content) for turn in request.messages) + len(request.system or "")
+    """About four characters a token: only for providers that cannot count exactly. Every
+    block counts (tool calls and results, thinking), and so do the system prompt and tools."""
+    chars = len(request.system or "")
+    for turn in request.messages:
+        for block in turn.parts:
+            if block.type == "tool_use":
+                chars += len(block.name) + len(json.dumps(block.input))
+            elif block.type == "thinking":
+                chars += len(block.thinking)
+            else:  # text, tool_result
+                chars += len(block.text)
+    for tool in request.tools:
+        chars += len(tool.name) + len(tool.description) + len(json.dumps(tool.input_schema))
     return max(1, round(chars / 4))
 
 
@@ -58,7 +70,9 @@ def routes(config: ServerConfig) -> list[Route]:
         try:
             check_api_key(request, config)
             kwargs = wire.parse_count_tokens_request(await read_json(request, config))
-            message_request = builder({**kwargs, "max_tokens": 1}, config)(kwargs["model"])
+            # no max_tokens here: the limit, so that a thinking budget below it validates
+            limit = {"max_tokens": config.max_tokens_limit}
+            message_request = builder({**kwargs, **limit}, config)(kwargs["model"])
             provider = get_provider(route_model(config, kwargs["model"]))
             count = getattr(provider, "count_tokens", None)
             if count is None:

@@ -1,8 +1,10 @@
 """Anthropic Messages API codec, sans-IO: request JSON in, SSE frames / response JSON out.
 
-Canonical events already have the Messages streaming shape, so encoding is ``event.to_dict()``
-in an SSE frame; the work here is validating requests the way the API does (``max_tokens`` is
-required, errors name the field) and rendering errors as ``{"type": "error", "error": {...}}``.
+Canonical events already have the Messages streaming shape (tool_use / thinking blocks and
+their ``input_json`` / ``thinking`` / ``signature`` deltas included), so encoding is
+``event.to_dict()`` in an SSE frame; the work here is validating requests the way the API does
+(``max_tokens`` is required, errors name the field) and rendering errors as
+``{"type": "error", "error": {...}}``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,20 @@ from ..events import ErrorBody, ErrorEvent, Message, StreamEvent
 from .sse import encode_sse
 
 # Request fields passed through to build_request unchanged (metadata & co. are accepted, unused).
-_PASSTHROUGH = ("system", "temperature", "top_p", "top_k", "stop_sequences")
+_PASSTHROUGH = (
+    "system",
+    "temperature",
+    "top_p",
+    "top_k",
+    "stop_sequences",
+    "tool_choice",
+    "thinking",
+)
+# What count_tokens counts (it takes no max_tokens and no sampling settings).
+_COUNTED = ("system", "tool_choice", "thinking")
+# Client tools (``custom``, or no type) run on the caller's side; Anthropic's server tools
+# (web search, code execution...) would need a server that runs them.
+_CLIENT_TOOL_TYPES = (None, "custom")
 EPOCH_RFC3339 = "1970-01-01T00:00:00Z"  # "an epoch value if the release date is unknown"
 
 
@@ -35,9 +50,50 @@ def _model(body: Mapping[str, Any]) -> str:
     return model
 
 
-def _reject_tools(body: Mapping[str, Any]) -> None:
-    if body.get("tools"):
-        raise InvalidRequestError("tools: tool use is not supported by this server")
+def _tools(body: Mapping[str, Any]) -> Any:
+    """``tools`` for build_request, refusing server tools by their ``type``."""
+    tools = body.get("tools")
+    if isinstance(tools, list):
+        for i, tool in enumerate(tools):
+            kind = tool.get("type") if isinstance(tool, Mapping) else None
+            if kind not in _CLIENT_TOOL_TYPES:
+                raise InvalidRequestError(
+                    f"tools.{i}.type: server tools ({kind!r}) are not supported; "
+                    "only client tools (type 'custom') are"
+                )
+    return tools
+
+
+def _output_format(body: Mapping[str, Any]) -> Any:
+    """Structured output: ``output_config.format`` (GA) or the beta's ``output_format``."""
+    config = body.get("output_config")
+    if config is not None:
+        if not isinstance(config, Mapping):
+            raise InvalidRequestError("output_config: expected an object")
+        if config.get("format") is not None:
+            if body.get("output_format") is not None:
+                raise InvalidRequestError(
+                    "output_format: give either output_format or output_config.format, not both"
+                )
+            fmt = config["format"]
+            if not isinstance(fmt, Mapping) or fmt.get("type") != "json_schema":
+                raise InvalidRequestError("output_config.format.type: must be 'json_schema'")
+            return fmt
+    fmt = body.get("output_format")
+    if fmt is not None and (not isinstance(fmt, Mapping) or fmt.get("type") != "json_schema"):
+        raise InvalidRequestError("output_format.type: must be 'json_schema'")
+    return fmt
+
+
+def _optional(body: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """The fields of ``names`` present in ``body`` plus tools and output format."""
+    kwargs = {name: body[name] for name in names if body.get(name) is not None}
+    if body.get("tools") is not None:
+        kwargs["tools"] = _tools(body)
+    output_format = _output_format(body)
+    if output_format is not None:
+        kwargs["output_format"] = output_format
+    return kwargs
 
 
 def parse_messages_request(body: Any) -> tuple[dict[str, Any], bool]:
@@ -47,8 +103,7 @@ def parse_messages_request(body: Any) -> tuple[dict[str, Any], bool]:
     if body.get("max_tokens") is None:
         raise InvalidRequestError("max_tokens: field required")
     kwargs["max_tokens"] = body["max_tokens"]
-    _reject_tools(body)
-    kwargs.update({name: body[name] for name in _PASSTHROUGH if body.get(name) is not None})
+    kwargs.update(_optional(body, _PASSTHROUGH))
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise InvalidRequestError("stream: expected a boolean")
@@ -56,12 +111,11 @@ def parse_messages_request(body: Any) -> tuple[dict[str, Any], bool]:
 
 
 def parse_count_tokens_request(body: Any) -> dict[str, Any]:
-    """build_request kwargs for ``POST /v1/messages/count_tokens`` (no ``max_tokens`` there)."""
+    """build_request kwargs for ``POST /v1/messages/count_tokens`` (no ``max_tokens`` there):
+    tools and system count as input too."""
     body = _require_object(body)
-    _reject_tools(body)
     kwargs: dict[str, Any] = {"model": _model(body), "messages": body.get("messages")}
-    if body.get("system") is not None:
-        kwargs["system"] = body["system"]
+    kwargs.update(_optional(body, _COUNTED))
     return kwargs
 
 
@@ -80,7 +134,7 @@ def encode_error_event(error: StreamchatError) -> bytes:
 
 
 def message_body(message: Message) -> dict[str, Any]:
-    """The non-streaming response: the accumulated message as the API returns it."""
+    """The non-streaming response: the accumulated message, every block, as the API returns it."""
     return message.to_dict()
 
 

@@ -48,18 +48,51 @@ ERRORS: dict[str, BedrockError] = {
 }
 INTERNAL_ERROR = ERRORS["api_error"]
 
-# canonical request field -> the Converse field a validation error should name
+# canonical request field -> the Converse field a validation error should name ("#" stands for
+# an index, mapped back to the body's own position: cache points are dropped before validation)
 CONVERSE_FIELDS: dict[str, str] = {
     "max_tokens": "inferenceConfig.maxTokens",
     "temperature": "inferenceConfig.temperature",
     "top_p": "inferenceConfig.topP",
     "stop_sequences": "inferenceConfig.stopSequences",
     "top_k": "additionalModelRequestFields.top_k",
+    "thinking": "additionalModelRequestFields.thinking",
+    "thinking.type": "additionalModelRequestFields.thinking.type",
+    "thinking.budget_tokens": "additionalModelRequestFields.thinking.budget_tokens",
+    "tools": "toolConfig.tools",
+    "tools.#": "toolConfig.tools.#",
+    "tools.#.name": "toolConfig.tools.#.toolSpec.name",
+    "tools.#.description": "toolConfig.tools.#.toolSpec.description",
+    "tools.#.input_schema": "toolConfig.tools.#.toolSpec.inputSchema.json",
+    "tool_choice": "toolConfig.toolChoice",
+    "tool_choice.type": "toolConfig.toolChoice",
+    "tool_choice.name": "toolConfig.toolChoice.tool.name",
+    "output_format": "outputConfig.textFormat",
+    "output_format.schema": "outputConfig.textFormat.structure.jsonSchema.schema",
+    "messages.#.content.#.id": "messages.#.content.#.toolUse.toolUseId",
+    "messages.#.content.#.name": "messages.#.content.#.toolUse.name",
+    "messages.#.content.#.input": "messages.#.content.#.toolUse.input",
+    "messages.#.content.#.tool_use_id": "messages.#.content.#.toolResult.toolUseId",
+    "messages.#.content.#.content": "messages.#.content.#.toolResult.content",
+    "messages.#.content.#.content.#": "messages.#.content.#.toolResult.content.#",
+    "messages.#.content.#.thinking": "messages.#.content.#.reasoningContent.reasoningText.text",
 }
 _INFERENCE_CONFIG = {
     v.rpartition(".")[2]: k for k, v in CONVERSE_FIELDS.items() if v.startswith("inferenceConfig.")
 }
 _IGNORED_BLOCKS = {"cachePoint"}  # prompt-cache markers carry no text
+# toolConfig.toolChoice member -> the Anthropic-shaped tool_choice
+TOOL_CHOICES: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
+    "auto": lambda value: {"type": "auto"},
+    "any": lambda value: {"type": "any"},
+    "tool": lambda value: {"type": "tool", "name": value.get("name")},
+}
+TOOL_RESULT_STATUS = {"success": False, "error": True}  # status -> is_error
+# toolResult content member -> the Anthropic-shaped part
+TOOL_RESULT_PARTS: dict[str, Callable[[Any], dict[str, Any]]] = {
+    "text": lambda value: {"type": "text", "text": value},
+    "json": lambda value: {"type": "json", "json": value},
+}
 
 
 # -- requests ----------------------------------------------------------------------------------
@@ -87,15 +120,173 @@ def _blocks_text(blocks: Any, where: str, separator: str = "") -> str:
     return separator.join(parts)
 
 
-def converse_kwargs(body: Any, default_max_tokens: int = DEFAULT_MAX_TOKENS) -> dict[str, Any]:
-    """A Converse request body -> keyword arguments for :func:`build_request` (minus model)."""
+def _tool_use(value: Any, where: str) -> dict[str, Any]:
+    value = _object(value, f"{where}.toolUse")
+    if "input" not in value:
+        raise InvalidRequestError(f"{where}.toolUse.input: field required")
+    return {
+        "type": "tool_use",
+        "id": value.get("toolUseId"),
+        "name": value.get("name"),
+        "input": value["input"],
+    }
+
+
+def _tool_result(value: Any, where: str) -> dict[str, Any]:
+    value = _object(value, f"{where}.toolResult")
+    status = value.get("status", "success")
+    if status not in TOOL_RESULT_STATUS:
+        raise InvalidRequestError(
+            f"{where}.toolResult.status: must be 'success' or 'error', got {status!r}"
+        )
+    content = value.get("content")
+    if not isinstance(content, list):
+        raise InvalidRequestError(f"{where}.toolResult.content: expected a list of content blocks")
+    parts = []
+    for k, part in enumerate(content):
+        kinds = list(_object(part, f"{where}.toolResult.content.{k}"))
+        if len(kinds) != 1 or kinds[0] not in TOOL_RESULT_PARTS:
+            raise InvalidRequestError(
+                f"{where}.toolResult.content.{k}: only text and json tool result content is "
+                f"supported (got {', '.join(kinds) or 'nothing'})"
+            )
+        parts.append(TOOL_RESULT_PARTS[kinds[0]](part[kinds[0]]))
+    return {
+        "type": "tool_result",
+        "tool_use_id": value.get("toolUseId"),
+        "content": parts,
+        "is_error": TOOL_RESULT_STATUS[status],
+    }
+
+
+def _reasoning(value: Any, where: str) -> dict[str, Any]:
+    """Reasoning in assistant history, kept with its signature (Claude checks it upstream);
+    encrypted reasoning carries nothing a model here can read."""
+    value = _object(value, f"{where}.reasoningContent")
+    if "redactedContent" in value:
+        return {"type": "redacted_thinking"}
+    text = _object(value.get("reasoningText"), f"{where}.reasoningContent.reasoningText")
+    signature = text.get("signature") or ""
+    if not isinstance(signature, str):
+        raise InvalidRequestError(
+            f"{where}.reasoningContent.reasoningText.signature: expected a string"
+        )
+    return {"type": "thinking", "thinking": text.get("text"), "signature": signature}
+
+
+def _text(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, str):
+        raise InvalidRequestError(f"{where}.text: expected a string")
+    return {"type": "text", "text": value}
+
+
+# Converse content block member -> (the role it belongs to, the Anthropic-shaped block)
+CONTENT_BLOCKS: dict[str, tuple[str | None, Callable[[Any, str], dict[str, Any]]]] = {
+    "text": (None, _text),
+    "toolUse": ("assistant", _tool_use),
+    "toolResult": ("user", _tool_result),
+    "reasoningContent": ("assistant", _reasoning),
+}
+
+
+def _message_content(
+    blocks: Any, role: Any, where: str
+) -> tuple[str | list[dict[str, Any]], list[int]]:
+    """A message's blocks for build_request (plain text when that is all there is) and the
+    body position of each block kept."""
+    if not isinstance(blocks, list):
+        raise InvalidRequestError(f"{where}: expected a list of content blocks")
+    kept: list[dict[str, Any]] = []
+    positions: list[int] = []
+    for j, block in enumerate(blocks):
+        kinds = list(_object(block, f"{where}.{j}"))
+        if kinds and set(kinds) <= _IGNORED_BLOCKS:
+            continue
+        if len(kinds) != 1 or kinds[0] not in CONTENT_BLOCKS:
+            raise InvalidRequestError(
+                f"{where}.{j}: content blocks of type {', '.join(kinds) or 'nothing'} are not "
+                f"supported ({', '.join(CONTENT_BLOCKS)} are)"
+            )
+        owner, convert = CONTENT_BLOCKS[kinds[0]]
+        if owner is not None and role != owner:
+            raise InvalidRequestError(f"{where}.{j}: {kinds[0]} blocks belong in {owner} messages")
+        kept.append(convert(block[kinds[0]], f"{where}.{j}"))
+        positions.append(j)
+    if all(block["type"] == "text" for block in kept):
+        return "".join(block["text"] for block in kept), positions
+    return kept, positions
+
+
+def _tool_config(config: Any, kwargs: dict[str, Any], positions: dict[str, list[int]]) -> None:
+    """``toolConfig`` -> Anthropic-shaped ``tools`` and ``tool_choice``."""
+    config = _object(config, "toolConfig")
+    tools = config.get("tools")
+    if not isinstance(tools, list) or not tools:
+        raise InvalidRequestError("toolConfig.tools: at least one tool is required")
+    kwargs["tools"], positions["tools"] = [], []
+    for i, tool in enumerate(tools):
+        kinds = list(_object(tool, f"toolConfig.tools.{i}"))
+        if kinds == ["cachePoint"]:
+            continue
+        if kinds != ["toolSpec"]:
+            raise InvalidRequestError(
+                f"toolConfig.tools.{i}: only toolSpec tools are supported "
+                f"(got {', '.join(kinds) or 'nothing'})"
+            )
+        spec = _object(tool["toolSpec"], f"toolConfig.tools.{i}.toolSpec")
+        schema = _object(spec.get("inputSchema"), f"toolConfig.tools.{i}.toolSpec.inputSchema")
+        if "json" not in schema:
+            raise InvalidRequestError(f"toolConfig.tools.{i}.toolSpec.inputSchema.json: required")
+        kwargs["tools"].append(
+            {
+                "name": spec.get("name"),
+                "description": spec.get("description") or "",
+                "input_schema": schema["json"],
+            }
+        )
+        positions["tools"].append(i)
+    choice = config.get("toolChoice")
+    if choice is not None:
+        kinds = list(_object(choice, "toolConfig.toolChoice"))
+        if len(kinds) != 1 or kinds[0] not in TOOL_CHOICES:
+            raise InvalidRequestError(
+                f"toolConfig.toolChoice: exactly one of {', '.join(TOOL_CHOICES)} is required"
+            )
+        value = _object(choice[kinds[0]], f"toolConfig.toolChoice.{kinds[0]}")
+        kwargs["tool_choice"] = TOOL_CHOICES[kinds[0]](value)
+
+
+def _output_format(config: Any) -> dict[str, Any] | None:
+    """``outputConfig.textFormat`` (a JSON Schema sent as a string) -> ``output_format``."""
+    config = _object(config, "outputConfig")
+    if config.get("textFormat") is None:
+        return None
+    where = "outputConfig.textFormat"
+    text_format = _object(config["textFormat"], where)
+    if text_format.get("type") != "json_schema":
+        raise InvalidRequestError(f"{where}.type: must be 'json_schema'")
+    structure = _object(text_format.get("structure"), f"{where}.structure")
+    definition = _object(structure.get("jsonSchema"), f"{where}.structure.jsonSchema")
+    schema = definition.get("schema")
+    try:
+        parsed = json.loads(schema) if isinstance(schema, str) else None
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        raise InvalidRequestError(f"{where}.structure.jsonSchema.schema: expected a JSON text")
+    return {"type": "json_schema", "schema": parsed, "name": definition.get("name")}
+
+
+def _converse_kwargs(
+    body: Any, default_max_tokens: int
+) -> tuple[dict[str, Any], dict[str, list[int]]]:
+    """build_request kwargs and, per list, the body position of each element kept."""
     body = _object(body, "request body")
-    if body.get("toolConfig"):
-        raise InvalidRequestError("toolConfig: tool use is not supported by this server")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequestError("messages: at least one message is required")
     turns = []
+    positions: dict[str, list[int]] = {}
     for i, message in enumerate(messages):
         message = _object(message, f"messages.{i}")
         content = message.get("content")
@@ -103,28 +294,67 @@ def converse_kwargs(body: Any, default_max_tokens: int = DEFAULT_MAX_TOKENS) -> 
             raise InvalidRequestError(
                 f"messages.{i}.content: at least one content block is required"
             )
-        text = _blocks_text(content, f"messages.{i}.content")
-        turns.append({"role": message.get("role"), "content": text})
+        role = message.get("role")
+        text, positions[f"messages.{i}.content"] = _message_content(
+            content, role, f"messages.{i}.content"
+        )
+        turns.append({"role": role, "content": text})
     kwargs: dict[str, Any] = {"messages": turns, "max_tokens": default_max_tokens}
     if body.get("system"):
         kwargs["system"] = _blocks_text(body["system"], "system", "\n")
     config = _object(body.get("inferenceConfig") or {}, "inferenceConfig")
     kwargs.update({_INFERENCE_CONFIG[k]: v for k, v in config.items() if k in _INFERENCE_CONFIG})
     extra = _object(body.get("additionalModelRequestFields") or {}, "additionalModelRequestFields")
-    if "top_k" in extra:
-        kwargs["top_k"] = extra["top_k"]
-    return kwargs
+    for name in ("top_k", "thinking"):  # Claude's own fields, as Bedrock passes them on
+        if name in extra:
+            kwargs[name] = extra[name]
+    if body.get("toolConfig") is not None:
+        _tool_config(body["toolConfig"], kwargs, positions)
+    if body.get("outputConfig") is not None:
+        output_format = _output_format(body["outputConfig"])
+        if output_format is not None:
+            kwargs["output_format"] = output_format
+    return kwargs, positions
+
+
+def converse_kwargs(body: Any, default_max_tokens: int = DEFAULT_MAX_TOKENS) -> dict[str, Any]:
+    """A Converse request body -> keyword arguments for :func:`build_request` (minus model)."""
+    return _converse_kwargs(body, default_max_tokens)[0]
+
+
+_INDEX = re.compile(r"(?<=\.)\d+(?=\.|$)")
+
+
+def converse_field(field: str, positions: Mapping[str, list[int]]) -> str | None:
+    """The Converse name of a canonical field (``tools.0.name`` ->
+    ``toolConfig.tools.0.toolSpec.name``), or ``None`` when it has none."""
+    target = CONVERSE_FIELDS.get(_INDEX.sub("#", field))
+    if target is None:
+        return None
+    indices = [int(n) for n in _INDEX.findall(field)]
+    # map each index back to the body's position: tools.N, messages.I.content.J
+    prefix = field.split(".")[0]
+    if prefix == "tools" and indices:
+        kept = positions.get("tools", [])
+        indices[0] = kept[indices[0]] if indices[0] < len(kept) else indices[0]
+    elif prefix == "messages" and len(indices) >= 2:
+        kept = positions.get(f"messages.{indices[0]}.content", [])
+        indices[1] = kept[indices[1]] if indices[1] < len(kept) else indices[1]
+    numbers = iter(indices)
+    return re.sub("#", lambda _: str(next(numbers)), target)
 
 
 def build_converse_request(body: Any, *, model: str, max_tokens_limit: int) -> MessageRequest:
-    """Validate a Converse body; errors name the Converse field (``inferenceConfig.maxTokens``)."""
-    kwargs = converse_kwargs(body, min(DEFAULT_MAX_TOKENS, max_tokens_limit))
+    """Validate a Converse body; errors name the Converse field (``inferenceConfig.maxTokens``,
+    ``toolConfig.toolChoice.tool.name``)."""
+    kwargs, positions = _converse_kwargs(body, min(DEFAULT_MAX_TOKENS, max_tokens_limit))
     try:
         return build_request(model=model, max_tokens_limit=max_tokens_limit, **kwargs)
     except InvalidRequestError as error:
         field, sep, rest = error.message.partition(":")
-        if sep and field in CONVERSE_FIELDS:
-            raise InvalidRequestError(f"{CONVERSE_FIELDS[field]}:{rest}") from None
+        renamed = converse_field(field, positions) if sep else None
+        if renamed is not None:
+            raise InvalidRequestError(f"{renamed}:{rest}") from None
         raise
 
 
@@ -147,9 +377,24 @@ def _millis(seconds: float) -> int:
     return max(0, round(seconds * 1000))
 
 
+def _reasoning_text(block: Any) -> dict[str, Any]:
+    text = {"text": block.thinking}
+    if block.signature:
+        text["signature"] = block.signature
+    return {"reasoningContent": {"reasoningText": text}}
+
+
+# canonical block type -> its Converse ContentBlock in a non-streaming answer
+CONVERSE_BLOCKS: dict[str, Callable[[Any], dict[str, Any]]] = {
+    "text": lambda b: {"text": b.text},
+    "tool_use": lambda b: {"toolUse": {"toolUseId": b.id, "name": b.name, "input": b.input}},
+    "thinking": _reasoning_text,
+}
+
+
 def converse_response(message: Message, latency: float) -> dict[str, Any]:
     """The Converse JSON for a finished message (``latency`` in seconds)."""
-    content = [{"text": block.text} for block in message.content] or [{"text": ""}]
+    content = [CONVERSE_BLOCKS[block.type](block) for block in message.content] or [{"text": ""}]
     return {
         "output": {"message": {"role": "assistant", "content": content}},
         "stopReason": message.stop_reason or "end_turn",
@@ -210,13 +455,38 @@ class _Tally:
                 self.input_tokens = event.usage.input_tokens
 
 
-# canonical event type -> (Converse stream event, payload); text blocks have no contentBlockStart
-# (ContentBlockStart has no text member), and Converse has no pings.
-CONVERSE_EVENTS: dict[str, tuple[str, Callable[[Any, _Tally], dict[str, Any]]]] = {
+# canonical delta type -> ContentBlockDelta member
+CONVERSE_DELTAS: dict[str, Callable[[Any], dict[str, Any]]] = {
+    "text_delta": lambda d: {"text": d.text},
+    "input_json_delta": lambda d: {"toolUse": {"input": d.partial_json}},
+    "thinking_delta": lambda d: {"reasoningContent": {"text": d.thinking}},
+    "signature_delta": lambda d: {"reasoningContent": {"signature": d.signature}},
+}
+# canonical block type -> ContentBlockStart member; text and reasoning blocks have none (their
+# first delta opens them), so only a tool call sends contentBlockStart.
+CONVERSE_STARTS: dict[str, Callable[[Any], dict[str, Any]]] = {
+    "tool_use": lambda b: {"toolUse": {"toolUseId": b.id, "name": b.name}},
+}
+
+
+def _block_start(event: Any, tally: _Tally) -> dict[str, Any] | None:
+    start = CONVERSE_STARTS.get(event.content_block.type)
+    if start is None:
+        return None
+    return {"contentBlockIndex": event.index, "start": start(event.content_block)}
+
+
+# canonical event type -> (Converse stream event, payload or None for nothing to send);
+# Converse has no pings.
+CONVERSE_EVENTS: dict[str, tuple[str, Callable[[Any, _Tally], dict[str, Any] | None]]] = {
     "message_start": ("messageStart", lambda e, t: {"role": e.message.role}),
+    "content_block_start": ("contentBlockStart", _block_start),
     "content_block_delta": (
         "contentBlockDelta",
-        lambda e, t: {"contentBlockIndex": e.index, "delta": {"text": e.delta.text}},
+        lambda e, t: {
+            "contentBlockIndex": e.index,
+            "delta": CONVERSE_DELTAS[e.delta.type](e.delta),
+        },
     ),
     "content_block_stop": ("contentBlockStop", lambda e, t: {"contentBlockIndex": e.index}),
     "message_delta": (
@@ -247,7 +517,8 @@ class ConverseStreamEncoder:
         if mapping is None:
             return b""
         name, payload = mapping
-        return event_message(name, payload(event, self.tally))
+        data = payload(event, self.tally)
+        return b"" if data is None else event_message(name, data)
 
 
 class InvokeStreamEncoder:

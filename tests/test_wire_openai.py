@@ -52,8 +52,10 @@ def test_parameters_map_to_canonical_names() -> None:
     ("body", "field"),
     [
         ({"n": 2}, "n: only n=1"),
-        ({"messages": [{"role": "system", "content": "s"}, {"role": "tool", "content": "x"}]},
+        ({"messages": [{"role": "system", "content": "s"}, {"role": "function", "content": "x"}]},
          r"messages\.1\.role: must be one of"),
+        ({"messages": [{"role": "system", "content": "s"}, {"role": "tool", "content": "x"}]},
+         r"messages\.1\.tool_call_id: field required"),
         ({"messages": [{"role": "user"}]}, r"messages\.0\.content: field required"),
         ({"messages": []}, "messages: at least one"),
         ({"model": ""}, "model: field required"),

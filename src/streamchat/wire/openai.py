@@ -1,21 +1,24 @@
 """OpenAI Chat Completions codec, sans-IO: request JSON in, ``chat.completion(.chunk)`` JSON out.
 
 Canonical events are Anthropic-shaped, so this module translates: system/developer messages fold
-into ``system``, stop reasons become finish reasons, usage gets OpenAI's names, and errors get
-OpenAI's ``{"error": {message, type, param, code}}`` body with OpenAI's statuses.
+into ``system``, ``tool`` messages become ``tool_result`` blocks of a user turn, stop reasons
+become finish reasons, usage gets OpenAI's names, and errors get OpenAI's ``{"error": {message,
+type, param, code}}`` body with OpenAI's statuses. It also translates the other way, for the
+``openai/`` provider: a canonical request into Chat Completions messages and tool parameters.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ERROR_STATUS, InvalidRequestError, StreamchatError, error_from_type
-from ..events import Message, StreamEvent
-from ..request import content_text
+from ..events import Message, StreamEvent, TextBlock, ToolResultBlock, ToolUseBlock
+from ..request import MAX_TOOLS, MessageRequest, OutputFormat, content_text
 from .sse import encode_sse
 
 FINISH_REASONS: dict[str | None, str | None] = {
@@ -35,7 +38,29 @@ ERRORS: dict[str, tuple[int | None, str | None]] = {
     "api_error": (None, "server_error"),
 }
 SYSTEM_ROLES = ("system", "developer")
-CHAT_ROLES = ("user", "assistant")
+CHAT_ROLES = ("user", "assistant", "tool")
+# OpenAI ``tool_choice`` string -> canonical tool choice (and back, for the provider)
+TOOL_CHOICES: dict[str, str] = {"auto": "auto", "none": "none", "required": "any"}
+OPENAI_TOOL_CHOICES: dict[str, str] = {v: k for k, v in TOOL_CHOICES.items()}
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
+# a thinking budget (tokens, 0 = the model's choice) -> the reasoning_effort asked upstream
+EFFORT_BUDGETS: tuple[tuple[int, str], ...] = ((0, "medium"), (2048, "low"), (8192, "medium"))
+# Where build_request names a canonical field, the name of the parameter this client sent.
+RENAMES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"^tools\.(\d+)\.input_schema"), r"tools.\1.function.parameters"),
+    (re.compile(r"^tools\.(\d+)\.(name|description)"), r"tools.\1.function.\2"),
+    (re.compile(r"^tool_choice\.name"), "tool_choice.function.name"),
+    (re.compile(r"^output_format\.schema"), "response_format.json_schema.schema"),
+    (re.compile(r"^output_format"), "response_format"),
+    (re.compile(r"^thinking"), "reasoning_effort"),
+)
+# Canonical delta type -> the chunk ``delta`` field carrying it (and the delta's attribute).
+# Thinking goes out as ``reasoning_content``, as vLLM and DeepSeek-style servers send it; the
+# signature has no place in OpenAI's shape and is dropped.
+DELTA_FIELDS: dict[str, tuple[str, str]] = {
+    "text_delta": ("content", "text"),
+    "thinking_delta": ("reasoning_content", "thinking"),
+}
 DONE = b"data: [DONE]\n\n"
 PING = b": ping\n\n"  # OpenAI has no ping chunk; an SSE comment keeps proxies awake, SDKs skip it
 
@@ -52,18 +77,67 @@ class ChatOptions:
     def rename(self, error: StreamchatError) -> StreamchatError:
         """Name the client's own parameter in a validation message (``max_tokens`` -> ...)."""
         name, sep, rest = error.message.partition(":")
-        if sep and name in self.params:
-            error.message = f"{self.params[name]}:{rest}"
+        if not sep:
+            return error
+        renamed = self.params.get(name, name)
+        for pattern, replacement in RENAMES:
+            renamed = pattern.sub(replacement, renamed)
+        if renamed != name:
+            error.message = f"{renamed}:{rest}"
             error.args = (error.message,)
         return error
 
 
-def _messages(messages: Any) -> tuple[list[dict[str, str]], str | None]:
-    """Chat turns and the folded system prompt; errors index the client's own list."""
+def _arguments(arguments: Any, where: str) -> dict[str, Any]:
+    """A call's ``arguments``: a JSON string holding an object (blank means no arguments)."""
+    if not isinstance(arguments, str):
+        raise InvalidRequestError(f"{where}: expected a JSON string")
+    if not arguments.strip():
+        return {}
+    try:
+        value = json.loads(arguments)
+    except ValueError as error:
+        raise InvalidRequestError(f"{where}: not valid JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise InvalidRequestError(f"{where}: must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _tool_calls(calls: Any, where: str) -> list[ToolUseBlock]:
+    """An assistant message's ``tool_calls`` as canonical tool_use blocks."""
+    if not isinstance(calls, list):
+        raise InvalidRequestError(f"{where}: expected a list of tool calls")
+    blocks: list[ToolUseBlock] = []
+    for j, call in enumerate(calls):
+        at = f"{where}.{j}"
+        if not isinstance(call, Mapping):
+            raise InvalidRequestError(f"{at}: expected an object")
+        if call.get("type", "function") != "function":
+            raise InvalidRequestError(f"{at}.type: only 'function' tool calls are supported")
+        if not isinstance(call.get("id"), str) or not call["id"]:
+            raise InvalidRequestError(f"{at}.id: field required (a non-empty string)")
+        function = call.get("function")
+        if not isinstance(function, Mapping):
+            raise InvalidRequestError(f"{at}.function: field required")
+        if not isinstance(function.get("name"), str) or not function["name"]:
+            raise InvalidRequestError(f"{at}.function.name: field required (a non-empty string)")
+        arguments = _arguments(function.get("arguments"), f"{at}.function.arguments")
+        blocks.append(ToolUseBlock(id=call["id"], name=function["name"], input=arguments))
+    return blocks
+
+
+def _messages(messages: Any) -> tuple[list[dict[str, Any]], str | None]:
+    """Chat turns and the folded system prompt; errors index the client's own list.
+
+    ``tool`` messages answer the calls of the assistant message before them and join one user
+    turn (with any user message that follows), which is how the canonical model holds results.
+    """
     if not isinstance(messages, list) or not messages:
         raise InvalidRequestError("messages: at least one message is required")
-    turns: list[dict[str, str]] = []
+    turns: list[dict[str, Any]] = []
     system: list[str] = []
+    calls: set[str] = set()  # ids the latest assistant message called
+    results: list[Any] | None = None  # the open user turn holding tool results
     for i, message in enumerate(messages):
         if not isinstance(message, Mapping):
             raise InvalidRequestError(f"messages.{i}: expected an object with role and content")
@@ -71,14 +145,142 @@ def _messages(messages: Any) -> tuple[list[dict[str, str]], str | None]:
         if role not in SYSTEM_ROLES + CHAT_ROLES:
             allowed = ", ".join(SYSTEM_ROLES + CHAT_ROLES)
             raise InvalidRequestError(f"messages.{i}.role: must be one of {allowed}, got {role!r}")
-        if message.get("content") is None:
+        content = message.get("content")
+        tool_calls = message.get("tool_calls") if role == "assistant" else None
+        if content is None and not tool_calls:
             raise InvalidRequestError(f"messages.{i}.content: field required")
-        text = content_text(message["content"], f"messages.{i}.content")
+        text = "" if content is None else content_text(content, f"messages.{i}.content")
         if role in SYSTEM_ROLES:
             system.append(text)
+        elif role == "tool":
+            call_id = message.get("tool_call_id")
+            if not isinstance(call_id, str):
+                raise InvalidRequestError(f"messages.{i}.tool_call_id: field required")
+            if call_id not in calls:
+                raise InvalidRequestError(
+                    f"messages.{i}.tool_call_id: {call_id!r} matches no tool call of the "
+                    "previous assistant message"
+                )
+            if results is None:
+                results = []
+                turns.append({"role": "user", "content": results})
+            results.append(ToolResultBlock(tool_use_id=call_id, content=[text]))
+        elif role == "user":
+            calls = set()
+            if results is not None:
+                results.append(TextBlock(text))
+                results = None
+            else:
+                turns.append({"role": "user", "content": text})
         else:
-            turns.append({"role": role, "content": text})
+            blocks = _tool_calls(tool_calls, f"messages.{i}.tool_calls") if tool_calls else []
+            calls, results = {block.id for block in blocks}, None
+            lead = [TextBlock(text)] if text else []
+            turns.append({"role": "assistant", "content": [*lead, *blocks] if blocks else text})
     return turns, "\n\n".join(system) if system else None
+
+
+def _tools(tools: Any) -> list[dict[str, Any]] | None:
+    """OpenAI function tools as Anthropic-shaped tools (``parameters`` defaults to no
+    arguments); build_request checks names, duplicates and schemas."""
+    if tools is None:
+        return None
+    if not isinstance(tools, list):
+        raise InvalidRequestError("tools: expected a list of tools")
+    if len(tools) > MAX_TOOLS:
+        raise InvalidRequestError(f"tools: at most {MAX_TOOLS} tools are allowed, got {len(tools)}")
+    parsed: list[dict[str, Any]] = []
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, Mapping):
+            raise InvalidRequestError(f"tools.{i}: expected an object")
+        if tool.get("type") != "function":
+            raise InvalidRequestError(
+                f"tools.{i}.type: only 'function' tools are supported, got {tool.get('type')!r}"
+            )
+        function = tool.get("function")
+        if not isinstance(function, Mapping):
+            raise InvalidRequestError(f"tools.{i}.function: field required")
+        schema = function.get("parameters")
+        parsed.append(
+            {
+                "name": function.get("name"),
+                "description": function.get("description") or "",
+                "input_schema": {"type": "object", "properties": {}} if schema is None else schema,
+            }
+        )
+    return parsed
+
+
+def _tool_choice(choice: Any, tools: list[dict[str, Any]], parallel: Any) -> dict[str, Any] | None:
+    """``tool_choice`` and ``parallel_tool_calls`` as one canonical tool choice."""
+    if parallel is not None and not isinstance(parallel, bool):
+        raise InvalidRequestError("parallel_tool_calls: expected a boolean")
+    if choice is None:
+        parsed = None
+    elif isinstance(choice, str):
+        if choice not in TOOL_CHOICES:
+            raise InvalidRequestError(
+                f"tool_choice: must be 'none', 'auto', 'required' or a function, got {choice!r}"
+            )
+        parsed = {"type": TOOL_CHOICES[choice]}
+    elif isinstance(choice, Mapping):
+        if choice.get("type") != "function":
+            raise InvalidRequestError(
+                f"tool_choice.type: must be 'function', got {choice.get('type')!r}"
+            )
+        function = choice.get("function")
+        name = function.get("name") if isinstance(function, Mapping) else None
+        if not isinstance(name, str):
+            raise InvalidRequestError("tool_choice.function.name: field required")
+        if not any(tool["name"] == name for tool in tools):
+            raise InvalidRequestError(
+                f"tool_choice.function.name: no function named {name!r} in tools"
+            )
+        parsed = {"type": "tool", "name": name}
+    else:
+        raise InvalidRequestError("tool_choice: expected a string or an object")
+    if parsed is not None and parsed["type"] == "any" and not tools:
+        raise InvalidRequestError("tool_choice: 'required' needs at least one function in tools")
+    if parallel is False:
+        parsed = {"type": "auto", **(parsed or {}), "disable_parallel_tool_use": True}
+    return parsed
+
+
+def _response_format(value: Any) -> dict[str, Any] | OutputFormat | None:
+    """``response_format`` as a canonical JSON-output request (``text`` asks for none)."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise InvalidRequestError("response_format: expected an object")
+    kind = value.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "json_object"}
+    if kind != "json_schema":
+        raise InvalidRequestError(
+            f"response_format.type: must be one of text, json_object, json_schema, got {kind!r}"
+        )
+    spec = value.get("json_schema")
+    if not isinstance(spec, Mapping):
+        raise InvalidRequestError("response_format.json_schema: field required")
+    name = spec.get("name")
+    if not isinstance(name, str) or not name:
+        raise InvalidRequestError("response_format.json_schema.name: field required")
+    if spec.get("schema") is None:
+        return OutputFormat(None, name)  # a named format without a schema: any JSON object
+    return {"type": "json_schema", "schema": spec["schema"], "name": name}
+
+
+def _reasoning(effort: Any) -> dict[str, Any] | None:
+    """``reasoning_effort`` switches thinking on (its size is the model's to choose)."""
+    if effort is None or effort == "none":
+        return None
+    if effort not in REASONING_EFFORTS:
+        raise InvalidRequestError(
+            f"reasoning_effort: must be one of {', '.join(REASONING_EFFORTS)}, got {effort!r}"
+        )
+    return {"type": "adaptive"}
 
 
 def parse_chat_request(body: Any) -> tuple[dict[str, Any], ChatOptions]:
@@ -90,10 +292,19 @@ def parse_chat_request(body: Any) -> tuple[dict[str, Any], ChatOptions]:
         raise InvalidRequestError("model: field required (a non-empty string)")
     if body.get("n") not in (None, 1):
         raise InvalidRequestError("n: only n=1 is supported")
-    if body.get("tools"):
-        raise InvalidRequestError("tools: tool calls are not supported by this server")
     turns, system = _messages(body.get("messages"))
-    kwargs: dict[str, Any] = {"model": model, "messages": turns, "system": system}
+    tools = _tools(body.get("tools")) or []
+    kwargs: dict[str, Any] = {
+        "model": model,
+        "messages": turns,
+        "system": system,
+        "tools": tools,
+        "tool_choice": _tool_choice(
+            body.get("tool_choice"), tools, body.get("parallel_tool_calls")
+        ),
+        "output_format": _response_format(body.get("response_format")),
+        "thinking": _reasoning(body.get("reasoning_effort")),
+    }
     parsed = ChatOptions()
     for name in ("max_completion_tokens", "max_tokens"):
         if body.get(name) is not None:
@@ -143,11 +354,17 @@ def completion_id(message_id: str) -> str:
     return "chatcmpl-" + message_id.removeprefix("msg_")
 
 
+def arguments_text(block: ToolUseBlock) -> str:
+    """A call's ``arguments`` string; a call cut short by ``max_tokens`` keeps its raw text."""
+    return block.partial_json or json.dumps(block.input, ensure_ascii=False)
+
+
 class ChunkEncoder:
     """Canonical events -> ``chat.completion.chunk`` SSE frames, for one response.
 
     Stateful because OpenAI spreads what one Anthropic event says over several chunks: the id
-    and prompt tokens arrive in ``message_start`` but the usage chunk goes out at the end.
+    and prompt tokens arrive in ``message_start`` but the usage chunk goes out at the end, and
+    tool calls are numbered among themselves (``index``), not among all content blocks.
     """
 
     def __init__(self, model: str, *, include_usage: bool = False, created: int | None = None):
@@ -157,6 +374,7 @@ class ChunkEncoder:
         self.id = "chatcmpl-"
         self.input_tokens = 0
         self.output_tokens = 0
+        self.calls: dict[int, int] = {}  # content block index -> tool call index
 
     def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
         payload: dict[str, Any] = {
@@ -175,11 +393,32 @@ class ChunkEncoder:
     def _choice(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
         return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
 
+    def _call(self, call: dict[str, Any]) -> bytes:
+        return self._chunk([self._choice({"tool_calls": [call]})])
+
     def encode(self, event: StreamEvent) -> bytes:
         """The bytes to send for one event (``b""`` for events OpenAI has no chunk for)."""
         kind = event.type
         if kind == "content_block_delta":
-            return self._chunk([self._choice({"content": event.delta.text})])
+            delta = event.delta
+            mapped = DELTA_FIELDS.get(delta.type)
+            if mapped is not None:
+                name, attribute = mapped
+                return self._chunk([self._choice({name: getattr(delta, attribute)})])
+            if delta.type == "input_json_delta":
+                number = self.calls.get(event.index, 0)
+                return self._call({"index": number, "function": {"arguments": delta.partial_json}})
+            return b""  # signature_delta
+        if kind == "content_block_start":
+            block = event.content_block
+            if block.type != "tool_use":
+                return b""
+            number = self.calls[event.index] = len(self.calls)
+            arguments = json.dumps(block.input, ensure_ascii=False) if block.input else ""
+            function = {"name": block.name, "arguments": arguments}
+            return self._call(
+                {"index": number, "id": block.id, "type": "function", "function": function}
+            )
         if kind == "message_start":
             self.id = completion_id(event.message.id)
             self.input_tokens = event.message.usage.input_tokens
@@ -198,11 +437,30 @@ class ChunkEncoder:
             return encode_error(error_from_type(event.error.type, event.error.message))
         if kind == "ping":
             return PING
-        return b""  # content_block_start/stop
+        return b""  # content_block_stop
 
 
 def completion_body(message: Message, model: str, created: int | None = None) -> dict[str, Any]:
-    """The non-streaming ``chat.completion`` response for an accumulated message."""
+    """The non-streaming ``chat.completion`` response for an accumulated message: ``content``
+    is null when the reply is only tool calls, thinking goes in ``reasoning_content``."""
+    calls = message.tool_calls
+    body: dict[str, Any] = {
+        "role": "assistant",
+        "content": message.text or (None if calls else ""),
+        "refusal": None,
+    }
+    if calls:
+        body["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": arguments_text(call)},
+            }
+            for call in calls
+        ]
+    thinking = "".join(block.thinking for block in message.content if block.type == "thinking")
+    if thinking:
+        body["reasoning_content"] = thinking
     return {
         "id": completion_id(message.id),
         "object": "chat.completion",
@@ -212,7 +470,7 @@ def completion_body(message: Message, model: str, created: int | None = None) ->
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": message.text, "refusal": None},
+                "message": body,
                 "logprobs": None,
                 "finish_reason": FINISH_REASONS.get(message.stop_reason, "stop"),
             }
@@ -225,3 +483,82 @@ def models_body(model_ids: Iterable[str], owned_by: str = "streamchat") -> dict[
     """``GET /v1/models`` in the OpenAI shape (``created`` 0: the release date is unknown)."""
     data = [{"id": m, "object": "model", "created": 0, "owned_by": owned_by} for m in model_ids]
     return {"object": "list", "data": data}
+
+
+# The other direction: a canonical request as Chat Completions parameters (the openai/ provider).
+
+
+def chat_messages(request: MessageRequest) -> list[dict[str, Any]]:
+    """The conversation as OpenAI messages: tool results become ``tool`` messages (before any
+    text of their turn), tool calls ``tool_calls`` with JSON-string arguments. Thinking is left
+    out: OpenAI-compatible servers take no reasoning back (DeepSeek refuses it)."""
+    messages: list[dict[str, Any]] = []
+    if request.system:
+        messages.append({"role": "system", "content": request.system})
+    for turn in request.messages:
+        if not turn.blocks:
+            messages.append({"role": turn.role, "content": turn.content})
+            continue
+        calls = [block for block in turn.blocks if block.type == "tool_use"]
+        for block in turn.blocks:
+            if block.type == "tool_result":
+                messages.append(
+                    {"role": "tool", "tool_call_id": block.tool_use_id, "content": block.text}
+                )
+        if turn.role == "assistant":
+            message: dict[str, Any] = {"role": "assistant", "content": turn.content or None}
+            if calls:
+                message["tool_calls"] = [
+                    {
+                        "id": c.id,
+                        "type": "function",
+                        "function": {"name": c.name, "arguments": arguments_text(c)},
+                    }
+                    for c in calls
+                ]
+            messages.append(message)
+        elif turn.content or not any(b.type == "tool_result" for b in turn.blocks):
+            messages.append({"role": "user", "content": turn.content})
+    return messages
+
+
+def tool_params(request: MessageRequest) -> dict[str, Any]:
+    """``tools``, ``tool_choice``, ``parallel_tool_calls``, ``response_format`` and
+    ``reasoning_effort`` for what the request asks (only the ones it sets)."""
+    params: dict[str, Any] = {}
+    if request.tools:
+        params["tools"] = [
+            {
+                "type": "function",
+                "function": {
+                    "name": tool.name,
+                    "description": tool.description,
+                    "parameters": tool.input_schema,
+                },
+            }
+            for tool in request.tools
+        ]
+        choice = request.tool_choice
+        params["tool_choice"] = (
+            {"type": "function", "function": {"name": choice.name}}
+            if choice.type == "tool"
+            else OPENAI_TOOL_CHOICES[choice.type]
+        )
+        if choice.disable_parallel_tool_use:
+            params["parallel_tool_calls"] = False
+    output = request.output_format
+    if output is not None:
+        params["response_format"] = (
+            {"type": "json_object"}
+            if output.schema is None
+            else {
+                "type": "json_schema",
+                "json_schema": {"name": output.name or "output", "schema": output.schema},
+            }
+        )
+    if request.thinking is not None:
+        budget = request.thinking.budget_tokens or 0
+        params["reasoning_effort"] = next(
+            (effort for limit, effort in EFFORT_BUDGETS if budget <= limit), "high"
+        )
+    return params

@@ -2,19 +2,84 @@
 
 Credentials and endpoint come the SDK's usual way (``ANTHROPIC_API_KEY``, ``ANTHROPIC_BASE_URL``).
 The SDK's own retries are off: :mod:`.resilience` retries, and only before the first token.
+Tools, tool results, thinking (signatures intact, so the API accepts a multi-turn thinking
+conversation) and structured output pass through; upstream blocks and deltas of those kinds
+become canonical events as they arrive.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from ..errors import AuthenticationError, type_for_status
-from ..events import ContentBlockStopEvent, StreamEvent
-from ..request import MessageRequest
-from .base import message_finish, message_start, text_block_start, text_delta
+from ..events import STOP_REASONS, StreamEvent
+from ..request import MessageRequest, Turn
+from .base import (
+    block_stop,
+    input_json_delta,
+    message_finish,
+    message_start,
+    signature_delta,
+    text_block_start,
+    text_delta,
+    thinking_delta,
+    thinking_start,
+    tool_use_start,
+)
 from .resilience import RetryPolicy, UpstreamError, parse_retry_after, resilient_stream
+
+# upstream block type -> our block's start event (other kinds, e.g. redacted_thinking or server
+# tool blocks, are left out, with their deltas)
+BLOCK_STARTS: dict[str, Callable[[int, Any], StreamEvent]] = {
+    "text": lambda index, block: text_block_start(index),
+    "tool_use": lambda index, block: tool_use_start(index, block.name, block.id),
+    "thinking": lambda index, block: thinking_start(index),
+}
+# upstream delta type -> our delta event
+DELTAS: dict[str, Callable[[Any, int], StreamEvent]] = {
+    "text_delta": lambda delta, index: text_delta(delta.text, index),
+    "input_json_delta": lambda delta, index: input_json_delta(delta.partial_json, index),
+    "thinking_delta": lambda delta, index: thinking_delta(delta.thinking, index),
+    "signature_delta": lambda delta, index: signature_delta(delta.signature, index),
+}
+
+
+def message_param(turn: Turn) -> dict[str, Any]:
+    """A turn as the Messages API takes it: plain text, or every block (empty text left out:
+    the API refuses it)."""
+    if not turn.blocks:
+        return {"role": turn.role, "content": turn.content}
+    blocks = [b.to_dict() for b in turn.blocks if not (b.type == "text" and not b.text)]
+    return {"role": turn.role, "content": blocks}
+
+
+def tool_params(request: MessageRequest) -> dict[str, Any]:
+    """``tools``, ``tool_choice``, ``thinking`` and ``output_config`` for the upstream call."""
+    params: dict[str, Any] = {}
+    if request.tools:
+        params["tools"] = [
+            {"name": t.name, "input_schema": t.input_schema}
+            | ({"description": t.description} if t.description else {})
+            for t in request.tools
+        ]
+        choice = request.tool_choice
+        tool_choice: dict[str, Any] = {"type": choice.type}
+        if choice.name is not None:
+            tool_choice["name"] = choice.name
+        if choice.disable_parallel_tool_use:
+            tool_choice["disable_parallel_tool_use"] = True
+        params["tool_choice"] = tool_choice
+    if request.thinking is not None:
+        thinking: dict[str, Any] = {"type": request.thinking.type}
+        if request.thinking.budget_tokens is not None:
+            thinking["budget_tokens"] = request.thinking.budget_tokens
+        params["thinking"] = thinking
+    if request.output_format is not None:
+        schema = request.output_format.schema or {"type": "object"}
+        params["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
+    return params
 
 
 def classify(error: BaseException) -> UpstreamError | None:
@@ -52,7 +117,8 @@ class AnthropicProvider:
         params: dict[str, Any] = {
             "model": self.model_id,
             "max_tokens": request.max_tokens,
-            "messages": [{"role": t.role, "content": t.content} for t in request.messages],
+            "messages": [message_param(turn) for turn in request.messages],
+            **tool_params(request),
         }
         if request.system:
             params["system"] = request.system
@@ -72,26 +138,30 @@ class AnthropicProvider:
     async def _attempt(self, request: MessageRequest) -> AsyncIterator[StreamEvent]:
         stream = await self.client.messages.create(stream=True, **self._params(request))
         try:
-            text_blocks: dict[int, int] = {}  # upstream index -> our index (text blocks only)
+            blocks: dict[int, int] = {}  # upstream index -> our index (blocks we relay)
             stop_reason, stop_sequence = "end_turn", None
             output_tokens, input_tokens = 0, None
             async for raw in stream:
                 kind = raw.type
                 if kind == "content_block_delta":
-                    if raw.delta.type == "text_delta" and raw.index in text_blocks:
-                        yield text_delta(raw.delta.text, text_blocks[raw.index])
+                    index = blocks.get(raw.index)
+                    relay = DELTAS.get(raw.delta.type)
+                    if index is not None and relay is not None:
+                        yield relay(raw.delta, index)
                 elif kind == "message_start":
                     usage = raw.message.usage
                     yield message_start(request.model, usage.input_tokens, raw.message.id)
                 elif kind == "content_block_start":
-                    if raw.content_block.type == "text":
-                        text_blocks[raw.index] = len(text_blocks)
-                        yield text_block_start(text_blocks[raw.index])
+                    start = BLOCK_STARTS.get(raw.content_block.type)
+                    if start is not None:
+                        blocks[raw.index] = len(blocks)
+                        yield start(blocks[raw.index], raw.content_block)
                 elif kind == "content_block_stop":
-                    if raw.index in text_blocks:
-                        yield ContentBlockStopEvent(index=text_blocks[raw.index])
+                    if raw.index in blocks:
+                        yield block_stop(blocks[raw.index])
                 elif kind == "message_delta":
-                    stop_reason = raw.delta.stop_reason or stop_reason
+                    if raw.delta.stop_reason in STOP_REASONS:  # e.g. refusal, pause_turn: end
+                        stop_reason = raw.delta.stop_reason
                     stop_sequence = raw.delta.stop_sequence
                     output_tokens = raw.usage.output_tokens
                     input_tokens = getattr(raw.usage, "input_tokens", None)

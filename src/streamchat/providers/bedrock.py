@@ -3,18 +3,33 @@
 Credentials, region and endpoint come the usual AWS way (env, profile, instance role;
 ``AWS_ENDPOINT_URL_BEDROCK_RUNTIME`` or ``--endpoint-url``). boto3 blocks, so each attempt runs in
 a worker thread; a watcher closes the HTTP stream as soon as the consumer goes away.
+Tools (``toolConfig``), tool calls and results, reasoning (``additionalModelRequestFields.thinking``
+and ``reasoningContent`` with its signature) and JSON output (``outputConfig.textFormat``) pass
+through; upstream ``toolUse`` / ``reasoningContent`` deltas become canonical events as they arrive.
 """
 
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from ..events import StreamEvent
-from ..request import MessageRequest
+from ..request import MessageRequest, RequestBlock, Turn
 from ._threaded import iterate_in_thread
-from .base import message_end, message_start, text_block_start, text_delta
+from .base import (
+    block_stop,
+    input_json_delta,
+    message_finish,
+    message_start,
+    signature_delta,
+    text_block_start,
+    text_delta,
+    thinking_delta,
+    thinking_start,
+    tool_use_start,
+)
 from .resilience import RetryPolicy, UpstreamError, resilient_stream
 
 # Bedrock error code (pre-stream ClientError or in-stream exception) -> canonical error type
@@ -38,7 +53,128 @@ STOP_REASONS = {
     "end_turn": "end_turn",
     "max_tokens": "max_tokens",
     "stop_sequence": "stop_sequence",
+    "tool_use": "tool_use",
+    "model_context_window_exceeded": "max_tokens",
 }
+
+
+def _reasoning(block: Any) -> dict[str, Any]:
+    text = {"text": block.thinking}
+    if block.signature:  # Claude checks it when the conversation goes back upstream
+        text["signature"] = block.signature
+    return {"reasoningContent": {"reasoningText": text}}
+
+
+def _tool_result(block: Any) -> dict[str, Any]:
+    content = [
+        {"text": part} if isinstance(part, str) else {"json": part} for part in block.content
+    ]
+    result = {"toolUseId": block.tool_use_id, "content": content}
+    return {"toolResult": result | {"status": "error" if block.is_error else "success"}}
+
+
+# canonical request block type -> Converse ContentBlock
+CONTENT_BLOCKS: dict[str, Callable[[Any], dict[str, Any]]] = {
+    "text": lambda b: {"text": b.text},
+    "tool_use": lambda b: {"toolUse": {"toolUseId": b.id, "name": b.name, "input": b.input}},
+    "tool_result": _tool_result,
+    "thinking": _reasoning,
+}
+# tool_choice type -> Converse ToolChoice (Converse has no "none": the tools are still sent,
+# as Bedrock requires toolConfig when the history holds tool blocks)
+TOOL_CHOICES: dict[str, Callable[[Any], dict[str, Any] | None]] = {
+    "auto": lambda choice: {"auto": {}},
+    "any": lambda choice: {"any": {}},
+    "tool": lambda choice: {"tool": {"name": choice.name}},
+    "none": lambda choice: None,
+}
+
+
+def _kept(block: RequestBlock) -> bool:
+    return not (block.type == "text" and not block.text)  # Bedrock refuses blank text blocks
+
+
+def message_param(turn: Turn) -> dict[str, Any]:
+    if not turn.blocks:
+        return {"role": turn.role, "content": [{"text": turn.content}]}
+    blocks = [CONTENT_BLOCKS[b.type](b) for b in turn.blocks if _kept(b)]
+    return {"role": turn.role, "content": blocks}
+
+
+def tool_params(request: MessageRequest) -> dict[str, Any]:
+    """``toolConfig``, ``outputConfig`` and Claude's ``thinking`` for the Converse call."""
+    params: dict[str, Any] = {}
+    if request.tools:
+        tools = []
+        for tool in request.tools:
+            spec: dict[str, Any] = {"name": tool.name, "inputSchema": {"json": tool.input_schema}}
+            if tool.description:  # NonEmptyString
+                spec["description"] = tool.description
+            tools.append({"toolSpec": spec})
+        config: dict[str, Any] = {"tools": tools}
+        choice = TOOL_CHOICES[request.tool_choice.type](request.tool_choice)
+        if choice is not None:
+            config["toolChoice"] = choice
+        params["toolConfig"] = config
+    if request.thinking is not None:
+        thinking: dict[str, Any] = {"type": request.thinking.type}
+        if request.thinking.budget_tokens is not None:
+            thinking["budget_tokens"] = request.thinking.budget_tokens
+        params["additionalModelRequestFields"] = {"thinking": thinking}
+    if request.output_format is not None:
+        schema = json.dumps(request.output_format.schema or {"type": "object"})
+        definition = {"schema": schema} | (
+            {"name": request.output_format.name} if request.output_format.name else {}
+        )
+        params["outputConfig"] = {
+            "textFormat": {"type": "json_schema", "structure": {"jsonSchema": definition}}
+        }
+    return params
+
+
+class _Blocks:
+    """Upstream content blocks -> ours: Converse opens text and reasoning blocks with their
+    first delta (only tool calls get ``contentBlockStart``), so those starts are made here."""
+
+    def __init__(self) -> None:
+        self.index: dict[int, int] = {}  # upstream contentBlockIndex -> ours
+        self.open: set[int] = set()
+
+    def start(self, upstream: int, make: Callable[[int], StreamEvent]) -> Iterator[StreamEvent]:
+        if upstream not in self.index:
+            ours = self.index[upstream] = len(self.index)
+            self.open.add(ours)
+            yield make(ours)
+
+    def delta(self, item: dict[str, Any]) -> Iterator[StreamEvent]:
+        upstream, delta = item.get("contentBlockIndex", 0), item["delta"]
+        if "text" in delta:
+            yield from self.start(upstream, text_block_start)
+            yield text_delta(delta["text"], self.index[upstream])
+        elif "toolUse" in delta and upstream in self.index:
+            yield input_json_delta(delta["toolUse"].get("input", ""), self.index[upstream])
+        elif "reasoningContent" in delta:
+            reasoning = delta["reasoningContent"]
+            if "text" in reasoning or "signature" in reasoning:
+                yield from self.start(upstream, thinking_start)
+            if "text" in reasoning:
+                yield thinking_delta(reasoning["text"], self.index[upstream])
+            if "signature" in reasoning:
+                yield signature_delta(reasoning["signature"], self.index[upstream])
+
+    def stop(self, upstream: int) -> Iterator[StreamEvent]:
+        ours = self.index.get(upstream)
+        if ours in self.open:
+            self.open.discard(ours)
+            yield block_stop(ours)
+
+    def finish(self) -> Iterator[StreamEvent]:
+        """Close what the upstream left open; an empty reply is one empty text block."""
+        if not self.index:
+            yield from self.start(0, text_block_start)
+        for ours in sorted(self.open):
+            yield block_stop(ours)
+        self.open.clear()
 
 
 def classify(error: BaseException) -> UpstreamError | None:
@@ -94,9 +230,8 @@ class BedrockProvider:
     def _params(self, request: MessageRequest) -> dict[str, Any]:
         params: dict[str, Any] = {
             "modelId": self.model_id,
-            "messages": [
-                {"role": t.role, "content": [{"text": t.content}]} for t in request.messages
-            ],
+            "messages": [message_param(turn) for turn in request.messages],
+            **tool_params(request),
         }
         if request.system:
             params["system"] = [{"text": request.system}]
@@ -108,7 +243,7 @@ class BedrockProvider:
         }
         params["inferenceConfig"] = {k: v for k, v in config.items() if v is not None}
         if request.top_k is not None:
-            params["additionalModelRequestFields"] = {"top_k": request.top_k}
+            params.setdefault("additionalModelRequestFields", {})["top_k"] = request.top_k
         return params
 
     def _events(self, request: MessageRequest, cancel: threading.Event) -> Iterator[StreamEvent]:
@@ -117,16 +252,24 @@ class BedrockProvider:
         watcher = threading.Thread(target=lambda: cancel.wait() and stream.close(), daemon=True)
         watcher.start()
         stop_reason, output, input_tokens, deltas = "end_turn", None, None, 0
+        blocks = _Blocks()
         try:
             for item in stream:
                 if "contentBlockDelta" in item:
-                    text = item["contentBlockDelta"]["delta"].get("text")
-                    if text:
-                        deltas += 1
-                        yield text_delta(text)
+                    deltas += 1
+                    yield from blocks.delta(item["contentBlockDelta"])
+                elif "contentBlockStart" in item:
+                    start = item["contentBlockStart"]
+                    tool = start.get("start", {}).get("toolUse")
+                    if tool is not None:
+                        yield from blocks.start(
+                            start.get("contentBlockIndex", 0),
+                            lambda i, tool=tool: tool_use_start(i, tool["name"], tool["toolUseId"]),
+                        )
+                elif "contentBlockStop" in item:
+                    yield from blocks.stop(item["contentBlockStop"].get("contentBlockIndex", 0))
                 elif "messageStart" in item:
                     yield message_start(request.model, 0)
-                    yield text_block_start()
                 elif "messageStop" in item:
                     stop_reason = STOP_REASONS.get(
                         item["messageStop"].get("stopReason"), "end_turn"
@@ -137,7 +280,8 @@ class BedrockProvider:
                     break
         finally:
             stream.close()  # the watcher ends when the consumer's side sets ``cancel``
-        yield from message_end(
+        yield from blocks.finish()
+        yield from message_finish(
             stop_reason, deltas if output is None else output, None, input_tokens=input_tokens
         )
 

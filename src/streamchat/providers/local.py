@@ -5,6 +5,10 @@ One ``Llama`` per model file per process, loaded on first use. Generation runs t
 closed stream stops within one token. One llama.cpp context serves one generation at a time: the
 worker runs them in order, and a bounded admission count turns excess load into
 ``OverloadedError`` instead of an endless wait.
+
+Tool calls and JSON output are decoded under a grammar built from the JSON Schema
+(:mod:`.grammar`), token by token with a low-level sampler (sample, then check the grammar), so a
+call's input always validates; the prompt format for tools is :mod:`.tool_prompt`.
 """
 
 from __future__ import annotations
@@ -25,13 +29,26 @@ from ..errors import InvalidRequestError, ModelError, OverloadedError
 from ..events import StreamEvent
 from ..request import MessageRequest, Turn
 from ..stop_sequences import StopMatcher
+from . import tool_prompt
 from ._threaded import SerialWorker, iterate_in_thread
-from .base import message_end, message_start, text_block_start, text_delta
+from .base import (
+    block_stop,
+    input_json_delta,
+    message_end,
+    message_finish,
+    message_start,
+    text_block_start,
+    text_delta,
+    tool_use_start,
+)
+from .grammar import GrammarCache, JSONEnd, TokenSampler, choice_gbnf, schema_gbnf
 
 DEFAULT_LOCAL_MODEL = "smollm2"
 TRANSCRIPT_SYSTEM = "A conversation between a curious user and a helpful, friendly assistant."
 TRANSCRIPT_EXAMPLE = [Turn("user", "Hello!"), Turn("assistant", "Hi! How can I help you today?")]
 MAX_WAITING = 16  # requests that may queue per model by default (``serve --max-waiting``)
+MAX_CALLS = 4  # tool calls in one reply when parallel calls are allowed
+PEEK_TOKENS = 6  # after a call: tokens to see whether the model starts another
 
 
 def _smollm2_path() -> str:
@@ -169,6 +186,8 @@ class LocalProvider:
         self._load_lock = threading.Lock()
         self._llama: Any = None
         self._formatter: Any = None
+        self._template_tools = False  # the GGUF's own template renders ``tools``
+        self.grammars: GrammarCache | None = None
         self._use_template = builtin.chat_template if builtin is not None else None
 
     # -- loading -------------------------------------------------------------------------------
@@ -205,6 +224,8 @@ class LocalProvider:
                         bos_token=self._token_text(llama, llama.token_bos()),
                         add_generation_prompt=True,
                     )
+                    self._template_tools = "tools" in template
+                self.grammars = GrammarCache(llama._model.vocab)
                 self._llama = llama
                 # Free it with the provider, or at exit while llama.cpp's bindings still exist
                 # (Llama.__del__ during interpreter teardown prints a TypeError traceback).
@@ -221,17 +242,24 @@ class LocalProvider:
     def prompt_tokens(self, request: MessageRequest) -> tuple[list[int], list[str]]:
         """Tokens of the formatted prompt, and stop strings implied by the prompt format."""
         llama = self.load()
+        if request.tools and self._formatter is None:
+            name = request.model or self.display_name
+            raise InvalidRequestError(
+                f"tools: model {name} cannot use tools (it has no chat template)"
+            )
         if self._formatter is not None:
-            messages = [{"role": "system", "content": request.system}] if request.system else []
-            messages += [{"role": t.role, "content": t.content} for t in request.messages]
-            formatted = self._formatter(messages=messages)
+            if self._template_tools:
+                messages, tools = tool_prompt.template_messages(request)
+                formatted = self._formatter(messages=messages, tools=tools)
+            else:
+                formatted = self._formatter(messages=tool_prompt.chat_messages(request))
             tokens = llama.tokenize(
                 formatted.prompt.encode("utf-8"),
                 add_bos=not formatted.added_special,
                 special=True,
             )
             return tokens, []
-        lines = [request.system or TRANSCRIPT_SYSTEM, ""]
+        lines = [tool_prompt.system_text(request) or TRANSCRIPT_SYSTEM, ""]
         for turn in [*TRANSCRIPT_EXAMPLE, *request.messages]:
             speaker = "User" if turn.role == "user" else "Assistant"
             lines.append(f"{speaker}: {turn.content.strip()}")
@@ -248,6 +276,9 @@ class LocalProvider:
         """Runs on the serial worker (one generation at a time): llama.cpp output as events."""
         import llama_cpp
 
+        if request.wants_tools or request.output_format is not None:
+            yield from self._generate_structured(request, cancel)
+            return
         llama = self.load()
         tokens, format_stops = self.prompt_tokens(request)
         room = self.n_ctx - len(tokens)
@@ -310,6 +341,59 @@ class LocalProvider:
                 yield text_delta(tail)
         yield from message_end(stop_reason, output_tokens, stop_sequence)
 
+    def grammar_plan(self, request: MessageRequest) -> dict[str, str]:
+        """The grammars a request needs, compiled (or found in the cache) before the first event,
+        so an unsupported schema is a 400: ``{tool name or "": GBNF}``."""
+        if request.wants_tools:
+            return {
+                tool.name: schema_gbnf(tool.input_schema, f"tools.{i}.input_schema")
+                for i, tool in enumerate(request.tools)
+                if request.tool_choice.type != "tool" or tool.name == request.tool_choice.name
+            }
+        assert request.output_format is not None
+        return {"": schema_gbnf(request.output_format.schema, "output_format.schema")}
+
+    def _generate_structured(
+        self, request: MessageRequest, cancel: threading.Event
+    ) -> Iterator[StreamEvent]:
+        """Tool calls (forced or the model's choice) and JSON output, under grammars."""
+        import llama_cpp
+
+        llama = self.load()
+        grammars = self.grammar_plan(request)
+        assert self.grammars is not None
+        for where, gbnf in grammars.items():  # compile now: an invalid grammar is a 400
+            self.grammars.compile(gbnf, f"tools.{where}" if where else "output_format")
+        tokens, format_stops = self.prompt_tokens(request)
+        room = self.n_ctx - len(tokens)
+        if room < 1:
+            raise InvalidRequestError(
+                f"messages: the prompt is {len(tokens)} tokens, more than the model's "
+                f"context window of {self.n_ctx}"
+            )
+        temperature = (
+            request.temperature if request.temperature is not None else self.default_temperature
+        )
+        sampler = TokenSampler(
+            llama.n_vocab(),
+            seed=request.seed if request.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED,
+            temperature=temperature,
+            top_p=request.top_p if request.top_p is not None else 0.95,
+            top_k=request.top_k if request.top_k is not None else 40,
+            repeat_penalty=self.repeat_penalty,
+            penalty_last_n=llama.last_n_tokens_size,
+        )
+        run = _Decoding(llama, sampler, cancel, min(request.max_tokens, room), self.grammars)
+        try:
+            run.start(tokens)
+            yield message_start(request.model or self.display_name, len(tokens))
+            if request.wants_tools:
+                yield from _ToolReply(run, request, grammars, format_stops).events()
+            else:
+                yield from _json_reply(run, grammars[""])
+        finally:
+            sampler.close()
+
     async def stream(self, request: MessageRequest) -> AsyncIterator[StreamEvent]:
         release = self.admission.acquire()  # overload is refused here, before any work
         try:
@@ -325,6 +409,254 @@ class LocalProvider:
                 await events.aclose()
         finally:
             release()
+
+
+class _Cancelled(Exception):
+    """The consumer went away: stop decoding now."""
+
+
+class _Decoding:
+    """One sequence decoded token by token with a :class:`TokenSampler`: sampled tokens are
+    evaluated lazily, together with any text the reply format adds (prefill)."""
+
+    EOG = -1
+    LIMIT = -2
+
+    def __init__(
+        self,
+        llama: Any,
+        sampler: TokenSampler,
+        cancel: threading.Event,
+        limit: int,
+        grammars: GrammarCache,
+    ):
+        import llama_cpp
+
+        self.llama = llama
+        self.sampler = sampler
+        self.cancel = cancel
+        self.limit = limit
+        self.grammars = grammars
+        self.output_tokens = 0
+        self._pending: list[int] = []
+        self._vocab = llama._model.vocab
+        self._is_eog = llama_cpp.llama_vocab_is_eog
+
+    def start(self, tokens: list[int]) -> None:
+        """Evaluate the prompt, reusing the longest cached prefix (as ``Llama.generate`` does)."""
+        llama = self.llama
+        cached = llama.input_ids[: llama.n_tokens].tolist()
+        prefix = 0
+        for a, b in zip(cached, tokens, strict=False):
+            if a != b:
+                break
+            prefix += 1
+        prefix = min(prefix, len(tokens) - 1)  # the last prompt token is decoded for its logits
+        if prefix > 0 and llama._ctx.kv_cache_seq_rm(-1, prefix, -1):
+            llama.n_tokens = prefix
+        else:
+            llama.reset()
+        llama.eval(tokens[llama.n_tokens :])
+
+    def prefill(self, text: str) -> None:
+        """Text the format dictates (not sampled, not counted): evaluated before the next token."""
+        if text:
+            self._pending += self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def constrain(self, gbnf: str | None) -> None:
+        self.sampler.set_grammar(None if gbnf is None else self.grammars.sampler(gbnf, "grammar"))
+
+    def next_token(self) -> int:
+        """The next sampled token, or :attr:`EOG` / :attr:`LIMIT`; raises when cancelled."""
+        if self.cancel.is_set():
+            raise _Cancelled
+        if self.output_tokens >= self.limit:
+            return self.LIMIT
+        if self._pending:
+            room = self.llama.n_ctx() - self.llama.n_tokens
+            if len(self._pending) > room:
+                return self.LIMIT
+            self.llama.eval(self._pending)
+            self._pending = []
+        token = self.sampler.sample(self.llama._ctx.ctx, -1)
+        if self.cancel.is_set():
+            raise _Cancelled
+        if self._is_eog(self._vocab, token):
+            return self.EOG
+        self.output_tokens += 1
+        self._pending.append(token)
+        return token
+
+    def piece(self, token: int) -> bytes:
+        return self.llama.detokenize([token])
+
+
+def _json_reply(run: _Decoding, gbnf: str) -> Iterator[StreamEvent]:
+    """JSON output: one text block, constrained from the first token, ending with the object."""
+    yield text_block_start(0)
+    run.constrain(gbnf)
+    end, decoder = JSONEnd(), codecs.getincrementaldecoder("utf-8")(errors="replace")
+    stop_reason = "max_tokens"
+    try:
+        while (token := run.next_token()) >= 0:
+            text = decoder.decode(run.piece(token))
+            at = end.feed(text)
+            if at >= 0:
+                text, stop_reason = text[:at], "end_turn"
+            if text:
+                yield text_delta(text)
+            if at >= 0:
+                break
+        if token == run.EOG:
+            stop_reason = "end_turn"
+    except _Cancelled:
+        return
+    yield from message_end(stop_reason, run.output_tokens)
+
+
+class _ToolReply:
+    """A reply that may (``auto``) or must (``any`` / ``tool``) call tools.
+
+    Forced: the reply starts inside a call. Auto: text streams (holding back what could start
+    ``<tool_call>``) until the model opens a call. A call's name is chosen under a grammar of the
+    tool names, then its input under the tool's schema grammar, streamed as ``input_json_delta``.
+    After a call, when parallel calls are allowed, a few tokens show whether another follows.
+    """
+
+    def __init__(
+        self,
+        run: _Decoding,
+        request: MessageRequest,
+        grammars: dict[str, str],
+        format_stops: list[str],
+    ):
+        self.run = run
+        self.request = request
+        self.grammars = grammars
+        self.names = list(grammars)
+        self.user_stops = list(request.stop_sequences)
+        self.format_stops = format_stops
+        choice = request.tool_choice
+        self.forced = choice.type in ("any", "tool")
+        self.max_calls = 1 if choice.disable_parallel_tool_use else MAX_CALLS
+        self.index = -1
+        self.calls = 0
+        self.stop_reason: str = "end_turn"
+        self.stop_sequence: str | None = None
+
+    def events(self) -> Iterator[StreamEvent]:
+        try:
+            if self.forced:
+                done = yield from self._call(tool_prompt.CALL_OPEN + tool_prompt.NAME_PREFIX)
+            else:
+                done = yield from self._text()
+            while done and self.calls < self.max_calls and (yield from self._another()):
+                done = yield from self._call(tool_prompt.NAME_PREFIX)
+        except _Cancelled:
+            return
+        if self.index < 0:
+            self.index = 0
+            yield text_block_start(0)
+            yield block_stop(0)
+        if self.calls and self.stop_reason == "end_turn":
+            self.stop_reason = "tool_use"
+        yield from message_finish(self.stop_reason, self.run.output_tokens, self.stop_sequence)  # type: ignore[arg-type]
+
+    def _text(self) -> Iterator[StreamEvent]:
+        """Free text until the end, a stop sequence, or ``<tool_call>`` (then True)."""
+        run = self.run
+        matcher = StopMatcher([tool_prompt.CALL_OPEN, *self.user_stops, *self.format_stops])
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        opened, hit = False, None
+        while True:
+            token = run.next_token()
+            if token < 0:
+                self.stop_reason = "max_tokens" if token == run.LIMIT else "end_turn"
+                tail = matcher.flush() + decoder.decode(b"", final=True)
+                break
+            tail, hit = matcher.feed(decoder.decode(run.piece(token)))
+            if hit is not None:
+                break
+            if not opened:
+                tail = tail.lstrip()
+            if tail:
+                if not opened:
+                    self.index, opened = self.index + 1, True
+                    yield text_block_start(self.index)
+                yield text_delta(tail, self.index)
+        if not opened:
+            tail = tail.lstrip()
+        if tail:
+            if not opened:
+                self.index, opened = self.index + 1, True
+                yield text_block_start(self.index)
+            yield text_delta(tail.rstrip() if hit == tool_prompt.CALL_OPEN else tail, self.index)
+        if opened:
+            yield block_stop(self.index)
+        if hit == tool_prompt.CALL_OPEN:
+            return (yield from self._call(tool_prompt.NAME_PREFIX))
+        if hit is not None and hit in self.user_stops:
+            self.stop_reason, self.stop_sequence = "stop_sequence", hit
+        return False
+
+    def _call(self, prefix: str) -> Iterator[StreamEvent]:
+        """One call after ``prefix``: True when it closed, False when max_tokens cut it."""
+        run = self.run
+        if len(self.names) == 1:
+            name = self.names[0]
+            run.prefill(prefix + name + '"' + tool_prompt.ARGS_PREFIX)
+        else:
+            run.prefill(prefix)
+            run.constrain(choice_gbnf(self.names, '"'))
+            written = b""
+            while not written.endswith(b'"'):
+                token = run.next_token()
+                if token < 0:  # cut before the name was known: no block was started
+                    run.constrain(None)
+                    self.stop_reason = "max_tokens"
+                    return False
+                written += run.piece(token)
+            name = written[:-1].decode("utf-8")
+            run.prefill(tool_prompt.ARGS_PREFIX)
+        self.index += 1
+        yield tool_use_start(self.index, name)
+        run.constrain(self.grammars[name])
+        end, decoder = JSONEnd(), codecs.getincrementaldecoder("utf-8")(errors="replace")
+        closed = False
+        while (token := run.next_token()) >= 0:
+            text = decoder.decode(run.piece(token))
+            at = end.feed(text)
+            if at >= 0:
+                text, closed = text[:at], True
+            if text:
+                yield input_json_delta(text, self.index)
+            if closed:
+                break
+        run.constrain(None)
+        yield block_stop(self.index)
+        if not closed:
+            self.stop_reason = "max_tokens"
+            return False
+        self.calls += 1
+        return True
+
+    def _another(self) -> Iterator[StreamEvent]:
+        """After a call: does the model open another? (Anything else ends the reply.)"""
+        run = self.run
+        run.prefill(tool_prompt.CALL_SUFFIX + "\n")
+        written = ""
+        for _ in range(PEEK_TOKENS):
+            token = run.next_token()
+            if token < 0:
+                return False
+            written += run.piece(token).decode("utf-8", errors="replace")
+            stripped = written.lstrip()
+            if stripped.startswith(tool_prompt.CALL_OPEN):
+                return True
+            if not tool_prompt.CALL_OPEN.startswith(stripped):
+                return False
+        return False
+        yield  # a generator, like the other steps
 
 
 _instances: dict[str, LocalProvider] = {}

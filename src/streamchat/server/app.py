@@ -25,7 +25,7 @@ async def not_found(request: Request, exc: HTTPException) -> Response:
     path = request.url.path
     if path.startswith("/model/"):
         render = bedrock.error_response
-    elif path.startswith("/v1/chat/"):
+    elif path.startswith(("/v1/chat/", "/v1/responses")):
         render = openai.error_response
     elif path.startswith(("/v1/", "/api/")):
         render = anthropic.error_response
@@ -38,7 +38,8 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
     config = config or ServerConfig()
     routes: list = [Route("/healthz", healthz)]
     # Each module contributes routes(config) -> list[Route].
-    for name in ("anthropic", "openai", "models", "bedrock", "history_api", "metrics", "web"):
+    modules = ("anthropic", "openai", "responses", "models", "bedrock", "history_api", "metrics")
+    for name in (*modules, "web"):
         module = __import__(f"streamchat.server.{name}", fromlist=["routes"])
         routes += module.routes(config)
     app = Starlette(

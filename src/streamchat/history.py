@@ -69,12 +69,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             INSERT INTO messages_fts(rowid, text) VALUES (new.id, new.text);
         END""",
     ),
+    # 2: tool calls, tool results and thinking. ``blocks`` holds a message's content blocks in
+    # order as JSON (Anthropic shapes) when it has more than text; ``text`` keeps its text (what
+    # search indexes and what a text-only reader shows).
+    ("ALTER TABLE messages ADD COLUMN blocks TEXT",),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 MESSAGE_FIELDS = (
     "id, conversation_id, role, text, model, input_tokens, output_tokens, ttft, total_time, "
-    "stop_reason, interrupted, error, created_at"
+    "stop_reason, interrupted, error, created_at, blocks"
 )
 CONVERSATION_FIELDS = "id, created_at, updated_at, model, provider, system, parameters, source"
 
@@ -111,7 +115,17 @@ def now() -> str:
 def _message(row: sqlite3.Row) -> dict[str, Any]:
     message = dict(row)
     message["interrupted"] = bool(message["interrupted"])
+    if "blocks" in message:
+        message["blocks"] = json.loads(message["blocks"]) if message["blocks"] else None
     return message
+
+
+def _encode_blocks(fields: dict[str, Any]) -> dict[str, Any]:
+    """``blocks`` (a list of block dicts, or ``None`` for text only) as its JSON column."""
+    blocks = fields.get("blocks")
+    if blocks is not None and not isinstance(blocks, str):
+        fields["blocks"] = json.dumps(blocks, ensure_ascii=False) if blocks else None
+    return fields
 
 
 def _conversation(row: sqlite3.Row) -> dict[str, Any]:
@@ -255,7 +269,7 @@ class HistoryStore:
 
     def add_message(self, conversation_id: int, role: str, text: str, **fields: Any) -> int:
         """Insert one message (``fields``: any other message column) and touch the conversation."""
-        fields = {"created_at": now(), **fields, "role": role, "text": text}
+        fields = _encode_blocks({"created_at": now(), **fields, "role": role, "text": text})
         fields["conversation_id"] = conversation_id
         names = ", ".join(fields)
         marks = ", ".join("?" * len(fields))
@@ -271,6 +285,7 @@ class HistoryStore:
 
     def update_message(self, message_id: int, **fields: Any) -> None:
         """Update columns of one message in a single statement (the streaming flush path)."""
+        fields = _encode_blocks(dict(fields))
         assignments = ", ".join(f"{name} = ?" for name in fields)
         with self._errors():
             self._db.execute(
@@ -384,14 +399,23 @@ class HistoryStore:
 
 
 def turns_for_model(messages: Iterable[dict[str, Any]]) -> list[dict[str, str]]:
-    """The stored messages as a request's alternating turns, as the chat kept them in memory:
-    replies that brought no text are dropped with the question they answered."""
+    """The stored messages as a request's alternating turns of text, as the chat kept them in
+    memory: replies that brought no text are dropped with the question they answered. An agent's
+    tool plumbing (a tool-call-only reply, a tool-result-only turn) is skipped, and the texts of
+    one exchange's replies join into one turn: a text chat cannot run the tools again."""
     turns: list[dict[str, str]] = []
+    plumbing = False  # tool messages skipped since the last turn kept
     for message in messages:
+        if not message["text"] and message.get("blocks"):
+            plumbing = True  # tool calls / results / thinking with no text
+            continue
         answered = bool(turns) and turns[-1]["role"] == "user"
+        after_tools, plumbing = plumbing, False
         if message["role"] == "assistant":
             if message["text"] and answered:
                 turns.append({"role": "assistant", "content": message["text"]})
+            elif message["text"] and after_tools and turns:  # the answer after a tool call
+                turns[-1]["content"] += "\n\n" + message["text"]
         else:
             if answered:
                 turns.pop()

@@ -1,4 +1,9 @@
-"""Stream metrics from event timestamps: time to first token, total time, tokens, tokens/s."""
+"""Stream metrics from event timestamps: time to first token, total time, tokens, tokens/s.
+
+Every kind of generated content counts: text, a tool call's JSON fragments and thinking. TTFT is
+the time to the first of any of them (a reply that starts with a tool call or with reasoning has
+started); a thinking block's closing ``signature_delta`` is not generated text and is not
+counted."""
 
 from __future__ import annotations
 
@@ -37,7 +42,8 @@ class Metrics:
 
 @dataclass(slots=True)
 class MetricsRecorder:
-    """Observes events as they pass (O(1) each) and keeps every text-delta arrival time."""
+    """Observes events as they pass (O(1) each) and keeps every content delta's arrival time
+    (text, tool input or thinking)."""
 
     started_at: float
     delta_times: list[float] = field(default_factory=list)
@@ -48,7 +54,8 @@ class MetricsRecorder:
     def observe(self, event: StreamEvent) -> None:
         kind = event.type
         if kind == "content_block_delta":
-            self.delta_times.append(event.timestamp)
+            if event.delta.type != "signature_delta":
+                self.delta_times.append(event.timestamp)
         elif kind == "message_start":
             self.input_tokens = event.message.usage.input_tokens
         elif kind == "message_delta":
@@ -59,7 +66,7 @@ class MetricsRecorder:
             self.ended_at = event.timestamp
 
     def gaps(self) -> list[float]:
-        """Seconds between consecutive text deltas."""
+        """Seconds between consecutive content deltas."""
         times = self.delta_times
         return [b - a for a, b in pairwise(times)]
 

@@ -19,6 +19,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+from .accumulate import parse_partial_json
 from .errors import HistoryError, StreamchatError
 from .events import StreamEvent, close_events
 from .history import HistoryStore
@@ -28,6 +29,48 @@ log = logging.getLogger("streamchat.history")
 
 FLUSH_SECONDS = 0.5  # a streaming reply's text reaches the database at least this often...
 FLUSH_TOKENS = 256  # ...or after this many tokens, whichever comes first
+
+
+class _Block:
+    """One content block of a streaming reply: its fragments kept in a list (O(1) per token),
+    joined only when the row is written."""
+
+    __slots__ = ("id", "input", "kind", "name", "parts", "signature")
+
+    def __init__(self, kind: str, id: str = "", name: str = "", input: Any = None) -> None:
+        self.kind = kind
+        self.id = id
+        self.name = name
+        self.input = input  # a tool call's input given whole at its start (rare)
+        self.parts: list[str] = []  # text, thinking, or a tool call's JSON fragments
+        self.signature: list[str] = []
+
+    def to_dict(self) -> dict[str, Any]:
+        """The block as stored; a tool call cut short keeps its raw JSON in ``partial_json``
+        beside the members that arrived whole (``input``)."""
+        joined = "".join(self.parts)
+        if self.kind == "text":
+            return {"type": "text", "text": joined}
+        if self.kind == "thinking":
+            return {"type": "thinking", "thinking": joined, "signature": "".join(self.signature)}
+        block: dict[str, Any] = {"type": "tool_use", "id": self.id, "name": self.name}
+        if not joined:
+            block["input"] = self.input if self.input is not None else {}
+            return block
+        try:
+            block["input"] = json.loads(joined)
+        except ValueError:
+            block["input"] = parse_partial_json(joined)
+            block["partial_json"] = joined
+        return block
+
+
+_DELTA_PARTS = {  # delta type -> (block kind, attribute holding its fragment)
+    "text_delta": ("text", "text"),
+    "input_json_delta": ("tool_use", "partial_json"),
+    "thinking_delta": ("thinking", "thinking"),
+    "signature_delta": ("thinking", "signature"),
+}
 
 
 class ReplyRecorder:
@@ -51,7 +94,8 @@ class ReplyRecorder:
         self.flush_tokens = flush_tokens
         self.on_error = on_error
         self.failed: HistoryError | None = None
-        self._parts: list[str] = []
+        self._blocks: dict[int, _Block] = {}  # by stream index
+        self._text_parts: list[str] = []  # every text fragment, in order: the searchable text
         self._pending = 0
         self._flushed_at = self._last_at = 0.0  # event timestamps (perf_counter)
         self._model: str | None = None
@@ -65,13 +109,39 @@ class ReplyRecorder:
 
     @property
     def text(self) -> str:
-        return "".join(self._parts)
+        return "".join(self._text_parts)
+
+    @property
+    def blocks(self) -> list[dict[str, Any]] | None:
+        """Every block in order when the reply has more than text (tool calls, thinking);
+        ``None`` for a text-only reply, which the ``text`` column holds whole."""
+        if all(block.kind == "text" for block in self._blocks.values()):
+            return None
+        return [self._blocks[index].to_dict() for index in sorted(self._blocks)]
+
+    @property
+    def has_tool_calls(self) -> bool:
+        return any(block.kind == "tool_use" for block in self._blocks.values())
+
+    def _fields(self) -> dict[str, Any]:
+        return {"text": self.text, "blocks": self.blocks}
 
     def feed(self, event: StreamEvent) -> bool:
         """Take one event (no I/O); ``True`` when :meth:`flush` is due."""
         kind = event.type
         if kind == "content_block_delta":
-            self._parts.append(event.delta.text)
+            delta = event.delta
+            block_kind, attribute = _DELTA_PARTS[delta.type]
+            block = self._blocks.get(event.index)
+            if block is None:  # a text block may start implicitly
+                block = self._blocks[event.index] = _Block(block_kind)
+            fragment = getattr(delta, attribute)
+            if delta.type == "signature_delta":
+                block.signature.append(fragment)
+            else:
+                block.parts.append(fragment)
+                if block_kind == "text":
+                    self._text_parts.append(fragment)
             self._pending += 1
             self._last_at = event.timestamp
             return (
@@ -79,7 +149,19 @@ class ReplyRecorder:
                 or self._pending >= self.flush_tokens
                 or event.timestamp - self._flushed_at >= self.flush_seconds
             )
-        if kind == "message_start":
+        if kind == "content_block_start":
+            start = event.content_block
+            if start.type == "tool_use":
+                given = start.input if start.input else None
+                self._blocks[event.index] = _Block("tool_use", start.id, start.name, given)
+            else:
+                self._blocks[event.index] = block = _Block(start.type)
+                if start.type == "text" and start.text:
+                    block.parts.append(start.text)
+                    self._text_parts.append(start.text)
+                elif start.type == "thinking" and start.thinking:
+                    block.parts.append(start.thinking)
+        elif kind == "message_start":
             self._model = event.message.model
             self._input_tokens = event.message.usage.input_tokens
         elif kind == "message_delta":
@@ -106,13 +188,15 @@ class ReplyRecorder:
             if self.message_id is None:
                 self._write(self._create)
             else:
-                self._write(lambda: self.store.update_message(self.message_id, text=self.text))
+                self._write(lambda: self.store.update_message(self.message_id, **self._fields()))
 
     def _create(self) -> None:
+        fields = self._fields()
         self.message_id = self.store.add_message(
             self.conversation_id,
             "assistant",
-            self.text,
+            fields.pop("text"),
+            **fields,
             model=self._model,
             input_tokens=self._input_tokens,
             interrupted=1,
@@ -133,7 +217,7 @@ class ReplyRecorder:
         if self.message_id is None:
             self._write(self._create)
         fields: dict[str, Any] = {
-            "text": self.text,
+            **self._fields(),
             "stop_reason": self._stop_reason,
             "interrupted": int(interrupted),
             "error": error or self._error,
@@ -156,10 +240,39 @@ class ReplyRecorder:
                 self.on_error(error)
 
 
-def thread_key(system: str | None, turns: Iterable[tuple[str, str]]) -> str:
-    """A digest of a conversation's system prompt and turns, to recognise its continuation."""
+def thread_key(system: str | None, turns: Iterable[Any]) -> str:
+    """A digest of a conversation's system prompt and turns (see :func:`turn_key`), to
+    recognise its continuation."""
     data = json.dumps([system or "", *turns], ensure_ascii=False)
     return hashlib.sha256(data.encode()).hexdigest()
+
+
+def _tool_part(block: Any) -> list[Any] | None:
+    """What identifies a tool call or result in a turn: ids, names, input, result text. Thinking
+    is left out (clients and protocols that cannot carry it drop it when they send a reply back)."""
+    if isinstance(block, dict):
+        kind = block.get("type")
+        if kind == "tool_use":
+            block_id, name, data = block.get("id"), block.get("name"), block.get("input")
+            return ["tool_use", block_id, name, json.dumps(data, sort_keys=True)]
+        return None
+    if block.type == "tool_use":
+        return ["tool_use", block.id, block.name, json.dumps(block.input, sort_keys=True)]
+    if block.type == "tool_result":
+        return ["tool_result", block.tool_use_id, block.text, block.is_error]
+    return None
+
+
+def turn_key(role: str, text: str, blocks: Iterable[Any] = ()) -> Any:
+    """One turn as :func:`thread_key` digests it: ``(role, text)`` when it holds no tool call
+    or result (as before tools existed, so older keys still match), else with those too.
+    ``blocks`` are a request turn's blocks or a recorded reply's block dicts."""
+    tools = [part for part in map(_tool_part, blocks) if part is not None]
+    return (role, text, tools) if tools else (role, text)
+
+
+def request_turn_keys(request: Any) -> list[Any]:
+    return [turn_key(turn.role, turn.content, turn.blocks) for turn in request.messages]
 
 
 async def record_stream(
@@ -221,9 +334,10 @@ def _open_request(
     try:
         if not isinstance(store, HistoryStore):
             store = shared_store(store)
-        turns = [(turn.role, turn.content) for turn in request.messages]
+        turns = list(request.messages)
         if conversation_id is None and len(turns) > 1:
-            conversation_id = store.claim_thread(thread_key(request.system, turns[:-1]))
+            keys = request_turn_keys(request)[:-1]
+            conversation_id = store.claim_thread(thread_key(request.system, keys))
         if conversation_id is None:
             parameters = {
                 k: getattr(request, k)
@@ -239,8 +353,9 @@ def _open_request(
             )
         else:
             turns = turns[-1:]
-        for role, text in turns:
-            store.add_message(conversation_id, role, text)
+        for turn in turns:
+            blocks = [block.to_dict() for block in turn.blocks] or None
+            store.add_message(conversation_id, turn.role, turn.content, blocks=blocks)
     except HistoryError as error:
         warn(error)
         return None
@@ -252,9 +367,9 @@ def _finish_request(
 ) -> None:
     """The final write, then mark the conversation as continuable by its next request."""
     recorder.finish(metrics, error=error)
-    if recorder.failed is None and recorder.text:
-        turns = [(turn.role, turn.content) for turn in request.messages]
-        key = thread_key(request.system, [*turns, ("assistant", recorder.text)])
+    if recorder.failed is None and (recorder.text or recorder.has_tool_calls):
+        reply = turn_key("assistant", recorder.text, recorder.blocks or ())
+        key = thread_key(request.system, [*request_turn_keys(request), reply])
         with suppress(HistoryError):
             recorder.store.set_thread(recorder.conversation_id, key)
 

@@ -9,11 +9,15 @@ A tape, line by line::
 
     {"tape": 1, "key": "<sha256>", "recorded_at": "…", "model": ..., "provider": ..., "request": {}}
     {"t": 0.0123, "event": {"type": "message_start", ...}}     # one line per event
+    {"t": 0.0130, "event": {"type": "content_block_start", "index": 0,
+                            "content_block": {"type": "tool_use", "id": "toolu_…", ...}}}
     {"t": 0.2, "raise": {"type": "overloaded_error", "message": "Overloaded"}}   # an exception
     {"end": "complete" | "error" | "raise", "t": 0.9, "usage": {"input_tokens": 9, ...}}
 
-Only the canonical request is written (messages, system, sampling parameters): no headers, so no
-API keys or signatures can end up in a tape.
+Every canonical event is kept as sent, tool calls (ids, names, input fragments) and thinking (text
+and signature) included, so a replay serves them to any protocol. Only the canonical request is
+written (messages with their tool calls and results, system, tools, sampling parameters): no
+headers, so no API keys or request signatures can end up in a tape.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from typing import Any
 
 from .errors import StreamchatError
 from .events import StreamEvent, close_events
-from .recorder import thread_key
+from .recorder import request_turn_keys, thread_key
 from .request import MessageRequest
 
 TAPE_VERSION = 1
@@ -42,9 +46,34 @@ _numbers = itertools.count(1)
 
 
 def request_key(request: MessageRequest) -> str:
-    """What a replay matches on: system prompt and turns, not the model (protocols name models
-    differently, and a tape recorded from Bedrock must answer the Anthropic SDK)."""
-    return thread_key(request.system, [(turn.role, turn.content) for turn in request.messages])
+    """What a replay matches on: system prompt, turns (their text, tool calls and tool results,
+    so an agent loop's second request finds the tape of its own step) and the tools offered;
+    not the model (protocols name models differently, and a tape recorded from Bedrock must
+    answer the Anthropic SDK), nor thinking or tool_choice settings, which not every protocol
+    can express. A text-only request without tools keys as it did before tools existed."""
+    turns: list[Any] = request_turn_keys(request)
+    if request.tools:
+        tools = [[t.name, t.description, t.input_schema] for t in request.tools]
+        turns.append({"tools": json.dumps(tools, sort_keys=True, ensure_ascii=False)})
+    return thread_key(request.system, turns)
+
+
+def request_record(request: MessageRequest) -> dict[str, Any]:
+    """The canonical request as a tape's header keeps it: a text-only turn as ``{role,
+    content}``, a turn with tool calls, results or thinking with its ``blocks`` too; tool
+    settings only when tools are offered."""
+    record = asdict(request)
+    record["messages"] = [
+        {"role": turn.role, "content": turn.content}
+        | ({"blocks": [block.to_dict() for block in turn.blocks]} if turn.blocks else {})
+        for turn in request.messages
+    ]
+    if not request.tools:
+        del record["tools"], record["tool_choice"]
+    for name in ("thinking", "output_format"):
+        if record[name] is None:
+            del record[name]
+    return record
 
 
 @dataclass(slots=True)
@@ -134,7 +163,7 @@ def record_tape(
         "recorded_at": datetime.now(UTC).isoformat(),
         "model": request.model,
         "provider": provider,
-        "request": asdict(request),
+        "request": request_record(request),
     }
     return _record(Path(directory), key, header, events, started)
 

@@ -1,5 +1,11 @@
 """``streamchat ask``: one prompt in, the streamed reply out; friendly to pipes and scripts.
 
+stdout carries the answer: its text, and each tool call on a line of its own as it streams
+(``⚙ get_weather({"city": "Paris"})``), since a call is what the model answered. Thinking is
+not the answer: it goes to stderr (dimmed on a terminal), so ``ask ... > answer.txt`` or a pipe
+gets only the answer while a person watching still sees the reasoning. ``--json`` prints every
+canonical event (text, tool input and thinking deltas alike) as JSON lines.
+
 Each ask is logged to the history as a one-turn conversation, written as it streams.
 """
 
@@ -8,9 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TextIO
 
 from ..client import Client
 from ..errors import InvalidRequestError, StreamchatError
+from .blocks import HELPER_EVENTS, Piece, ReplyView
 from .history import ChatLog, add_history_options, warn
 from .options import add_model_options, conversation_info, request_params
 
@@ -50,33 +58,35 @@ def run(args: argparse.Namespace) -> int:
     recorder = log.recorder()
     out = sys.stdout
     stream = None
-    ended_with_newline = True
+    view = ReplyView()
+    printer = _Printer(out, sys.stderr)
     interrupted, error_text = True, None  # until the stream ends normally
     try:
         with client.messages.stream(
             messages=[{"role": "user", "content": prompt}], **request_params(args)
         ) as stream:
             for event in stream:
+                if event.type in HELPER_EVENTS:
+                    continue  # the SDK-style text / input_json / thinking helpers: not canonical
                 if recorder is not None:
                     recorder.observe(event)
                 if args.json:
                     out.write(json.dumps(event.to_dict(), ensure_ascii=False) + "\n")
                     out.flush()
-                elif event.type == "content_block_delta" and event.delta.text:
-                    out.write(event.delta.text)
-                    out.flush()
-                    ended_with_newline = event.delta.text.endswith("\n")
+                else:
+                    printer.show(view.feed(event))
         interrupted = False
     except KeyboardInterrupt:
-        if not args.json and not ended_with_newline:
-            out.write("\n")
+        if not args.json:
+            printer.show(view.close())
+            printer.end()
         print("streamchat: interrupted", file=sys.stderr)
         return 130
     except StreamchatError as error:
         error_text = f"{error.error_type}: {error.message}"
-        if not args.json and not ended_with_newline:
-            out.write("\n")
-            out.flush()
+        if not args.json:
+            printer.show(view.close())
+            printer.end()
         raise
     finally:
         if recorder is not None:
@@ -85,7 +95,55 @@ def run(args: argparse.Namespace) -> int:
         log.close()
         if args.stats and stream is not None:
             print(stream.metrics.summary(), file=sys.stderr)
-    if not args.json and not ended_with_newline:
-        out.write("\n")
+    if not args.json:
+        printer.end()
     out.flush()
     return 0
+
+
+DIM, RESET = "\x1b[2m", "\x1b[0m"
+
+
+class _Printer:
+    """Writes :class:`ReplyView` pieces: answer and tool calls to ``out``, each call on its own
+    line; thinking to ``err``, dimmed when ``err`` is a terminal."""
+
+    def __init__(self, out: TextIO, err: TextIO) -> None:
+        self.out, self.err = out, err
+        self.dim = err.isatty()
+        self.at_line_start = True  # on out
+        self.thinking = False
+
+    def _write(self, text: str) -> None:
+        if text:
+            self.out.write(text)
+            self.at_line_start = text.endswith("\n")
+
+    def show(self, pieces: list[Piece]) -> None:
+        for kind, text in pieces:
+            if kind in ("thinking", "thinking_end"):
+                self._think(kind, text)
+                continue
+            if kind == "tool_start" and not self.at_line_start:
+                self._write("\n")
+            self._write(text)
+            if kind == "tool_end":
+                self._write("\n")
+        if pieces:
+            self.out.flush()
+
+    def _think(self, kind: str, text: str) -> None:
+        if kind == "thinking":
+            self.thinking = True
+            self.err.write(f"{DIM}{text}{RESET}" if self.dim else text)
+        elif self.thinking:
+            self.thinking = False
+            self.err.write("\n")
+        self.err.flush()
+
+    def end(self) -> None:
+        """End the output with exactly one newline."""
+        self._think("thinking_end", "")
+        if not self.at_line_start:
+            self._write("\n")
+        self.out.flush()

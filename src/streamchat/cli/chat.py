@@ -3,6 +3,9 @@
 In a terminal: prompt_toolkit line editing and history, coloured prompts, the reply styled as
 Markdown while it streams (O(1) per token). Ctrl-C stops a reply and keeps its partial text;
 ``quit``/``exit``/Ctrl-D leave. Without a terminal: plain lines in, plain replies out.
+A tool call (``--tools FILE``, or a model that calls one) shows compactly on its own line,
+``⚙ name({...})``, and thinking (``--thinking BUDGET``) dimmed before the answer; the chat
+cannot run tools, so it keeps only the replies' text.
 Every turn is logged to the history as it streams; ``--continue``/``--resume ID`` pick one up.
 ``--web`` serves the chat page to a browser instead (see :mod:`.web`).
 """
@@ -18,12 +21,16 @@ from ..client import Client
 from ..errors import InvalidRequestError, StreamchatError
 from ..history import data_dir, private_dir, turns_for_model
 from ..recorder import ReplyRecorder
+from .blocks import HELPER_EVENTS, Piece, ReplyView
 from .history import ChatLog, add_history_options, recap, warn
 from .markdown import MarkdownStyler
 from .options import add_model_options, conversation_info, model_label, preload, request_params
 from .web import add_web_options, run_web
 
 QUIT_WORDS = {"quit", "exit", ":q", "/quit", "/exit"}
+TOOL_STYLE = "bold cyan"
+TOOL_INPUT_STYLE = "cyan"
+THINKING_STYLE = "dim italic"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -56,6 +63,9 @@ class Terminal:
         self.session: Any = PromptSession(history=history)
         self.console = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
         self.styler = MarkdownStyler()
+        self.at_line_start = True  # after the "Assistant: " label too: a call may follow it
+        self.thinking = False  # inside a thinking block
+        self.call_ended_line = False  # the last thing shown was a tool call and its newline
 
     def info(self, text: str, style: str = "dim") -> None:
         self.console.print(text, style=style)
@@ -67,15 +77,42 @@ class Terminal:
 
     def start_reply(self, label: str) -> None:
         self.console.print(f"{label}: ", style="bold green", end="")
+        self.at_line_start = True
 
     def write(self, text: str) -> None:
         self._print(self.styler.feed(text))
+
+    def show(self, pieces: list[Piece]) -> None:
+        """Text styled as Markdown; a tool call on a line of its own in cyan; thinking dimmed."""
+        for kind, text in pieces:
+            self.call_ended_line = False
+            if kind == "text":
+                self.write(text)
+                continue
+            self._print(self.styler.close())  # a tool call or thinking ends the text before it
+            opens = kind == "tool_start" or (kind == "thinking" and not self.thinking)
+            if opens and not self.at_line_start:
+                self._print([("\n", "")])
+            self.thinking = kind == "thinking"
+            if kind == "tool_start":
+                self._print([(text, TOOL_STYLE)])
+            elif kind in ("tool", "tool_end"):
+                self._print([(text, TOOL_INPUT_STYLE)])
+                if kind == "tool_end":
+                    self._print([("\n", "")])
+                    self.call_ended_line = True
+            elif kind == "thinking":
+                self._print([(text, THINKING_STYLE)])
+            elif not self.at_line_start:  # thinking_end
+                self._print([("\n", "")])
 
     def end_reply(self, note: str | None = None) -> None:
         self._print(self.styler.close())
         if note:
             self.console.print(f" [{note}]", style="dim yellow", end="")
-        self.console.print()
+        if note or not self.call_ended_line:
+            self.console.print()
+        self.at_line_start, self.call_ended_line = True, False
 
     def _print(self, segments: list[tuple[str, str]]) -> None:
         from rich.text import Text
@@ -85,6 +122,7 @@ class Terminal:
             for chunk, style in segments:
                 text.append(chunk, style or None)
             self.console.print(text, end="")
+            self.at_line_start = text.plain.endswith("\n") if text.plain else self.at_line_start
 
 
 class PlainTerminal:
@@ -92,6 +130,9 @@ class PlainTerminal:
 
     def __init__(self, show_prompts: bool) -> None:
         self.show_prompts = show_prompts
+        self.at_line_start = True
+        self.thinking = False
+        self.call_ended_line = False
 
     def info(self, text: str, style: str = "") -> None:
         print(text, file=sys.stdout if self.show_prompts else sys.stderr, flush=True)
@@ -107,40 +148,69 @@ class PlainTerminal:
     def start_reply(self, label: str) -> None:
         if self.show_prompts:
             print(f"{label}: ", end="", flush=True)
+        self.at_line_start = True
 
     def write(self, text: str) -> None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        if text:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            self.at_line_start = text.endswith("\n")
+
+    def show(self, pieces: list[Piece]) -> None:
+        """Text and tool calls (each on its own line) on stdout; thinking on stderr, as ``ask``
+        does: a pipe reading the replies gets answers only."""
+        for kind, text in pieces:
+            if kind == "thinking":
+                self.thinking = True
+                sys.stderr.write(text)
+                sys.stderr.flush()
+            elif kind == "thinking_end":
+                if self.thinking:
+                    print(file=sys.stderr, flush=True)
+                self.thinking = False
+            else:
+                if kind == "tool_start" and not self.at_line_start:
+                    self.write("\n")
+                self.write(text + ("\n" if kind == "tool_end" else ""))
+                self.call_ended_line = kind == "tool_end"
 
     def end_reply(self, note: str | None = None) -> None:
-        print(f" [{note}]" if note else "", flush=True)
+        if note or not self.call_ended_line:
+            print(f" [{note}]" if note else "", flush=True)
+        self.at_line_start, self.call_ended_line = True, False
 
 
 def stream_reply(
     client: Client,
     conversation: list[dict[str, str]],
     params: dict[str, Any],
-    write: Callable[[str], None],
+    show: Callable[[list[Piece]], None],
     recorder: ReplyRecorder | None = None,
 ) -> tuple[str, Any, str | None]:
     """Stream one reply: ``(text, metrics or None, note)``; Ctrl-C ends it early, kept.
 
+    ``show`` gets what to display (:class:`ReplyView` pieces: text, tool calls, thinking);
     ``recorder`` sees every event, so the history holds what arrived however the reply ends.
+    The text is what the conversation keeps: a tool call cannot be run here, so a reply that
+    only calls a tool keeps nothing (the turn is dropped, as for an empty reply).
     """
     stream = None
     note = error_text = None
+    view = ReplyView()
     try:
         with client.messages.stream(messages=conversation, **params) as stream:
             for event in stream:
+                if event.type in HELPER_EVENTS:
+                    continue
                 if recorder is not None:
                     recorder.observe(event)
-                if event.type == "content_block_delta":
-                    write(event.delta.text)
+                show(view.feed(event))
     except KeyboardInterrupt:
         note = "stopped"
     except StreamchatError as error:
         note = f"error: {error.message}"
         error_text = f"{error.error_type}: {error.message}"
+    show(view.close())
     metrics = stream.metrics if stream is not None else None
     if recorder is not None:
         recorder.finish(metrics, interrupted=note is not None, error=error_text)
@@ -196,7 +266,7 @@ def run(args: argparse.Namespace) -> int:
         conversation.append({"role": "user", "content": user_input})
         log.user(user_input)
         ui.start_reply("Assistant")
-        reply, metrics, note = stream_reply(client, conversation, params, ui.write, log.recorder())
+        reply, metrics, note = stream_reply(client, conversation, params, ui.show, log.recorder())
         ui.end_reply(note)
         if reply:
             conversation.append({"role": "assistant", "content": reply})

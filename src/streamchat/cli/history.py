@@ -21,6 +21,7 @@ from ..history import HistoryStore, db_path, turns_for_model
 from ..recorder import ReplyRecorder, shared_store
 
 MARK_START, MARK_END = "\x02", "\x03"  # how HistoryStore.search marks matches in snippets
+COMPACT_CALL = 100  # a tool call up to this long is shown on one line
 
 
 def add_history_options(parser: argparse.ArgumentParser, *, resume: bool = False) -> None:
@@ -186,8 +187,63 @@ def to_markdown(conversation: dict[str, Any]) -> str:
                 notes.append(f"error: {message['error']}")
         heading = "User" if message["role"] == "user" else "Assistant"
         suffix = f" ({' · '.join(notes)})" if notes else ""
-        lines += ["", f"## {heading}{suffix}", "", message["text"]]
+        lines += ["", f"## {heading}{suffix}", ""]
+        if message.get("blocks"):
+            lines += block_lines(message["blocks"])
+        else:
+            lines.append(message["text"])
     return "\n".join(lines) + "\n"
+
+
+def fence(text: str, info: str = "") -> list[str]:
+    """A code fence longer than any backtick run inside ``text``, so nothing can close it."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    mark = "`" * max(3, longest + 1)
+    return [f"{mark}{info}", text, mark]
+
+
+def tool_call(block: dict[str, Any]) -> str:
+    """A tool call on one line: ``get_weather({"city": "Paris"})`` (as ask and chat print it)."""
+    arguments = block.get("partial_json") or json.dumps(block.get("input"), ensure_ascii=False)
+    return f"{block.get('name', '?')}({arguments})"
+
+
+def block_lines(blocks: list[dict[str, Any]]) -> list[str]:
+    """Markdown for a message's blocks in order: text as is, thinking quoted, tool calls and
+    results as labelled code blocks."""
+    lines: list[str] = []
+    for block in blocks:
+        kind = block.get("type")
+        if lines:
+            lines.append("")
+        if kind == "text":
+            lines.append(block.get("text", ""))
+        elif kind == "thinking":
+            lines.append("> *Thinking*")
+            lines += ["> " + line if line else ">" for line in block["thinking"].split("\n")]
+        elif kind == "tool_use":
+            cut = " (cut short)" if "partial_json" in block else ""
+            lines.append(f"**Tool call** · `{block.get('id')}`{cut}")
+            lines.append("")
+            call = tool_call(block)
+            if len(call) > COMPACT_CALL or "\n" in call:  # long: the input laid out
+                call = f"{block.get('name')}(\n{json.dumps(block.get('input'), indent=2)}\n)"
+                if "partial_json" in block:
+                    call = f"{block.get('name')}({block['partial_json']})"
+            lines += fence(call)
+        elif kind == "tool_result":
+            error = " (error)" if block.get("is_error") else ""
+            lines.append(f"**Tool result** for `{block.get('tool_use_id')}`{error}")
+            lines.append("")
+            lines += fence(tool_result_text(block))
+    return lines
+
+
+def tool_result_text(block: dict[str, Any]) -> str:
+    content = block.get("content")
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return content or ""
 
 
 # -- the command ------------------------------------------------------------------------------

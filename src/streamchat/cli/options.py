@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 from typing import Any
 
 from ..errors import InvalidRequestError, StreamchatError
 from ..providers import resolve
-from ..request import MAX_TOKENS_LIMIT
+from ..request import MAX_TOKENS_LIMIT, MIN_THINKING_BUDGET
 
 
 def bounded(kind: type, low: float, high: float = math.inf):
@@ -60,8 +61,34 @@ def add_model_options(parser: argparse.ArgumentParser, *, max_tokens: int) -> No
         "--stop", action="append", default=None, metavar="TEXT", help="stop sequence (repeatable)"
     )
     parser.add_argument(
+        "--tools",
+        type=tools_file,
+        metavar="FILE",
+        help="offer the model these tools: a JSON file with a list of Anthropic-style tool "
+        "definitions ({name, description, input_schema}); calls are shown, not run",
+    )
+    parser.add_argument(
+        "--thinking",
+        type=bounded(int, MIN_THINKING_BUDGET, MAX_TOKENS_LIMIT),
+        metavar="BUDGET",
+        help=f"let the model think first, up to BUDGET tokens (at least {MIN_THINKING_BUDGET})",
+    )
+    parser.add_argument(
         "--stats", action="store_true", help="print TTFT, tokens and tokens/s after each reply"
     )
+
+
+def tools_file(path: str) -> list[Any]:
+    """``--tools FILE``: a JSON list of tool definitions (one object is a list of one); the
+    definitions themselves are checked with the request, naming the field."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            tools = json.load(file)
+    except OSError as error:
+        raise argparse.ArgumentTypeError(f"cannot read {path}: {error.strerror}") from None
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{path} is not JSON: {error}") from None
+    return [tools] if isinstance(tools, dict) else tools
 
 
 # The environment variable each SDK reads its endpoint from: --base-url sets it.
@@ -86,7 +113,7 @@ def apply_endpoint(args: argparse.Namespace) -> None:
 
 def request_params(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments for ``client.messages.stream`` from the parsed options."""
-    return {
+    params: dict[str, Any] = {
         "model": args.model,
         "system": args.system,
         "max_tokens": args.max_tokens,
@@ -95,6 +122,11 @@ def request_params(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
         "stop_sequences": args.stop,
     }
+    if getattr(args, "tools", None):
+        params["tools"] = args.tools
+    if getattr(args, "thinking", None):
+        params["thinking"] = {"type": "enabled", "budget_tokens": args.thinking}
+    return params
 
 
 def model_label(model: str | None) -> str:
@@ -120,5 +152,6 @@ def conversation_info(args: argparse.Namespace, default_model: str) -> dict[str,
     except (KeyError, StreamchatError):
         provider = None
     params = request_params(args)
-    parameters = {k: v for k, v in params.items() if k not in ("model", "system") and v is not None}
+    skip = ("model", "system", "tools")  # tool definitions are long, and not sampling
+    parameters = {k: v for k, v in params.items() if k not in skip and v is not None}
     return {"model": model, "provider": provider, "system": args.system, "parameters": parameters}

@@ -17,8 +17,11 @@ Spec: comma-separated ``NAME[=VALUE][@TOKENS]``, e.g.
 - ``ping=P``: a ping before each event after ``message_start``, each with probability P
 - ``stall=[P:]DURATION@N``: pause DURATION after N tokens; ``slow=[P:]DURATION``: before each token
 
-P defaults to 1 and N to 1; durations take ``s`` or ``ms``. A bare name (``overload``) means
-"always", which is what the per-request header ``x-streamchat-fault`` is for; ``none`` disables.
+A token is any content delta: text, a tool call's JSON fragment or thinking (so
+``midstream_error@3`` can strike inside a tool call's input); a thinking block's closing
+signature is not a token. P defaults to 1 and N to 1; durations take ``s`` or ``ms``. A bare
+name (``overload``) means "always", which is what the per-request header
+``x-streamchat-fault`` is for; ``none`` disables.
 """
 
 from __future__ import annotations
@@ -259,6 +262,8 @@ async def inject(events: AsyncIterator[StreamEvent], faults: Faults) -> AsyncIte
     try:
         async for event in events:
             kind = event.type
+            if kind == "content_block_delta" and event.delta.type == "signature_delta":
+                kind = "signature"  # ends a thinking block: not a token, never a fault point
             if started and faults.ping_rate and pings.random() < faults.ping_rate:
                 yield PingEvent()
             if kind == "content_block_delta" or kind in _ENDINGS:

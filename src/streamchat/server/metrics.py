@@ -95,7 +95,7 @@ class ServerMetrics:
         )
         self.ttft = Histogram(
             "streamchat_time_to_first_token_seconds",
-            "Stream opened -> first text delta ready to send",
+            "Stream opened -> first content delta (text, tool input or thinking) ready to send",
             LABELS,
             buckets=TTFT_BUCKETS,
             registry=registry,
@@ -109,7 +109,7 @@ class ServerMetrics:
         )
         self.output_tokens = Counter(
             "streamchat_output_tokens",
-            "Tokens generated (final usage; text deltas for replies cut short)",
+            "Tokens generated (final usage; content deltas for replies cut short)",
             LABELS,
             registry=registry,
         )
@@ -172,7 +172,7 @@ class StreamObserver:
         try:
             async for event in events:
                 kind = event.type
-                if kind == "content_block_delta":
+                if kind == "content_block_delta" and event.delta.type != "signature_delta":
                     if not deltas:
                         elapsed = time.perf_counter() - self.started
                         self.metrics.ttft.labels(*self.labels).observe(elapsed)

@@ -1,0 +1,438 @@
+"""Tool use and reasoning on Bedrock Runtime: Converse / ConverseStream judged by boto3 (every
+member name checked against botocore's service model as it parses), invoke and
+invoke-with-response-stream by ``anthropic.AnthropicBedrock``; scripted provider behind."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import urlencode
+
+import anthropic
+import boto3
+import botocore.exceptions
+import pytest
+from botocore.config import Config
+
+from serving import serve_in_thread
+from streamchat.providers import get_provider
+from streamchat.providers.scripted import JSON_FRAGMENT, ScriptedProvider
+from streamchat.request import MAX_TOOLS
+from streamchat.server.common import ServerConfig
+
+CITY = {"city": "Paris", "days": 3, "units": ["C", "F"]}
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string"},
+        "days": {"type": "integer"},
+        "units": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": ["city"],
+}
+THOUGHT = "The user wants Paris weather, so I call the tool."
+THINKING = {"thinking": {"type": "enabled", "budget_tokens": 1024}}
+QUESTION = [{"role": "user", "content": [{"text": "What is the weather in Paris?"}]}]
+SPEC = {
+    "name": "get_weather",
+    "description": "The weather in a city",
+    "inputSchema": {"json": SCHEMA},
+}
+TIME_SPEC = {**SPEC, "name": "get_time", "description": "The time in a city"}
+
+
+def tool_config(choice: dict[str, Any] | None = None, *specs: dict[str, Any]) -> dict[str, Any]:
+    config: dict[str, Any] = {"tools": [{"toolSpec": s} for s in specs or (SPEC,)]}
+    if choice is not None:
+        config["toolChoice"] = choice
+    return config
+
+
+Start = Callable[..., tuple[str, ScriptedProvider]]
+
+
+@pytest.fixture
+def start(fresh_providers: None, sdk_credentials: None) -> Iterator[Start]:
+    """``start(**scripted options)`` -> (URL of a server on that script, its provider)."""
+    with contextlib.ExitStack() as stack:
+
+        def run(**options: object) -> tuple[str, ScriptedProvider]:
+            spec = "scripted?" + urlencode(options)
+            url = stack.enter_context(serve_in_thread(ServerConfig(default_model=spec, models=[])))
+            provider = get_provider(spec)
+            assert isinstance(provider, ScriptedProvider)
+            return url, provider
+
+        yield run
+
+
+def tool_spec(**options: object) -> dict[str, object]:
+    return {"tool_input": json.dumps(CITY), **options}
+
+
+def bedrock(url: str) -> Any:
+    return boto3.client(
+        "bedrock-runtime",
+        endpoint_url=url,
+        region_name="us-west-2",
+        config=Config(retries={"total_max_attempts": 1}),
+    )
+
+
+def claude(url: str) -> anthropic.AnthropicBedrock:
+    return anthropic.AnthropicBedrock(
+        base_url=url, aws_access_key="x", aws_secret_key="y", aws_region="us-west-2", max_retries=0
+    )
+
+
+def stream_events(response: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [(kind, body) for event in response["stream"] for kind, body in event.items()]
+
+
+# -- ConverseStream --------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("choice", "name"),
+    [({"any": {}}, "get_weather"), ({"tool": {"name": "get_time"}}, "get_time"), (None, None)],
+)
+def test_converse_stream_streams_a_tool_call(choice, name, start) -> None:
+    url, provider = start(**tool_spec())
+    config = tool_config(choice, SPEC, TIME_SPEC)
+    events = stream_events(
+        bedrock(url).converse_stream(modelId="m", messages=QUESTION, toolConfig=config)
+    )
+    kinds = [kind for kind, _ in events]
+    raw = json.dumps(CITY)
+    fragments = [raw[i : i + JSON_FRAGMENT] for i in range(0, len(raw), JSON_FRAGMENT)]
+    assert kinds == [
+        "messageStart",
+        "contentBlockStart",
+        *["contentBlockDelta"] * len(fragments),
+        "contentBlockStop",
+        "messageStop",
+        "metadata",
+    ]
+    start_event = events[1][1]
+    assert start_event["contentBlockIndex"] == 0
+    tool = start_event["start"]["toolUse"]
+    assert tool["name"] == (name or "get_weather")  # auto: the scripted model calls the first
+    assert tool["toolUseId"].startswith("toolu_")
+    deltas = [
+        body["delta"]["toolUse"]["input"] for kind, body in events if kind == "contentBlockDelta"
+    ]
+    assert deltas == fragments
+    assert events[-2][1] == {"stopReason": "tool_use"}
+    expected = {"any": "any", "tool": "tool", None: "auto"}[choice and next(iter(choice))]
+    assert provider.requests[0].tool_choice.type == expected
+
+
+def test_converse_stream_streams_reasoning_then_text(start) -> None:
+    url, _ = start(text="Sunny in Paris.", thinking=THOUGHT)
+    events = stream_events(
+        bedrock(url).converse_stream(
+            modelId="m",
+            messages=QUESTION,
+            additionalModelRequestFields=THINKING,
+            inferenceConfig={"maxTokens": 2048},
+        )
+    )
+    reasoning = [
+        body["delta"]["reasoningContent"]
+        for kind, body in events
+        if kind == "contentBlockDelta" and "reasoningContent" in body["delta"]
+    ]
+    assert "".join(r.get("text", "") for r in reasoning) == THOUGHT
+    assert reasoning[-1] == {"signature": f"scripted-signature-{len(THOUGHT)}"}
+    texts = [
+        body["delta"]["text"]
+        for kind, body in events
+        if kind == "contentBlockDelta" and "text" in body["delta"]
+    ]
+    assert "".join(texts) == "Sunny in Paris."
+    indices = {kind: set() for kind in ("reasoning", "text")}
+    for kind, body in events:
+        if kind == "contentBlockDelta":
+            key = "reasoning" if "reasoningContent" in body["delta"] else "text"
+            indices[key].add(body["contentBlockIndex"])
+    assert indices == {"reasoning": {0}, "text": {1}}
+    assert "contentBlockStart" not in [kind for kind, _ in events]  # only tool calls have one
+
+
+# -- Converse and the agent loop ---------------------------------------------------------------
+def test_converse_agent_loop_with_reasoning_kept_in_history(start) -> None:
+    url, provider = start(**tool_spec(thinking=THOUGHT))
+    client = bedrock(url)
+    config = tool_config({"any": {}})
+    extra = {"additionalModelRequestFields": THINKING, "inferenceConfig": {"maxTokens": 2048}}
+    first = client.converse(modelId="m", messages=QUESTION, toolConfig=config, **extra)
+    assert first["stopReason"] == "tool_use"
+    reasoning, call = first["output"]["message"]["content"]
+    assert reasoning["reasoningContent"]["reasoningText"] == {
+        "text": THOUGHT,
+        "signature": f"scripted-signature-{len(THOUGHT)}",
+    }
+    assert call["toolUse"]["name"] == "get_weather"
+    assert call["toolUse"]["input"] == CITY
+    tool_use_id = call["toolUse"]["toolUseId"]
+    result = {"toolUseId": tool_use_id, "content": [{"json": {"temp": 18}}, {"text": " sunny"}]}
+    messages = [
+        *QUESTION,
+        first["output"]["message"],
+        {"role": "user", "content": [{"toolResult": result}]},
+    ]
+    answer = client.converse(
+        modelId="m", messages=messages, toolConfig=tool_config({"auto": {}}), **extra
+    )
+    assert answer["stopReason"] == "end_turn"
+    assert answer["output"]["message"]["content"][-1] == {
+        "text": '[turn 2] Tool result: {"temp": 18} sunny'
+    }
+    history = provider.requests[1].messages
+    thinking, replayed = history[1].blocks
+    assert (thinking.thinking, thinking.signature) == (
+        THOUGHT,
+        f"scripted-signature-{len(THOUGHT)}",
+    )
+    assert (replayed.id, replayed.name, replayed.input) == (tool_use_id, "get_weather", CITY)
+    [seen] = history[2].blocks
+    assert (seen.tool_use_id, seen.content, seen.is_error) == (
+        tool_use_id,
+        [{"temp": 18}, " sunny"],
+        False,
+    )
+
+
+def test_converse_stream_agent_loop_with_an_error_result(start) -> None:
+    url, provider = start(**tool_spec())
+    client = bedrock(url)
+    config = tool_config({"tool": {"name": "get_weather"}})
+    events = stream_events(
+        client.converse_stream(modelId="m", messages=QUESTION, toolConfig=config)
+    )
+    tool = next(body for kind, body in events if kind == "contentBlockStart")["start"]["toolUse"]
+    partial = "".join(
+        body["delta"]["toolUse"]["input"] for kind, body in events if kind == "contentBlockDelta"
+    )
+    call = {"toolUse": {**tool, "input": json.loads(partial)}}
+    result = {
+        "toolResult": {
+            "toolUseId": tool["toolUseId"],
+            "status": "error",
+            "content": [{"text": "city not found"}],
+        }
+    }
+    messages = [
+        *QUESTION,
+        {"role": "assistant", "content": [call]},
+        {"role": "user", "content": [result, {"text": "try again?"}]},
+    ]
+    answer = stream_events(
+        client.converse_stream(modelId="m", messages=messages, toolConfig=tool_config())
+    )
+    text = "".join(
+        body["delta"].get("text", "") for kind, body in answer if kind == "contentBlockDelta"
+    )
+    assert text == "[turn 2] Tool result: city not found"
+    assert answer[-2][1] == {"stopReason": "end_turn"}
+    result_block = provider.requests[1].messages[2].blocks[0]
+    assert (result_block.is_error, result_block.text) == (True, "city not found")
+
+
+def test_converse_output_config_json_schema_reaches_the_provider(start) -> None:
+    url, provider = start(text=json.dumps(CITY))
+    text_format = {
+        "type": "json_schema",
+        "structure": {"jsonSchema": {"schema": json.dumps(SCHEMA), "name": "weather"}},
+    }
+    response = bedrock(url).converse(
+        modelId="m", messages=QUESTION, outputConfig={"textFormat": text_format}
+    )
+    assert json.loads(response["output"]["message"]["content"][0]["text"]) == CITY
+    output_format = provider.requests[0].output_format
+    assert (output_format.schema, output_format.name) == (SCHEMA, "weather")
+
+
+# -- invoke: the Anthropic body through AnthropicBedrock --------------------------------------
+def test_anthropic_bedrock_streams_a_forced_call_and_thinking(start) -> None:
+    url, _ = start(**tool_spec(thinking=THOUGHT))
+    tools = [{"name": "get_weather", "input_schema": SCHEMA}]
+    with claude(url).messages.stream(
+        model="anthropic.claude-sonnet-4-v1:0",
+        max_tokens=2048,
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+        tools=tools,
+        tool_choice={"type": "tool", "name": "get_weather"},
+        thinking={"type": "enabled", "budget_tokens": 1024},
+    ) as stream:
+        events = list(stream)
+        message = stream.get_final_message()
+    assert [e for e in events if e.type == "input_json"][-1].snapshot == CITY
+    assert "".join(e.thinking for e in events if e.type == "thinking") == THOUGHT
+    thinking, call = message.content
+    assert thinking.signature == f"scripted-signature-{len(THOUGHT)}"
+    assert (call.name, call.input) == ("get_weather", CITY)
+    assert message.stop_reason == "tool_use"
+
+
+def test_anthropic_bedrock_agent_loop(start) -> None:
+    url, provider = start(**tool_spec())
+    client = claude(url)
+    tools = [{"name": "get_weather", "input_schema": SCHEMA}]
+    messages: list[Any] = [{"role": "user", "content": "Weather in Paris?"}]
+    first = client.messages.create(model="m", max_tokens=200, messages=messages, tools=tools)
+    [call] = first.content
+    messages += [
+        {"role": "assistant", "content": [call.model_dump(exclude_none=True)]},
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "18 C"}],
+        },
+    ]
+    with client.messages.stream(model="m", max_tokens=200, messages=messages, tools=tools) as s:
+        text = "".join(s.text_stream)
+    assert text == "[turn 2] Tool result: 18 C"
+    assert provider.requests[1].messages[2].blocks[0].tool_use_id == call.id
+
+
+# -- bad input: ValidationException naming the Converse field; nothing reaches the model --------
+def _with_result(tool_use_id: str) -> list[dict[str, Any]]:
+    call = {"toolUse": {"toolUseId": "toolu_1", "name": "get_weather", "input": CITY}}
+    result = {"toolResult": {"toolUseId": tool_use_id, "content": [{"text": "x"}]}}
+    return [
+        *QUESTION,
+        {"role": "assistant", "content": [call]},
+        {"role": "user", "content": [{"cachePoint": {"type": "default"}}, result]},
+    ]
+
+
+BAD_CONVERSE: dict[str, tuple[dict[str, Any], str]] = {
+    "unknown tool in toolChoice": (
+        {"toolConfig": tool_config({"tool": {"name": "get_time"}})},
+        "toolConfig.toolChoice.tool.name: no tool named 'get_time'",
+    ),
+    "duplicate tool names": (
+        {"toolConfig": tool_config(None, SPEC, SPEC)},
+        "toolConfig.tools.1.toolSpec.name: duplicate",
+    ),
+    "non-object schema": (
+        {"toolConfig": tool_config(None, {**SPEC, "inputSchema": {"json": {"type": "string"}}})},
+        "toolConfig.tools.0.toolSpec.inputSchema.json: must be a JSON Schema of type 'object'",
+    ),
+    "result for no call (index past a cache point)": (
+        {"messages": _with_result("toolu_2"), "toolConfig": tool_config()},
+        "messages.2.content.1.toolResult.toolUseId: 'toolu_2' matches no tool_use",
+    ),
+    "too many tools": (
+        {
+            "toolConfig": tool_config(
+                None, *({**SPEC, "name": f"t{i}"} for i in range(MAX_TOOLS + 1))
+            )
+        },
+        f"toolConfig.tools: at most {MAX_TOOLS} tools",
+    ),
+    "image block": (
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"image": {"format": "png", "source": {"bytes": b"x"}}}],
+                }
+            ]
+        },
+        "messages.0.content.0: content blocks of type image are not supported",
+    ),
+    "image in a tool result": (
+        {
+            "messages": [
+                *_with_result("toolu_1")[:2],
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "toolResult": {
+                                "toolUseId": "toolu_1",
+                                "content": [
+                                    {"image": {"format": "png", "source": {"bytes": b"x"}}}
+                                ],
+                            }
+                        }
+                    ],
+                },
+            ],
+            "toolConfig": tool_config(),
+        },
+        "messages.2.content.0.toolResult.content.0: only text and json",
+    ),
+    "toolUse in a user turn": (
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"toolUse": {"toolUseId": "t", "name": "get_weather", "input": {}}}
+                    ],
+                }
+            ]
+        },
+        "messages.0.content.0: toolUse blocks belong in assistant messages",
+    ),
+    "tool input not an object": (
+        {
+            "messages": [
+                *QUESTION,
+                {
+                    "role": "assistant",
+                    "content": [
+                        {"toolUse": {"toolUseId": "t", "name": "get_weather", "input": [1]}}
+                    ],
+                },
+                {"role": "user", "content": [{"text": "go on"}]},
+            ]
+        },
+        "messages.1.content.0.toolUse.input: expected an object",
+    ),
+    "thinking budget": (
+        {"additionalModelRequestFields": {"thinking": {"type": "enabled", "budget_tokens": 5}}},
+        "additionalModelRequestFields.thinking.budget_tokens: must be at least 1024",
+    ),
+    "output schema not JSON": (
+        {
+            "outputConfig": {
+                "textFormat": {
+                    "type": "json_schema",
+                    "structure": {"jsonSchema": {"schema": "{nope"}},
+                }
+            }
+        },
+        "outputConfig.textFormat.structure.jsonSchema.schema: expected a JSON text",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CONVERSE))
+@pytest.mark.parametrize("operation", ["converse", "converse_stream"])
+def test_bad_tool_input_is_a_validation_exception_naming_the_field(case, operation, start) -> None:
+    url, provider = start(**tool_spec())
+    change, message = BAD_CONVERSE[case]
+    kwargs = {"modelId": "m", "messages": QUESTION, **change}
+    with pytest.raises(botocore.exceptions.ClientError) as raised:
+        getattr(bedrock(url), operation)(**kwargs)
+    error = raised.value.response["Error"]
+    assert error["Code"] == "ValidationException"
+    assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert message in error["Message"]
+    assert provider.requests == []
+
+
+def test_bad_tool_input_on_invoke_is_a_validation_exception(start) -> None:
+    url, provider = start(**tool_spec())
+    weather = {"name": "get_weather", "input_schema": SCHEMA}
+    with pytest.raises(anthropic.BadRequestError, match=r"tools\.1\.name: duplicate"):
+        claude(url).messages.create(
+            model="m",
+            max_tokens=100,
+            messages=[{"role": "user", "content": "hi"}],
+            tools=[weather, weather],
+        )
+    assert provider.requests == []

@@ -255,33 +255,69 @@ def _error_message(error_type: str) -> str:
     return OVERLOAD_MESSAGE if error_type == "overloaded_error" else f"Injected {error_type}"
 
 
+@dataclass(slots=True)
+class _Progress:
+    """How far one faulted stream has got."""
+
+    faults: Faults
+    tokens: int = 0
+    stalled: bool = False
+
+    async def strike(self, kind: str) -> ErrorEvent | None:
+        """Apply what is due before an event of ``kind``: the error event to end with, a
+        dropped connection (raised), a stall (slept), or nothing."""
+        faults = self.faults
+        if _due(faults.error_at, self.tokens, kind):
+            return ErrorEvent(ErrorBody(faults.error_type, _error_message(faults.error_type)))
+        if _due(faults.disconnect_at, self.tokens, kind):
+            logging.getLogger("uvicorn.error").addFilter(_quiet)  # idempotent
+            raise DroppedConnection(f"injected disconnect after {self.tokens} tokens")
+        if not self.stalled and _due(faults.stall_at, self.tokens, kind):
+            self.stalled = True
+            await asyncio.sleep(faults.stall)
+        return None
+
+
 async def inject(events: AsyncIterator[StreamEvent], faults: Faults) -> AsyncIterator[StreamEvent]:
-    """Pass ``events`` through with ``faults`` applied; closing it closes ``events``."""
+    """Pass ``events`` through with ``faults`` applied; closing it closes ``events``.
+
+    A reply may have several blocks (thinking, text, tool calls): while a fault is pending, a
+    ``content_block_stop`` is held until the next event shows whether another block follows,
+    so "at the end of a shorter reply" means the last block's end, not the first's.
+    """
     pings = random.Random(faults.ping_seed)
-    tokens, started, stalled = 0, False, False
+    progress = _Progress(faults)
+    pending = any(at is not None for at in (faults.error_at, faults.disconnect_at, faults.stall_at))
+    started = False
+    held: StreamEvent | None = None  # a content_block_stop waiting for what comes next
     try:
         async for event in events:
             kind = event.type
             if kind == "content_block_delta" and event.delta.type == "signature_delta":
                 kind = "signature"  # ends a thinking block: not a token, never a fault point
+            if held is not None:
+                stop, held = held, None
+                last = kind != "content_block_start"  # no block follows: the reply's end
+                if last and (error := await progress.strike("content_block_stop")) is not None:
+                    yield error
+                    return
+                yield stop
+            if kind == "content_block_stop" and pending:
+                held = event
+                continue
             if started and faults.ping_rate and pings.random() < faults.ping_rate:
                 yield PingEvent()
             if kind == "content_block_delta" or kind in _ENDINGS:
-                if _due(faults.error_at, tokens, kind):
-                    error = ErrorBody(faults.error_type, _error_message(faults.error_type))
-                    yield ErrorEvent(error)
+                if (error := await progress.strike(kind)) is not None:
+                    yield error
                     return
-                if _due(faults.disconnect_at, tokens, kind):
-                    logging.getLogger("uvicorn.error").addFilter(_quiet)  # idempotent
-                    raise DroppedConnection(f"injected disconnect after {tokens} tokens")
-                if not stalled and _due(faults.stall_at, tokens, kind):
-                    stalled = True
-                    await asyncio.sleep(faults.stall)
                 if kind == "content_block_delta":
                     if faults.slow:
                         await asyncio.sleep(faults.slow)
-                    tokens += 1
+                    progress.tokens += 1
             started = started or kind == "message_start"
             yield event
+        if held is not None:
+            yield held
     finally:
         await close_events(events)

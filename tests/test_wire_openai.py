@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -148,7 +150,8 @@ json_values = st.recursive(
 )
 fields = st.sampled_from(
     ["model", "messages", "max_tokens", "max_completion_tokens", "stop", "temperature", "top_p",
-     "seed", "n", "stream", "stream_options", "tools"]
+     "seed", "n", "stream", "stream_options", "tools", "tool_choice", "parallel_tool_calls",
+     "response_format", "reasoning_effort"]
 )  # fmt: skip
 
 
@@ -160,3 +163,65 @@ def test_any_json_body_is_accepted_or_refused_with_invalid_request(body: object)
         build_request(**kwargs)
     except InvalidRequestError as error:
         assert ":" in error.message
+
+
+tool_calls = st.lists(
+    st.fixed_dictionaries(
+        {"id": st.sampled_from(["a", "b", ""]) | json_values, "type": st.just("function")},
+        optional={
+            "function": st.fixed_dictionaries(
+                {"name": st.sampled_from(["f", ""]) | json_values},
+                optional={"arguments": st.sampled_from(["{}", '{"x": 1}', "[]", "", "{"])},
+            )
+        },
+    ),
+    max_size=3,
+)
+chat_messages = st.lists(
+    st.fixed_dictionaries(
+        {"role": st.sampled_from(["user", "assistant", "tool", "system"])},
+        optional={
+            "content": st.none() | st.text(max_size=5) | json_values,
+            "tool_calls": tool_calls | json_values,
+            "tool_call_id": st.sampled_from(["a", "b"]) | json_values,
+        },
+    ),
+    min_size=1,
+    max_size=5,
+)
+tool_lists = st.lists(
+    st.fixed_dictionaries(
+        {"type": st.sampled_from(["function", "x"])},
+        optional={
+            "function": st.fixed_dictionaries(
+                {"name": st.sampled_from(["f", "g", "bad name"])},
+                optional={"parameters": st.just({"type": "object"}) | json_values},
+            )
+        },
+    ),
+    max_size=3,
+)
+
+
+@given(
+    chat_messages,
+    tool_lists | json_values,
+    st.sampled_from(["auto", "none", "required"]) | json_values,
+    st.none() | st.booleans() | json_values,
+)
+def test_any_tool_conversation_is_accepted_or_refused_with_invalid_request(
+    messages: object, tools: object, tool_choice: object, parallel: object
+) -> None:
+    """Tool calls, tool messages and tool lists in any shape: a request or a 400 naming a field."""
+    body = {"messages": messages, "tools": tools, "tool_choice": tool_choice}
+    body["parallel_tool_calls"] = parallel
+    try:
+        kwargs, options = wire.parse_chat_request({"model": "m", **body})
+    except InvalidRequestError as error:
+        assert ":" in error.message
+        return
+    try:
+        build_request(**kwargs)
+    except InvalidRequestError as error:
+        canonical = r"tools\.\d+\.(input_schema|name|description)|tool_choice\.name|output_format"
+        assert not re.match(canonical, options.rename(error).message)  # OpenAI's names only

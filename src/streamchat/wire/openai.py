@@ -506,7 +506,8 @@ def chat_messages(request: MessageRequest) -> list[dict[str, Any]]:
                     {"role": "tool", "tool_call_id": block.tool_use_id, "content": block.text}
                 )
         if turn.role == "assistant":
-            message: dict[str, Any] = {"role": "assistant", "content": turn.content or None}
+            content = turn.content or (None if calls else "")
+            message: dict[str, Any] = {"role": "assistant", "content": content}
             if calls:
                 message["tool_calls"] = [
                     {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlencode
@@ -13,13 +14,17 @@ import anthropic
 import httpx
 import pydantic
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from serving import serve_in_thread
+from streamchat.errors import InvalidRequestError
 from streamchat.providers import get_provider
 from streamchat.providers.scripted import JSON_FRAGMENT, ScriptedProvider
 from streamchat.request import MAX_TOOLS, build_request
 from streamchat.server.anthropic import estimate_tokens
 from streamchat.server.common import ServerConfig
+from streamchat.wire import anthropic as wire
 
 CITY = {"city": "Paris", "days": 3, "units": ["C", "F"]}
 SCHEMA = {
@@ -437,3 +442,57 @@ def test_bad_tool_input_is_a_400_naming_the_field(case: str, start) -> None:
         with sdk.messages.stream(**kwargs) as stream:
             stream.get_final_message()
     assert provider.requests == []  # nothing reached the model
+
+
+# -- any tool-bearing body: a request or a 400 naming a field -----------------------------------
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_tools = st.lists(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "name": st.sampled_from(["get_weather", "get_time", "bad name"]) | _values,
+            "description": st.text(max_size=5) | _values,
+            "input_schema": st.just(SCHEMA) | _values,
+            "type": st.sampled_from(["custom", "bash_20250124"]) | _values,
+        },
+    )
+    | _values,
+    max_size=3,
+)
+_choices = st.fixed_dictionaries(
+    {"type": st.sampled_from(["auto", "any", "tool", "none"]) | _values},
+    optional={"name": st.sampled_from(["get_weather", "nope"]) | _values,
+              "disable_parallel_tool_use": _values},
+)  # fmt: skip
+_formats = st.fixed_dictionaries(
+    {"type": st.sampled_from(["json_schema", "text"]) | _values},
+    optional={"schema": st.just(SCHEMA) | _values},
+)
+_FIELD = re.compile(r"^(request body|[A-Za-z_][\w.]*): \S")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.fixed_dictionaries(
+        {"model": st.just("m"), "max_tokens": st.just(2048), "messages": st.just(QUESTION)},
+        optional={
+            "tools": _tools | _values,
+            "tool_choice": _choices | _values,
+            "thinking": st.just(THINKING) | _values,
+            "output_format": _formats | _values,
+            "output_config": st.fixed_dictionaries({"format": _formats | _values}) | _values,
+        },
+    )
+)
+def test_any_tool_body_is_a_request_or_names_the_field(body) -> None:
+    try:
+        build_request(**wire.parse_messages_request(body)[0])
+        build_request(**wire.parse_count_tokens_request(body), max_tokens=2048)
+    except InvalidRequestError as error:
+        assert _FIELD.match(error.message), error.message

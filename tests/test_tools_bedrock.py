@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlencode
@@ -15,12 +16,16 @@ import boto3
 import botocore.exceptions
 import pytest
 from botocore.config import Config
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from serving import serve_in_thread
+from streamchat.errors import InvalidRequestError
 from streamchat.providers import get_provider
 from streamchat.providers.scripted import JSON_FRAGMENT, ScriptedProvider
 from streamchat.request import MAX_TOOLS
 from streamchat.server.common import ServerConfig
+from streamchat.wire.bedrock import build_converse_request
 
 CITY = {"city": "Paris", "days": 3, "units": ["C", "F"]}
 SCHEMA = {
@@ -436,3 +441,121 @@ def test_bad_tool_input_on_invoke_is_a_validation_exception(start) -> None:
             tools=[weather, weather],
         )
     assert provider.requests == []
+
+
+# -- any Converse body with tools: a request or a ValidationException naming a Converse field ----
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_ids = st.sampled_from(["toolu_1", "toolu_2"]) | _values
+_blocks = st.one_of(
+    st.fixed_dictionaries({"text": st.text(max_size=8) | _values}),
+    st.fixed_dictionaries(
+        {
+            "toolUse": st.fixed_dictionaries(
+                {},
+                optional={
+                    "toolUseId": _ids,
+                    "name": st.just("get_weather") | _values,
+                    "input": st.just(CITY) | _values,
+                },
+            )
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "toolResult": st.fixed_dictionaries(
+                {},
+                optional={
+                    "toolUseId": _ids,
+                    "status": st.sampled_from(["success", "error"]) | _values,
+                    "content": st.lists(
+                        st.fixed_dictionaries({"text": _values})
+                        | st.fixed_dictionaries({"json": _values})
+                        | _values,
+                        max_size=2,
+                    )
+                    | _values,
+                },
+            )
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "reasoningContent": st.fixed_dictionaries(
+                {},
+                optional={
+                    "reasoningText": st.fixed_dictionaries(
+                        {}, optional={"text": st.text(max_size=8) | _values, "signature": _values}
+                    )
+                    | _values
+                },
+            )
+        }
+    ),
+    st.just({"cachePoint": {"type": "default"}}),
+    _values,
+)
+_messages = st.lists(
+    st.fixed_dictionaries(
+        {
+            "role": st.sampled_from(["user", "assistant"]),
+            "content": st.lists(_blocks, min_size=1, max_size=3),
+        }
+    ),
+    min_size=1,
+    max_size=4,
+)
+_specs = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": st.sampled_from(["get_weather", "get_time", "bad name"]) | _values,
+        "description": st.text(max_size=5) | _values,
+        "inputSchema": st.fixed_dictionaries({"json": st.just(SCHEMA) | _values}) | _values,
+    },
+)
+_tool_configs = st.fixed_dictionaries(
+    {
+        "tools": st.lists(
+            st.fixed_dictionaries({"toolSpec": _specs})
+            | st.just({"cachePoint": {"type": "default"}})
+            | _values,
+            max_size=3,
+        )
+    },
+    optional={
+        "toolChoice": st.sampled_from([{"auto": {}}, {"any": {}}])
+        | st.fixed_dictionaries({"tool": st.fixed_dictionaries({"name": _values})})
+        | _values
+    },
+)
+_FIELD = re.compile(r"^(request body|[A-Za-z_][\w.]*): \S")
+_CANONICAL = re.compile(  # canonical (Anthropic-shaped) names that must not reach Converse users
+    r"^(tools|tool_choice|thinking|output_format)\b"
+    r"|^messages\.\d+\.content\.\d+\.(tool_use_id|input|id|name|content|thinking|is_error)\b"
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.fixed_dictionaries(
+        {"messages": _messages},
+        optional={
+            "toolConfig": _tool_configs | _values,
+            "additionalModelRequestFields": st.fixed_dictionaries(
+                {"thinking": st.just(THINKING["thinking"]) | _values}
+            ),
+        },
+    )
+)
+def test_any_converse_tool_body_is_a_request_or_names_a_converse_field(body) -> None:
+    try:
+        build_converse_request(body, model="m", max_tokens_limit=4096)
+    except InvalidRequestError as error:
+        assert _FIELD.match(error.message), error.message
+        field = error.message.partition(":")[0]
+        assert not _CANONICAL.search(field), error.message  # no canonical name leaks

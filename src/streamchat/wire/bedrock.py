@@ -75,6 +75,7 @@ CONVERSE_FIELDS: dict[str, str] = {
     "messages.#.content.#.tool_use_id": "messages.#.content.#.toolResult.toolUseId",
     "messages.#.content.#.content": "messages.#.content.#.toolResult.content",
     "messages.#.content.#.content.#": "messages.#.content.#.toolResult.content.#",
+    "messages.#.content.#.content.#.text": "messages.#.content.#.toolResult.content.#.text",
     "messages.#.content.#.thinking": "messages.#.content.#.reasoningContent.reasoningText.text",
 }
 _INFERENCE_CONFIG = {

@@ -213,7 +213,7 @@ def schema_gbnf(schema: dict[str, Any] | None, where: str) -> str:
     """The GBNF grammar of a JSON object valid against ``schema`` (any object when ``None``)."""
     bounded = bound_schema(schema if schema is not None else {"type": "object"}, where)
     try:
-        return _gbnf(json.dumps(bounded, sort_keys=True))
+        return _gbnf(json.dumps(bounded))
     except (ValueError, KeyError, AssertionError, RecursionError) as error:
         message = f"{where}: cannot compile the schema to a grammar ({error})"
         raise InvalidRequestError(message) from None

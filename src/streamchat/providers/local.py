@@ -49,6 +49,7 @@ TRANSCRIPT_EXAMPLE = [Turn("user", "Hello!"), Turn("assistant", "Hi! How can I h
 MAX_WAITING = 16  # requests that may queue per model by default (``serve --max-waiting``)
 MAX_CALLS = 4  # tool calls in one reply when parallel calls are allowed
 PEEK_TOKENS = 6  # after a call: tokens to see whether the model starts another
+ANSWER_START = r"root ::= [^<\x00-\x20] [\x01-\U0010FFFF]*"  # text that does not open a call
 
 
 def _smollm2_path() -> str:
@@ -241,24 +242,26 @@ class LocalProvider:
     # -- prompting -----------------------------------------------------------------------------
     def prompt_tokens(self, request: MessageRequest) -> tuple[list[int], list[str]]:
         """Tokens of the formatted prompt, and stop strings implied by the prompt format."""
+        format_stops: list[str] = []
+        if request.tools and self._use_template is False:
+            self.refuse_tools(request)
         llama = self.load()
         if request.tools and self._formatter is None:
-            name = request.model or self.display_name
-            raise InvalidRequestError(
-                f"tools: model {name} cannot use tools (it has no chat template)"
-            )
+            self.refuse_tools(request)
         if self._formatter is not None:
             if self._template_tools:
                 messages, tools = tool_prompt.template_messages(request)
                 formatted = self._formatter(messages=messages, tools=tools)
             else:
                 formatted = self._formatter(messages=tool_prompt.chat_messages(request))
+            if request.tools:  # a call written where none may be made ends the turn
+                format_stops = [tool_prompt.CALL_OPEN]
             tokens = llama.tokenize(
                 formatted.prompt.encode("utf-8"),
                 add_bos=not formatted.added_special,
                 special=True,
             )
-            return tokens, []
+            return tokens, format_stops
         lines = [tool_prompt.system_text(request) or TRANSCRIPT_SYSTEM, ""]
         for turn in [*TRANSCRIPT_EXAMPLE, *request.messages]:
             speaker = "User" if turn.role == "user" else "Assistant"
@@ -266,6 +269,11 @@ class LocalProvider:
         lines.append("Assistant:")
         prompt = "\n".join(lines)
         return llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=False), ["\nUser:"]
+
+    def refuse_tools(self, request: MessageRequest) -> None:
+        """A base model has no chat turns to put tool calls in: refused, before any work."""
+        name = request.model or self.display_name
+        raise InvalidRequestError(f"tools: model {name} cannot use tools (it has no chat template)")
 
     def count_tokens(self, request: MessageRequest) -> int:
         """Prompt tokens, exactly as ``message_start`` reports them (blocking: loads the model)."""
@@ -276,6 +284,8 @@ class LocalProvider:
         """Runs on the serial worker (one generation at a time): llama.cpp output as events."""
         import llama_cpp
 
+        if request.wants_tools or request.output_format is not None:
+            self.grammar_plan(request)  # an unsupported schema is a 400 on every path
         if request.wants_tools or request.output_format is not None:
             yield from self._generate_structured(request, cancel)
             return
@@ -538,6 +548,7 @@ class _ToolReply:
         self.format_stops = format_stops
         choice = request.tool_choice
         self.forced = choice.type in ("any", "tool")
+        self.may_call = not tool_prompt.answers_results(request)
         self.max_calls = 1 if choice.disable_parallel_tool_use else MAX_CALLS
         self.index = -1
         self.calls = 0
@@ -568,8 +579,11 @@ class _ToolReply:
         matcher = StopMatcher([tool_prompt.CALL_OPEN, *self.user_stops, *self.format_stops])
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         opened, hit = False, None
+        if not self.may_call:  # the answer may not open with a call (the model's habit)
+            run.constrain(ANSWER_START)
         while True:
             token = run.next_token()
+            run.constrain(None)
             if token < 0:
                 self.stop_reason = "max_tokens" if token == run.LIMIT else "end_turn"
                 tail = matcher.flush() + decoder.decode(b"", final=True)
@@ -593,7 +607,7 @@ class _ToolReply:
             yield text_delta(tail.rstrip() if hit == tool_prompt.CALL_OPEN else tail, self.index)
         if opened:
             yield block_stop(self.index)
-        if hit == tool_prompt.CALL_OPEN:
+        if hit == tool_prompt.CALL_OPEN and self.may_call:
             return (yield from self._call(tool_prompt.NAME_PREFIX))
         if hit is not None and hit in self.user_stops:
             self.stop_reason, self.stop_sequence = "stop_sequence", hit

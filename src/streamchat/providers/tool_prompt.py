@@ -3,7 +3,7 @@
 SmolLM2's ChatML template has no tool syntax, so streamchat defines one, in the Hermes style that
 small open models are trained on: the tools as JSON in the system message, a call as
 ``<tool_call>{"name": ..., "arguments": ...}</tool_call>`` in the assistant's turn, a result as
-``<tool_response>...</tool_response>`` in the user's turn. A GGUF whose own template renders
+plain text in the user's turn. A GGUF whose own template renders
 ``tools`` gets them (and calls/results in the transformers message shape) through its template.
 A request without tools or tool blocks renders exactly as plain chat did.
 """
@@ -21,14 +21,17 @@ NAME_PREFIX = '\n{"name": "'  # after CALL_OPEN; the name follows under a gramma
 ARGS_PREFIX = ', "arguments": '  # after the name's closing quote; the arguments follow
 CALL_SUFFIX = "}\n" + CALL_CLOSE
 
+# Hermes' own wording: of the variants measured, the one that makes SmolLM2 open a call most.
 TOOLS_SYSTEM = (
-    "You can call tools. Their signatures, as JSON, are within <tools></tools>:\n"
-    "<tools>\n{tools}\n</tools>\n"
-    "To call a tool, answer with its name and JSON arguments within <tool_call></tool_call>:\n"
-    '<tool_call>\n{{"name": "<tool name>", "arguments": {{<arguments>}}}}\n</tool_call>\n'
-    "Tool results come back within <tool_response></tool_response>. "
-    "If no tool fits, answer in text."
+    "You are a function calling AI model. You are provided with function signatures within "
+    "<tools></tools> XML tags. You may call one or more functions to assist with the user query. "
+    "Don't make assumptions about what values to plug into functions. Here are the available "
+    "tools: <tools>\n{tools}\n</tools>\nFor each function call return a json object with "
+    "function name and arguments within <tool_call></tool_call> XML tags as follows:\n"
+    '<tool_call>\n{{"name": <function-name>, "arguments": <args-dict>}}\n</tool_call>'
 )
+# A result as plain text: wrapped in <tool_response> tags, SmolLM2 echoes the tags back.
+RESULT_TEXT = "The tool returned: {text}"
 JSON_SYSTEM = "Answer with a JSON object only{schema}."
 
 
@@ -45,7 +48,7 @@ def call_text(name: str, arguments: Any) -> str:
 def system_text(request: MessageRequest) -> str | None:
     """The system message: the caller's, then the tool section or the JSON output instruction."""
     parts = [request.system] if request.system else []
-    if request.tools and request.tool_choice.type != "none":
+    if request.tools and request.tool_choice.type != "none" and not answers_results(request):
         signatures = "\n".join(
             json.dumps(tool_signature(t), ensure_ascii=False) for t in request.tools
         )
@@ -73,7 +76,7 @@ def chat_messages(request: MessageRequest) -> list[dict[str, Any]]:
                 parts.append(call_text(block.name, block.input))
             elif block.type == "tool_result":
                 text = ("Error: " if block.is_error else "") + block.text
-                parts.append(f"<tool_response>\n{text}\n</tool_response>")
+                parts.append(RESULT_TEXT.format(text=text))
             # thinking blocks are not shown to the model
         messages.append({"role": turn.role, "content": "\n".join(p for p in parts if p)})
     return messages
@@ -106,3 +109,12 @@ def template_messages(request: MessageRequest) -> tuple[list[dict[str, Any]], li
     if request.tools and request.tool_choice.type != "none":
         tools = [{"type": "function", "function": tool_signature(t)} for t in request.tools]
     return messages, tools
+
+
+def answers_results(request: MessageRequest) -> bool:
+    """The last turn brings tool results and the model may choose (``auto``): it answers in text.
+    A 135M model offered the tools again mostly repeats the call it just made."""
+    last = request.messages[-1]
+    return request.tool_choice.type == "auto" and any(
+        block.type == "tool_result" for block in last.blocks
+    )

@@ -154,7 +154,7 @@ def family_of(path: str, headers: Mapping[str, str] | None = None) -> str:
     """Which error shape a path answers in (``/v1/models`` follows ``anthropic-version``)."""
     if path.startswith("/model/"):
         return "bedrock"
-    if path.startswith("/v1/chat/") or (
+    if path.startswith(("/v1/chat/", "/v1/responses")) or (
         path == "/v1/models" and "anthropic-version" not in (headers or {})
     ):
         return "openai"

@@ -165,14 +165,78 @@ function renderMarkdown(text, root) {  // fences, headings, lists, rules, paragr
   root.replaceChildren(...blocks);
 }
 
+// ---- a reply's blocks: text (Markdown), tool calls (compact), thinking (collapsed) ------
+// Each block keeps one element for its life, so a <details> the reader opened stays open
+// while the reply streams; painting only refreshes the contents.
+function blockNode(block) {
+  if (block.type === "tool_use") {  // ⚙ get_weather({"city": "Paris"})
+    const node = el("div", "tool-call");
+    node.append(el("span", "tool-name", `⚙ ${block.name}`), el("code", "tool-input"));
+    node.title = block.id ?? "";
+    return node;
+  }
+  if (block.type === "thinking") {
+    const node = el("details", "thinking");
+    node.append(el("summary", "", "Thinking"), el("div", "thinking-text"));
+    return node;
+  }
+  if (block.type === "tool_result") {
+    const node = el("div", `tool-result${block.is_error ? " error" : ""}`);
+    node.append(el("span", "tool-name", block.is_error ? "↩ tool error" : "↩ tool result"));
+    node.append(el("code", "tool-input"));
+    node.title = block.tool_use_id ?? "";
+    return node;
+  }
+  return el("div", "text");
+}
+
+function compactJSON(value) {  // {"city": "Paris"}: as the CLI and `history show` write a call
+  if (Array.isArray(value)) return `[${value.map(compactJSON).join(", ")}]`;
+  if (value && typeof value === "object") {
+    const member = ([key, item]) => `${JSON.stringify(key)}: ${compactJSON(item)}`;
+    return `{${Object.entries(value).map(member).join(", ")}}`;
+  }
+  return JSON.stringify(value) ?? "null";
+}
+
+function resultText(content) {  // a stored tool_result's content: a string or text blocks
+  if (typeof content === "string") return content;
+  return (content ?? []).map((part) => part.text ?? JSON.stringify(part)).join("");
+}
+
+function paintBlock(block) {
+  const node = block.node;
+  if (block.type === "tool_use") {
+    // as streamed so far; a call given whole (or stored, or finished with no fragments): its input
+    const args = block.json || (block.live ? "" : compactJSON(block.input ?? {}));
+    node.querySelector(".tool-input").textContent = `(${args})`;
+  } else if (block.type === "thinking") {
+    node.querySelector(".thinking-text").textContent = block.thinking;
+  } else if (block.type === "tool_result") {
+    node.querySelector(".tool-input").textContent = resultText(block.content);
+  } else {
+    renderMarkdown(block.text, node);
+  }
+}
+
+function fromStored(stored) {  // a stored block (history) as a page block
+  const block = { ...stored, node: blockNode(stored) };
+  if (stored.type === "tool_use") block.json = stored.partial_json;  // cut short: as it came
+  return block;
+}
+
 // ---- the conversation on the page -------------------------------------------------------
-function addMessage(role, text = "") {
+function addMessage(role, text = "", blocks = null) {
   $("empty").hidden = true;
-  const node = el("article", `message ${role}`);
-  node.append(el("div", "role", role === "user" ? "You" : "Assistant"), el("div", "body"));
+  const results = blocks?.length && blocks.every((block) => block.type === "tool_result");
+  const plumbing = role === "user" && results;  // an agent's tool results: not the person
+  const node = el("article", `message ${plumbing ? "tool" : role}`);
+  const label = plumbing ? "Tool" : role === "user" ? "You" : "Assistant";
+  node.append(el("div", "role", label), el("div", "body"));
   node.append(el("div", "meta"));
   $("messages").append(node);
-  setText(node, text);
+  if (blocks?.length) setBlocks(node, blocks.map(fromStored));
+  else setText(node, text);
   $("messages").scrollTop = $("messages").scrollHeight;
   return node;
 }
@@ -182,6 +246,17 @@ function setText(node, text) {  // keeps the view at the bottom if the reader wa
   const stick = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
   if (node.classList.contains("assistant")) renderMarkdown(text, body);
   else body.textContent = text;
+  if (stick) box.scrollTop = box.scrollHeight;
+}
+
+function setBlocks(node, blocks) {  // a reply with tool calls or thinking: one element each
+  const box = $("messages"), body = node.querySelector(".body");
+  const stick = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+  blocks.forEach(paintBlock);
+  const nodes = blocks.map((block) => block.node);
+  if (nodes.length !== body.children.length || nodes.some((n, i) => body.children[i] !== n)) {
+    body.replaceChildren(...nodes);
+  }
   if (stick) box.scrollTop = box.scrollHeight;
 }
 
@@ -220,6 +295,9 @@ async function send(text) {
   const controller = (state.controller = new AbortController());
   setBusy(true);
   const reply = { text: "", tokens: 0, deltas: 0, start: 0, first: 0, last: 0, note: "" };
+  const blocks = [];  // by stream index: {type, node, text | json | thinking}
+  const paint = () => (blocks.some((b) => b.type !== "text")
+    ? setBlocks(node, blocks.filter(Boolean)) : setText(node, reply.text));
   let painting = false, ended = false;
   try {
     const id = await conversationId(turns);
@@ -232,15 +310,39 @@ async function send(text) {
     if (!response.ok) throw await failure(response);
     for await (const data of serverSentData(response.body)) {
       const event = JSON.parse(data);
-      if (event.type === "content_block_delta" && event.delta.type === "text_delta") {
-        reply.text += event.delta.text;
-        reply.deltas += 1;
-        reply.last = performance.now();
-        reply.first ||= reply.last;
+      if (event.type === "content_block_start") {
+        const start = event.content_block;
+        const block = { type: start.type, text: start.text ?? "", thinking: start.thinking ?? "" };
+        if (start.type === "tool_use") {
+          const { id, name, input } = start;
+          Object.assign(block, { id, name, input, json: "", live: true });
+        }
+        block.node = blockNode(block);
+        blocks[event.index] = block;
+        reply.text += block.text;
+      } else if (event.type === "content_block_delta") {
+        const delta = event.delta;
+        blocks[event.index] ??= { type: "text", text: "", node: blockNode({ type: "text" }) };
+        const block = blocks[event.index];
+        if (delta.type === "text_delta") {
+          block.text += delta.text;
+          reply.text += delta.text;
+        } else if (delta.type === "input_json_delta") {
+          block.json += delta.partial_json;
+        } else if (delta.type === "thinking_delta") {
+          block.thinking += delta.thinking;
+        }
+        if (delta.type !== "signature_delta") {  // any generated content counts (TTFT too)
+          reply.deltas += 1;
+          reply.last = performance.now();
+          reply.first ||= reply.last;
+        }
         if (!painting) {  // at most one render per frame, however fast tokens come
           painting = true;
-          requestAnimationFrame(() => { painting = false; setText(node, reply.text); });
+          requestAnimationFrame(() => { painting = false; paint(); });
         }
+      } else if (event.type === "content_block_stop") {
+        if (blocks[event.index]) blocks[event.index].live = false;
       } else if (event.type === "message_delta") {
         reply.tokens = event.usage?.output_tokens ?? 0;
         if (event.delta?.stop_reason === "max_tokens") reply.note = "cut off at max_tokens";
@@ -258,7 +360,8 @@ async function send(text) {
   }
   if (state.controller === controller) { state.controller = null; setBusy(false); }
   node.classList.remove("streaming");
-  setText(node, reply.text);
+  for (const block of blocks) if (block) block.live = false;  // a call cut short shows what came
+  paint();
   node.querySelector(".meta").textContent = summary(reply);
   if (reply.text) turns.push({ role: "assistant", content: reply.text });
   else turns.pop();  // nothing came back: keep the turns alternating, as the CLI does
@@ -273,12 +376,16 @@ function submit() {
 }
 
 // ---- history ----------------------------------------------------------------------------
-function modelTurns(messages) {  // history.turns_for_model: unanswered questions are dropped
-  const turns = [];
-  for (const { role, text } of messages) {
-    const answered = turns.at(-1)?.role === "user";
+function modelTurns(messages) {  // history.turns_for_model: unanswered questions are dropped,
+  const turns = [];                // tool plumbing skipped, an answer after a tool call joined
+  let plumbing = false;
+  for (const { role, text, blocks } of messages) {
+    if (!text && blocks?.length) { plumbing = true; continue; }
+    const answered = turns.at(-1)?.role === "user", afterTools = plumbing;
+    plumbing = false;
     if (role === "user" && answered) turns.pop();
     if (role === "user" || (text && answered)) turns.push({ role, content: text });
+    else if (text && afterTools && turns.length) turns.at(-1).content += `\n\n${text}`;
   }
   if (turns.at(-1)?.role === "user") turns.pop();
   return turns;
@@ -301,7 +408,7 @@ async function openConversation(id) {
     newChat();
     state.conversationId = id;
     for (const message of conversation.messages) {
-      const node = addMessage(message.role, message.text);
+      const node = addMessage(message.role, message.text, message.blocks);
       if (message.role !== "assistant") continue;
       node.querySelector(".meta").textContent = summary({
         start: 0, first: (message.ttft ?? 0) * 1000, last: (message.total_time ?? 0) * 1000,

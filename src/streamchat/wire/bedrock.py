@@ -136,7 +136,7 @@ def _tool_use(value: Any, where: str) -> dict[str, Any]:
 def _tool_result(value: Any, where: str) -> dict[str, Any]:
     value = _object(value, f"{where}.toolResult")
     status = value.get("status", "success")
-    if status not in TOOL_RESULT_STATUS:
+    if not isinstance(status, str) or status not in TOOL_RESULT_STATUS:
         raise InvalidRequestError(
             f"{where}.toolResult.status: must be 'success' or 'error', got {status!r}"
         )

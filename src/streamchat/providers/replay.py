@@ -2,15 +2,17 @@
 
 Options follow the directory like the scripted provider's: ``replay/tapes?speed=0&match=order``.
 
-- ``match=content`` (default): the tape whose request had the same system prompt and turns
-  (several such tapes are served in recording order, round and round); no match is a 404, so a
-  changed prompt fails a CI run instead of getting someone else's reply. ``match=order``: the
-  Nth request gets the Nth tape, whatever it asks.
+- ``match=content`` (default): the tape whose request had the same system prompt, turns (tool
+  calls and results included) and tools (several such tapes are served in recording order, round
+  and round); no match is a 404, so a changed prompt fails a CI run instead of getting someone
+  else's reply. ``match=order``: the Nth request gets the Nth tape, whatever it asks.
 - ``speed``: 1 (default) keeps the recorded timing (time to first token, gaps, stalls), 2 is twice
   as fast, 0 sends everything at once.
 
 Each event is rebuilt fresh (new message id, the requested model echoed, new timestamps); text,
-event order, usage, stop reasons and errors are the recording's.
+tool calls, thinking, event order, usage, stop reasons and errors are the recording's. Tool call
+ids are kept as recorded: an agent sends them back with its tool results, and that next request
+then matches the tape of the loop's next step.
 """
 
 from __future__ import annotations

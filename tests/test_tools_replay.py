@@ -1,0 +1,166 @@
+"""An agent loop recorded once (``serve --record``, the Anthropic SDK) replays offline to every
+official client: the same tool call (id, name, input), the same thinking, and — because the tape
+key holds the call and its result — the answer that step got, in each protocol's own shapes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import anthropic
+import boto3
+import openai
+import pytest
+from botocore.config import Config
+
+from serving import serve_in_thread
+from streamchat.server.common import ServerConfig
+from streamchat.tape import load_tapes
+
+CALL_INPUT = {"city": "Paris", "days": ["mon", "tue"]}
+THOUGHT = "Rain is likely, check first"
+SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+DESCRIPTION = "The weather in a city"
+QUESTION = "Weather in Paris?"
+RESULT = "18°C, light rain"
+ANSWER = f"[turn 2] Tool result: {RESULT}"
+SPEC = "scripted?" + urlencode({"tool_input": json.dumps(CALL_INPUT), "thinking": THOUGHT})
+
+
+@pytest.fixture(autouse=True)
+def _credentials(sdk_credentials: None) -> None:
+    """Every test here talks through the official SDKs."""
+
+
+def text_of(message: Any) -> str:
+    return "".join(block.text for block in message.content if block.type == "text")
+
+
+def anthropic_loop(url: str) -> tuple[Any, Any]:
+    """Both steps of the loop through the Anthropic SDK: (tool-call message, answer)."""
+    client = anthropic.Anthropic(base_url=url, api_key="x", max_retries=0)
+    params: dict[str, Any] = {
+        "model": "claude-x",
+        "max_tokens": 2000,
+        "tools": [{"name": "get_weather", "description": DESCRIPTION, "input_schema": SCHEMA}],
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+    }
+    question = {"role": "user", "content": QUESTION}
+    with client.messages.stream(messages=[question], **params) as stream:
+        called = stream.get_final_message()
+    call = called.content[-1]
+    result = {"type": "tool_result", "tool_use_id": call.id, "content": RESULT}
+    answer = client.messages.create(
+        messages=[
+            question,
+            {"role": "assistant", "content": [b.model_dump() for b in called.content]},
+            {"role": "user", "content": [result]},
+        ],
+        **params,
+    )
+    return called, answer
+
+
+def openai_loop(url: str) -> tuple[dict[str, Any], str]:
+    """Both steps through the openai SDK, streamed: (the call as accumulated, the answer)."""
+    client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+    function = {"name": "get_weather", "description": DESCRIPTION, "parameters": SCHEMA}
+    tools = [{"type": "function", "function": function}]
+    messages: list[dict[str, Any]] = [{"role": "user", "content": QUESTION}]
+    call: dict[str, Any] = {"arguments": "", "reasoning": ""}
+    for chunk in client.chat.completions.create(
+        model="gpt-x", messages=messages, tools=tools, stream=True
+    ):
+        if not chunk.choices:
+            continue
+        delta = chunk.choices[0].delta
+        call["reasoning"] += getattr(delta, "reasoning_content", None) or ""
+        for piece in delta.tool_calls or []:
+            call["id"] = piece.id or call.get("id")
+            if piece.function.name:
+                call["name"] = piece.function.name
+            call["arguments"] += piece.function.arguments or ""
+        call["finish"] = chunk.choices[0].finish_reason or call.get("finish")
+    messages.append(
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": call["id"],
+                    "type": "function",
+                    "function": {"name": call["name"], "arguments": call["arguments"]},
+                }
+            ],
+        }
+    )
+    messages.append({"role": "tool", "tool_call_id": call["id"], "content": RESULT})
+    answer = client.chat.completions.create(model="gpt-x", messages=messages, tools=tools)
+    return call, answer.choices[0].message.content
+
+
+def converse_loop(url: str) -> tuple[dict[str, Any], str]:
+    """Both steps through boto3's converse_stream: (the call as streamed, the answer)."""
+    client = boto3.client(
+        "bedrock-runtime", endpoint_url=url, config=Config(retries={"total_max_attempts": 1})
+    )
+    tool = {"toolSpec": {"name": "get_weather", "description": DESCRIPTION}}
+    tool["toolSpec"]["inputSchema"] = {"json": SCHEMA}
+    config = {"tools": [tool]}
+    messages: list[dict[str, Any]] = [{"role": "user", "content": [{"text": QUESTION}]}]
+    call: dict[str, Any] = {"input": "", "reasoning": ""}
+    response = client.converse_stream(modelId="m", messages=messages, toolConfig=config)
+    for event in response["stream"]:
+        if "contentBlockStart" in event:
+            call.update(event["contentBlockStart"]["start"].get("toolUse", {}))
+        elif "contentBlockDelta" in event:
+            delta = event["contentBlockDelta"]["delta"]
+            call["input"] += delta.get("toolUse", {}).get("input", "")
+            call["reasoning"] += delta.get("reasoningContent", {}).get("text", "")
+        elif "messageStop" in event:
+            call["stop"] = event["messageStop"]["stopReason"]
+    use = {"toolUseId": call["toolUseId"], "name": call["name"], "input": json.loads(call["input"])}
+    messages.append({"role": "assistant", "content": [{"toolUse": use}]})
+    result = {"toolUseId": call["toolUseId"], "content": [{"text": RESULT}]}
+    messages.append({"role": "user", "content": [{"toolResult": result}]})
+    answer = client.converse(modelId="m", messages=messages, toolConfig=config)
+    return call, "".join(part.get("text", "") for part in answer["output"]["message"]["content"])
+
+
+def test_an_agent_loop_recorded_once_replays_to_every_official_client(
+    tmp_path: Path, fresh_providers: None
+) -> None:
+    tapes = tmp_path / "tapes"
+    config = ServerConfig(default_model=SPEC, models=[], record_dir=str(tapes))
+    with serve_in_thread(config) as url:
+        called, answer = anthropic_loop(url)
+    assert [tape.header["request"]["messages"][-1]["content"] for tape in load_tapes(tapes)] == [
+        QUESTION,
+        "",  # the tool result's turn: its text is in its blocks
+    ]
+    thinking, call = called.content
+    assert (thinking.thinking, call.name, call.input) == (THOUGHT, "get_weather", CALL_INPUT)
+    assert called.stop_reason == "tool_use" and text_of(answer) == ANSWER
+
+    # offline now: the scripted provider is gone, only the tapes answer
+    replay = ServerConfig(default_model=f"replay/{tapes}?speed=0", models=[])
+    with serve_in_thread(replay) as url:
+        again, again_answer = anthropic_loop(url)
+        openai_call, openai_answer = openai_loop(url)
+        converse_call, converse_answer = converse_loop(url)
+
+    assert [b.model_dump() for b in again.content] == [b.model_dump() for b in called.content]
+    assert again.stop_reason == "tool_use" and text_of(again_answer) == ANSWER
+    assert again_answer.content[0].thinking == THOUGHT  # the answering step thought first too
+
+    assert (openai_call["id"], openai_call["name"]) == (call.id, "get_weather")
+    assert json.loads(openai_call["arguments"]) == CALL_INPUT
+    assert openai_call["reasoning"] == THOUGHT
+    assert openai_call["finish"] == "tool_calls" and openai_answer == ANSWER
+
+    assert (converse_call["toolUseId"], converse_call["name"]) == (call.id, "get_weather")
+    assert json.loads(converse_call["input"]) == CALL_INPUT
+    assert converse_call["reasoning"] == THOUGHT
+    assert converse_call["stop"] == "tool_use" and converse_answer == ANSWER

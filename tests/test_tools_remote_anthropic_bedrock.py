@@ -207,3 +207,22 @@ def test_structured_output_request_reaches_the_upstream(provider, monkeypatch) -
     assert schema["type"] == "object"
     assert set(schema["properties"]) == {"city", "days"}
     assert set(schema["required"]) == {"city", "days"}
+
+
+def test_count_tokens_asks_the_anthropic_upstream(monkeypatch) -> None:
+    """B's anthropic/ provider counts exactly by asking A (which counts the words of the
+    messages), not by estimating (which would count the tools' schemas as well)."""
+    server_a, _ = upstream(a_spec("anthropic", "count"))
+    with server_a as a_url, gateway("anthropic", a_url, monkeypatch) as b:
+        sdk = client(b.url)
+        count = sdk.messages.count_tokens(
+            model="m", messages=QUESTION, tools=[WEATHER, TIME], system="be brief"
+        )
+        with pytest.raises(anthropic.BadRequestError, match=r"tool_choice\.name"):
+            sdk.messages.count_tokens(
+                model="m",
+                messages=QUESTION,
+                tools=[WEATHER],
+                tool_choice={"type": "tool", "name": "nope"},
+            )
+    assert count.input_tokens == len(QUESTION[0]["content"].split())

@@ -112,6 +112,7 @@ class AnthropicProvider:
         self.policy = policy or RetryPolicy.from_env()
         timeout = max(self.policy.first_token_timeout or 600, self.policy.idle_timeout or 600)
         self.client = anthropic.AsyncAnthropic(max_retries=0, timeout=timeout)
+        self._sync_client: anthropic.Anthropic | None = None  # for count_tokens, made on demand
 
     def _params(self, request: MessageRequest) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -134,6 +135,21 @@ class AnthropicProvider:
         if extra:
             params["extra_body"] = extra
         return params
+
+    def count_tokens(self, request: MessageRequest) -> int:
+        """The upstream's own exact count (system, tools and every block included); blocking,
+        so the server calls it in a worker thread."""
+        import anthropic
+
+        if self._sync_client is None:
+            self._sync_client = anthropic.Anthropic(max_retries=0, timeout=60)
+        params = self._params(request)
+        for name in ("max_tokens", "stop_sequences", "extra_body"):  # not count_tokens fields
+            params.pop(name, None)
+        try:
+            return self._sync_client.messages.count_tokens(**params).input_tokens
+        except anthropic.APIError as error:
+            raise (classify(error) or error) from error
 
     async def _attempt(self, request: MessageRequest) -> AsyncIterator[StreamEvent]:
         stream = await self.client.messages.create(stream=True, **self._params(request))

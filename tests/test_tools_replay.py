@@ -16,6 +16,7 @@ import pytest
 from botocore.config import Config
 
 from serving import serve_in_thread
+from streamchat.history import HistoryStore
 from streamchat.server.common import ServerConfig
 from streamchat.tape import load_tapes
 
@@ -164,3 +165,30 @@ def test_an_agent_loop_recorded_once_replays_to_every_official_client(
     assert json.loads(converse_call["input"]) == CALL_INPUT
     assert converse_call["reasoning"] == THOUGHT
     assert converse_call["stop"] == "tool_use" and converse_answer == ANSWER
+
+
+def test_a_server_logs_each_protocols_agent_loop_as_one_conversation(
+    tmp_path: Path, fresh_providers: None
+) -> None:
+    """The loop's second request carries the call and its result: the history recognises it as
+    the continuation (whatever each protocol keeps of thinking) and stores every block."""
+    path = tmp_path / "history.db"
+    config = ServerConfig(default_model=SPEC, models=[], history_path=str(path))
+    with serve_in_thread(config) as url:
+        anthropic_loop(url)
+        openai_loop(url)
+        converse_loop(url)
+    with HistoryStore(path) as store:
+        logged = [store.conversation(c["id"]) for c in reversed(store.conversations())]
+    assert len(logged) == 3
+    for conversation in logged:
+        question, call, result, answer = conversation["messages"]
+        assert (question["text"], answer["text"]) == (QUESTION, ANSWER)
+        (tool_use,) = [b for b in call["blocks"] if b["type"] == "tool_use"]
+        assert (tool_use["name"], tool_use["input"]) == ("get_weather", CALL_INPUT)
+        (tool_result,) = result["blocks"]
+        assert tool_result["tool_use_id"] == tool_use["id"]
+        assert tool_result["content"] in (RESULT, [{"type": "text", "text": RESULT}])
+    # thinking where the protocol asked for it (Anthropic here), in order before the call
+    assert [b["type"] for b in logged[0]["messages"][1]["blocks"]] == ["thinking", "tool_use"]
+    assert logged[0]["messages"][1]["blocks"][0]["thinking"] == THOUGHT

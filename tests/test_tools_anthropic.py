@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import subprocess
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlencode
@@ -25,6 +26,7 @@ from streamchat.request import MAX_TOOLS, build_request
 from streamchat.server.anthropic import estimate_tokens
 from streamchat.server.common import ServerConfig
 from streamchat.wire import anthropic as wire
+from test_serve_seed_sdk import seed_python  # noqa: F401  (the seed-era client venv fixture)
 
 CITY = {"city": "Paris", "days": 3, "units": ["C", "F"]}
 SCHEMA = {
@@ -496,3 +498,70 @@ def test_any_tool_body_is_a_request_or_names_the_field(body) -> None:
         build_request(**wire.parse_count_tokens_request(body), max_tokens=2048)
     except InvalidRequestError as error:
         assert _FIELD.match(error.message), error.message
+
+
+# -- the seed-era SDK (anthropic 0.40.0, its own venv) runs the same tool loop ------------------
+SEED_TOOL_LOOP = """
+import json
+import sys
+
+import anthropic
+
+URL = sys.argv[1]
+TOOLS = [{"name": "get_weather", "input_schema": {"type": "object"}}]
+QUESTION = [{"role": "user", "content": "Weather in Paris?"}]
+
+
+def loop(client: anthropic.Anthropic | anthropic.AnthropicBedrock) -> dict:
+    with client.messages.stream(
+        model="anthropic.claude-3-5-sonnet-20241022-v2:0",
+        max_tokens=200,
+        temperature=0,  # the seed era's habit
+        messages=QUESTION,
+        tools=TOOLS,
+        tool_choice={"type": "any"},
+    ) as stream:
+        snapshots = [e.snapshot for e in stream if e.type == "input_json"]
+        first = stream.get_final_message()
+    call = first.content[0]
+    messages = [
+        *QUESTION,
+        {"role": "assistant", "content": [call.model_dump(exclude_none=True)]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id,
+                                      "content": "18 C"}]},
+    ]  # fmt: skip
+    answer = client.messages.create(
+        model="m", max_tokens=200, temperature=0, messages=messages, tools=TOOLS
+    )
+    return {
+        "snapshot": snapshots[-1],
+        "call": [call.type, call.name, call.input],
+        "stop_reason": first.stop_reason,
+        "answer": answer.content[0].text,
+    }
+
+
+direct = anthropic.Anthropic(base_url=URL, api_key="x", max_retries=0)
+bedrock = anthropic.AnthropicBedrock(
+    base_url=URL, aws_access_key="x", aws_secret_key="y", aws_region="us-west-2", max_retries=0
+)
+print(json.dumps({"anthropic": loop(direct), "bedrock": loop(bedrock)}))
+"""
+
+
+def test_seed_era_sdk_runs_a_tool_loop(request, start) -> None:
+    """Through ``Anthropic`` and ``AnthropicBedrock`` as 0.40.0 has them (``temperature=0``)."""
+    python = request.getfixturevalue("seed_python")
+    url, _ = start(**tool_spec())
+    run = subprocess.run(
+        [python, "-c", SEED_TOOL_LOOP, url], capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr
+    seen = json.loads(run.stdout)
+    for api in ("anthropic", "bedrock"):
+        assert seen[api] == {
+            "snapshot": CITY,
+            "call": ["tool_use", "get_weather", CITY],
+            "stop_reason": "tool_use",
+            "answer": "[turn 2] Tool result: 18 C",
+        }

@@ -565,3 +565,12 @@ def test_seed_era_sdk_runs_a_tool_loop(request, start) -> None:
             "stop_reason": "tool_use",
             "answer": "[turn 2] Tool result: 18 C",
         }
+
+
+def test_max_tokens_cutting_a_call_keeps_the_partial_input(start) -> None:
+    url, _ = start(**tool_spec())
+    message = client(url).messages.create(
+        model="m", max_tokens=2, messages=QUESTION, tools=[WEATHER], tool_choice={"type": "any"}
+    )
+    assert message.stop_reason == "max_tokens"
+    assert message.content[0].input == {"city": "Paris"}

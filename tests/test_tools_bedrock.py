@@ -559,3 +559,17 @@ def test_any_converse_tool_body_is_a_request_or_names_a_converse_field(body) -> 
         assert _FIELD.match(error.message), error.message
         field = error.message.partition(":")[0]
         assert not _CANONICAL.search(field), error.message  # no canonical name leaks
+
+
+def test_max_tokens_cutting_a_call_keeps_the_partial_input(start) -> None:
+    """As the API reports it: stopReason max_tokens and the members complete so far."""
+    url, _ = start(**tool_spec())
+    response = bedrock(url).converse(
+        modelId="m",
+        messages=QUESTION,
+        toolConfig=tool_config({"any": {}}),
+        inferenceConfig={"maxTokens": 2},  # two 8-character fragments: '{"city": "Paris"'
+    )
+    assert response["stopReason"] == "max_tokens"
+    [call] = response["output"]["message"]["content"]
+    assert call["toolUse"]["input"] == {"city": "Paris"}

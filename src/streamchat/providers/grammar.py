@@ -116,8 +116,7 @@ def bound_schema(schema: Any, where: str) -> dict[str, Any]:
         return _bound_number(node, kind, where)
     if kind == "string":
         if not ({"pattern", "format"} & node.keys()):
-            low = node.get("minLength", 0)
-            node["maxLength"] = min(node.get("maxLength", MAX_STRING), max(low, MAX_STRING))
+            node.setdefault("maxLength", max(node.get("minLength", 0), MAX_STRING))
         return node
     if kind == "array" or (kind is None and ("items" in node or "prefixItems" in node)):
         items = node.get("items")
@@ -129,8 +128,7 @@ def bound_schema(schema: Any, where: str) -> dict[str, Any]:
             node.pop("items", None)
             return node
         node["items"] = bound_schema(items if items is not None else {}, f"{where}.items")
-        low = node.get("minItems", 0)
-        node["maxItems"] = min(node.get("maxItems", MAX_ITEMS), max(low, MAX_ITEMS))
+        node.setdefault("maxItems", max(node.get("minItems", 0), MAX_ITEMS))
         return node
     if kind == "object" or (kind is None and "properties" in node):
         properties = node.get("properties") or {}

@@ -10,13 +10,13 @@ through; upstream ``toolUse`` / ``reasoningContent`` deltas become canonical eve
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from ..events import StreamEvent
-from ..request import MessageRequest, RequestBlock, Turn
+from ..request import MessageRequest
+from ..wire.bedrock import converse_message, converse_tool_params
 from ._threaded import iterate_in_thread
 from .base import (
     block_stop,
@@ -56,80 +56,6 @@ STOP_REASONS = {
     "tool_use": "tool_use",
     "model_context_window_exceeded": "max_tokens",
 }
-
-
-def _reasoning(block: Any) -> dict[str, Any]:
-    text = {"text": block.thinking}
-    if block.signature:  # Claude checks it when the conversation goes back upstream
-        text["signature"] = block.signature
-    return {"reasoningContent": {"reasoningText": text}}
-
-
-def _tool_result(block: Any) -> dict[str, Any]:
-    content = [
-        {"text": part} if isinstance(part, str) else {"json": part} for part in block.content
-    ]
-    result = {"toolUseId": block.tool_use_id, "content": content}
-    return {"toolResult": result | {"status": "error" if block.is_error else "success"}}
-
-
-# canonical request block type -> Converse ContentBlock
-CONTENT_BLOCKS: dict[str, Callable[[Any], dict[str, Any]]] = {
-    "text": lambda b: {"text": b.text},
-    "tool_use": lambda b: {"toolUse": {"toolUseId": b.id, "name": b.name, "input": b.input}},
-    "tool_result": _tool_result,
-    "thinking": _reasoning,
-}
-# tool_choice type -> Converse ToolChoice (Converse has no "none": the tools are still sent,
-# as Bedrock requires toolConfig when the history holds tool blocks)
-TOOL_CHOICES: dict[str, Callable[[Any], dict[str, Any] | None]] = {
-    "auto": lambda choice: {"auto": {}},
-    "any": lambda choice: {"any": {}},
-    "tool": lambda choice: {"tool": {"name": choice.name}},
-    "none": lambda choice: None,
-}
-
-
-def _kept(block: RequestBlock) -> bool:
-    return not (block.type == "text" and not block.text)  # Bedrock refuses blank text blocks
-
-
-def message_param(turn: Turn) -> dict[str, Any]:
-    if not turn.blocks:
-        return {"role": turn.role, "content": [{"text": turn.content}]}
-    blocks = [CONTENT_BLOCKS[b.type](b) for b in turn.blocks if _kept(b)]
-    return {"role": turn.role, "content": blocks}
-
-
-def tool_params(request: MessageRequest) -> dict[str, Any]:
-    """``toolConfig``, ``outputConfig`` and Claude's ``thinking`` for the Converse call."""
-    params: dict[str, Any] = {}
-    if request.tools:
-        tools = []
-        for tool in request.tools:
-            spec: dict[str, Any] = {"name": tool.name, "inputSchema": {"json": tool.input_schema}}
-            if tool.description:  # NonEmptyString
-                spec["description"] = tool.description
-            tools.append({"toolSpec": spec})
-        config: dict[str, Any] = {"tools": tools}
-        choice = TOOL_CHOICES[request.tool_choice.type](request.tool_choice)
-        if choice is not None:
-            config["toolChoice"] = choice
-        params["toolConfig"] = config
-    if request.thinking is not None:
-        thinking: dict[str, Any] = {"type": request.thinking.type}
-        if request.thinking.budget_tokens is not None:
-            thinking["budget_tokens"] = request.thinking.budget_tokens
-        params["additionalModelRequestFields"] = {"thinking": thinking}
-    if request.output_format is not None:
-        schema = json.dumps(request.output_format.schema or {"type": "object"})
-        definition = {"schema": schema} | (
-            {"name": request.output_format.name} if request.output_format.name else {}
-        )
-        params["outputConfig"] = {
-            "textFormat": {"type": "json_schema", "structure": {"jsonSchema": definition}}
-        }
-    return params
 
 
 class _Blocks:
@@ -230,8 +156,8 @@ class BedrockProvider:
     def _params(self, request: MessageRequest) -> dict[str, Any]:
         params: dict[str, Any] = {
             "modelId": self.model_id,
-            "messages": [message_param(turn) for turn in request.messages],
-            **tool_params(request),
+            "messages": [converse_message(turn) for turn in request.messages],
+            **converse_tool_params(request),
         }
         if request.system:
             params["system"] = [{"text": request.system}]

@@ -4,7 +4,9 @@ Every Bedrock name lives here as data: Converse field names, Converse stream eve
 error codes and statuses. Shapes follow botocore's service model
 (``botocore/data/bedrock-runtime/2023-09-30/service-2.json``), the judge of what boto3 accepts.
 Two APIs share it: Converse (Bedrock's own shape) and invoke (the Anthropic Messages shape with
-``anthropic_version``, used by ``anthropic.AnthropicBedrock``).
+``anthropic_version``, used by ``anthropic.AnthropicBedrock``). Both directions live here, the
+server's and the ``bedrock/`` provider's, so that each Converse name is written once: a longer
+module on purpose.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any, NamedTuple
 
 from ..errors import InvalidRequestError
 from ..events import Message, StreamEvent
-from ..request import MessageRequest, build_request
+from ..request import MessageRequest, Turn, build_request
 from .anthropic import parse_messages_request
 from .eventstream import encode_message
 
@@ -368,6 +370,51 @@ def build_invoke_request(body: Any, *, model: str, max_tokens_limit: int) -> Mes
     return build_request(**kwargs, max_tokens_limit=max_tokens_limit)
 
 
+# -- requests to an upstream Bedrock (providers/bedrock.py) ------------------------------------
+def converse_message(turn: Turn) -> dict[str, Any]:
+    """A canonical turn as a Converse message (blank text blocks left out: Bedrock refuses them)."""
+    if not turn.blocks:
+        return {"role": turn.role, "content": [{"text": turn.content}]}
+    blocks = [
+        CONVERSE_BLOCKS[b.type](b) for b in turn.blocks if not (b.type == "text" and not b.text)
+    ]
+    return {"role": turn.role, "content": blocks}
+
+
+def converse_tool_params(request: MessageRequest) -> dict[str, Any]:
+    """``toolConfig``, ``outputConfig`` and Claude's ``thinking`` for a Converse call.
+
+    Converse has no ``none`` tool choice: the tools are still sent without one (Bedrock wants
+    ``toolConfig`` whenever the history holds tool blocks), and nor can it disable parallel calls.
+    """
+    params: dict[str, Any] = {}
+    if request.tools:
+        tools = []
+        for tool in request.tools:
+            spec: dict[str, Any] = {"name": tool.name, "inputSchema": {"json": tool.input_schema}}
+            if tool.description:  # NonEmptyString
+                spec["description"] = tool.description
+            tools.append({"toolSpec": spec})
+        config: dict[str, Any] = {"tools": tools}
+        choice = request.tool_choice
+        if choice.type in TOOL_CHOICES:
+            config["toolChoice"] = {choice.type: {"name": choice.name} if choice.name else {}}
+        params["toolConfig"] = config
+    if request.thinking is not None:
+        thinking: dict[str, Any] = {"type": request.thinking.type}
+        if request.thinking.budget_tokens is not None:
+            thinking["budget_tokens"] = request.thinking.budget_tokens
+        params["additionalModelRequestFields"] = {"thinking": thinking}
+    if request.output_format is not None:
+        definition = {"schema": json.dumps(request.output_format.schema or {"type": "object"})}
+        if request.output_format.name:
+            definition["name"] = request.output_format.name
+        params["outputConfig"] = {
+            "textFormat": {"type": "json_schema", "structure": {"jsonSchema": definition}}
+        }
+    return params
+
+
 # -- responses ---------------------------------------------------------------------------------
 def _usage(input_tokens: int, output_tokens: int) -> dict[str, int]:
     total = input_tokens + output_tokens
@@ -380,15 +427,22 @@ def _millis(seconds: float) -> int:
 
 def _reasoning_text(block: Any) -> dict[str, Any]:
     text = {"text": block.thinking}
-    if block.signature:
+    if block.signature:  # Claude checks it when the conversation goes back upstream
         text["signature"] = block.signature
     return {"reasoningContent": {"reasoningText": text}}
 
 
-# canonical block type -> its Converse ContentBlock in a non-streaming answer
+def _tool_result_block(block: Any) -> dict[str, Any]:
+    content = [{"text": p} if isinstance(p, str) else {"json": p} for p in block.content]
+    status = "error" if block.is_error else "success"
+    return {"toolResult": {"toolUseId": block.tool_use_id, "content": content, "status": status}}
+
+
+# canonical block type -> its Converse ContentBlock (answers, and requests to an upstream)
 CONVERSE_BLOCKS: dict[str, Callable[[Any], dict[str, Any]]] = {
     "text": lambda b: {"text": b.text},
     "tool_use": lambda b: {"toolUse": {"toolUseId": b.id, "name": b.name, "input": b.input}},
+    "tool_result": _tool_result_block,
     "thinking": _reasoning_text,
 }
 

@@ -211,6 +211,7 @@ def test_an_agent_loop_logged_by_a_server_is_one_conversation_with_every_block(
     asyncio.run(log_agent_loop(path))
     with HistoryStore(path) as store:
         (listed,) = store.conversations()  # the second request continued the first
+        assert listed["turns"] == 1  # one question: the tool result is not a turn
         messages = store.conversation(listed["id"])["messages"]
     question, call, result, answer = messages
     assert (question["role"], question["text"], question["blocks"]) == (

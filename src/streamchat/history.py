@@ -320,12 +320,13 @@ class HistoryStore:
     # -- reading ------------------------------------------------------------------------------
 
     def conversations(self, limit: int = 20) -> list[dict[str, Any]]:
-        """Most recently active first, each with ``turns`` and a ``preview`` of its first words."""
+        """Most recently active first, each with ``turns`` (questions asked: an agent's tool
+        results are not turns) and a ``preview`` of its first words."""
         with self._errors():
             rows = self._db.execute(
                 f"SELECT {CONVERSATION_FIELDS}, "
                 "(SELECT count(*) FROM messages m WHERE m.conversation_id = c.id "
-                " AND m.role = 'user') AS turns, "
+                " AND m.role = 'user' AND (m.text != '' OR m.blocks IS NULL)) AS turns, "
                 "(SELECT substr(text, 1, 200) FROM messages m WHERE m.conversation_id = c.id "
                 " ORDER BY m.id LIMIT 1) AS preview "
                 "FROM conversations c ORDER BY updated_at DESC, id DESC LIMIT ?",

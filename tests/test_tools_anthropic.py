@@ -22,7 +22,7 @@ from serving import serve_in_thread
 from streamchat.errors import InvalidRequestError
 from streamchat.providers import get_provider
 from streamchat.providers.scripted import JSON_FRAGMENT, ScriptedProvider
-from streamchat.request import MAX_TOOLS, build_request
+from streamchat.request import MAX_SCHEMA_BYTES, MAX_TOOLS, build_request
 from streamchat.server.anthropic import estimate_tokens
 from streamchat.server.common import ServerConfig
 from streamchat.wire import anthropic as wire
@@ -384,6 +384,10 @@ BAD_REQUESTS: dict[str, tuple[dict[str, Any], str]] = {
     "too many tools": (
         {"tools": [{**WEATHER, "name": f"t{i}"} for i in range(MAX_TOOLS + 1)]},
         f"tools: at most {MAX_TOOLS} tools",
+    ),
+    "oversized schema": (
+        {"tools": [{**WEATHER, "input_schema": {**SCHEMA, "description": "x" * MAX_SCHEMA_BYTES}}]},
+        "tools.0.input_schema: the schema is",
     ),
     "server tool": (
         {"tools": [{"type": "web_search_20250305", "name": "web_search"}]},

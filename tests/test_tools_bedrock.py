@@ -23,7 +23,7 @@ from serving import serve_in_thread
 from streamchat.errors import InvalidRequestError
 from streamchat.providers import get_provider
 from streamchat.providers.scripted import JSON_FRAGMENT, ScriptedProvider
-from streamchat.request import MAX_TOOLS
+from streamchat.request import MAX_SCHEMA_BYTES, MAX_TOOLS
 from streamchat.server.common import ServerConfig
 from streamchat.wire.bedrock import build_converse_request
 
@@ -335,6 +335,18 @@ BAD_CONVERSE: dict[str, tuple[dict[str, Any], str]] = {
             )
         },
         f"toolConfig.tools: at most {MAX_TOOLS} tools",
+    ),
+    "oversized schema": (
+        {
+            "toolConfig": tool_config(
+                None,
+                {
+                    **SPEC,
+                    "inputSchema": {"json": {**SCHEMA, "description": "x" * MAX_SCHEMA_BYTES}},
+                },
+            )
+        },
+        "toolConfig.tools.0.toolSpec.inputSchema.json: the schema is",
     ),
     "image block": (
         {

@@ -5,6 +5,7 @@ key holds the call and its result — the answer that step got, in each protocol
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -192,3 +193,45 @@ def test_a_server_logs_each_protocols_agent_loop_as_one_conversation(
     # thinking where the protocol asked for it (Anthropic here), in order before the call
     assert [b["type"] for b in logged[0]["messages"][1]["blocks"]] == ["thinking", "tool_use"]
     assert logged[0]["messages"][1]["blocks"][0]["thinking"] == THOUGHT
+
+
+def test_a_client_leaving_in_the_middle_of_a_tool_call_leaves_the_partial_call_logged(
+    tmp_path: Path, fresh_providers: None
+) -> None:
+    path = tmp_path / "history.db"
+    long_input = {"city": "Paris", "notes": "x" * 200}
+    spec = "scripted?" + urlencode({"tool_input": json.dumps(long_input), "delay": "0.05"})
+    config = ServerConfig(default_model=spec, models=[], history_path=str(path))
+    with serve_in_thread(config) as url:
+        client = anthropic.Anthropic(base_url=url, api_key="x", max_retries=0)
+        tool = {"name": "get_weather", "input_schema": SCHEMA}
+        fragments: list[str] = []
+        with client.messages.stream(
+            model="m",
+            max_tokens=500,
+            messages=[{"role": "user", "content": QUESTION}],
+            tools=[tool],
+        ) as stream:
+            for event in stream:
+                if event.type == "input_json":
+                    fragments.append(event.partial_json)
+                    if len(fragments) == 3:
+                        break  # leaving closes the connection
+
+        def stored() -> dict[str, Any] | None:
+            with HistoryStore(path) as store:
+                (conversation,) = store.conversations()
+                reply = store.conversation(conversation["id"])["messages"][-1]
+            return reply if reply["ttft"] is not None else None  # the final write is done
+
+        reply = None
+        for _ in range(200):  # the final write follows the disconnect shortly
+            if (reply := stored()) is not None:
+                break
+            time.sleep(0.05)
+    assert reply is not None and reply["interrupted"] is True and reply["stop_reason"] is None
+    (call,) = reply["blocks"]
+    arrived = "".join(fragments)
+    assert call["partial_json"].startswith(arrived)  # what arrived (maybe a fragment more)
+    assert call["partial_json"] != json.dumps(long_input)  # cut short, never completed
+    assert call["input"] == {"city": "Paris"}  # the members that arrived whole

@@ -138,6 +138,20 @@ def test_a_reply_cut_in_the_middle_of_a_tool_call_keeps_what_arrived(store: Hist
     assert reply["interrupted"] is True and reply["stop_reason"] is None
 
 
+def test_markdown_shows_a_cut_call_as_it_arrived_and_lays_out_a_long_one() -> None:
+    from streamchat.cli.history import block_lines
+
+    cut = {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {"a": 1}}
+    shown = "\n".join(block_lines([{**cut, "partial_json": '{"a": 1, "b": "éx'}]))
+    assert "· `toolu_1` (cut short)" in shown and 'f({"a": 1, "b": "éx)' in shown
+    long = {**cut, "input": {"text": "é" * 120}}
+    shown = "\n".join(block_lines([long]))
+    assert 'f(\n{\n  "text": "éééé' in shown
+    # fenced, longer than any backtick run inside: Markdown in an input cannot break out
+    lines = block_lines([{**cut, "input": {"md": "```\n# not a heading"}}])
+    assert (lines[-3], lines[-1]) == ("````", "````")
+
+
 def test_text_only_replies_are_stored_as_before(store: HistoryStore) -> None:
     request = build_request(model="scripted", messages=[{"role": "user", "content": "hi"}])
     conversation_id = store.new_conversation()

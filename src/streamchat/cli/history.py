@@ -227,7 +227,8 @@ def block_lines(blocks: list[dict[str, Any]]) -> list[str]:
             lines.append("")
             call = tool_call(block)
             if len(call) > COMPACT_CALL or "\n" in call:  # long: the input laid out
-                call = f"{block.get('name')}(\n{json.dumps(block.get('input'), indent=2)}\n)"
+                laid_out = json.dumps(block.get("input"), indent=2, ensure_ascii=False)
+                call = f"{block.get('name')}(\n{laid_out}\n)"
                 if "partial_json" in block:
                     call = f"{block.get('name')}({block['partial_json']})"
             lines += fence(call)

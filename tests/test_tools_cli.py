@@ -174,3 +174,42 @@ def test_chat_in_a_terminal_shows_the_call_compactly_and_thinking_dimmed(
         child.close(force=True)
     shown = run(tmp_path, "history", "show", "1", "--db", tmp_path / "h.db").stdout
     assert shown.count("**Tool call**") == 2
+
+
+def test_text_then_a_call_then_text_each_call_on_its_own_line() -> None:
+    """The printer ``ask`` uses, on a reply mixing text and calls (real models do)."""
+    import io
+
+    from streamchat.cli.ask import _Printer
+    from streamchat.cli.blocks import ReplyView
+    from streamchat.providers.base import (
+        block_stop,
+        input_json_delta,
+        message_finish,
+        message_start,
+        text_block_start,
+        text_delta,
+        tool_use_start,
+    )
+
+    events = [
+        message_start("m", 1),
+        text_block_start(0),
+        text_delta("Let me check.", 0),
+        block_stop(0),
+        tool_use_start(1, "get_weather", "toolu_1"),
+        input_json_delta('{"city":', 1),
+        input_json_delta(' "Paris"}', 1),
+        block_stop(1),
+        text_block_start(2),
+        text_delta("Done.", 2),
+        block_stop(2),
+        *message_finish("end_turn", 4),
+    ]
+    out, err = io.StringIO(), io.StringIO()
+    printer, view = _Printer(out, err), ReplyView()
+    for event in events:
+        printer.show(view.feed(event))
+    printer.end()
+    assert out.getvalue() == 'Let me check.\n⚙ get_weather({"city": "Paris"})\nDone.\n'
+    assert err.getvalue() == ""

@@ -30,6 +30,7 @@ MAX_EXTRA_KEYS = 8  # keys of a free-form object
 MAX_KEY = 48  # characters of a free-form object's key
 MAX_INT_RANGE = 256  # an integer range with both bounds up to this size becomes an enum
 GRAMMAR_CACHE = 64  # compiled grammars kept per model
+BEST = 512  # candidates a rejected token's resample looks at first
 
 # Standard keywords the grammar cannot enforce: refused, so a generated input always validates.
 UNSUPPORTED = (
@@ -324,6 +325,12 @@ class TokenSampler:
         self._array = llama_cpp.llama_token_data_array(
             ctypes.cast(self._data, llama_cpp.llama_token_data_p), n_vocab, -1, False
         )
+        self.needed = 1 if temperature == 0 else top_k  # allowed tokens a resample must see
+        self._best = (llama_cpp.llama_token_data * BEST)()
+        self._best_view = np.frombuffer(self._best, dtype=self._view.dtype)
+        self._best_array = llama_cpp.llama_token_data_array(
+            ctypes.cast(self._best, llama_cpp.llama_token_data_p), BEST, -1, False
+        )
         self._one = llama_cpp.llama_token_data(0, 1.0, 0.0)
         self._one_array = llama_cpp.llama_token_data_array(ctypes.pointer(self._one), 1, -1, False)
 
@@ -352,6 +359,29 @@ class TokenSampler:
         array.sorted = False
         return ctypes.byref(array)
 
+    def _resample_best(self, ctx: Any, idx: int) -> int:
+        """Resample among the best-scoring tokens the grammar allows (the chain only ever keeps
+        the top ``top_k`` anyway): filtering ~49k candidates costs 5-15 ms a token, this ~0.3.
+        -1 when fewer than the chain needs are allowed among them."""
+        import llama_cpp
+        import numpy as np
+
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, idx), (self.n_vocab,))
+        best = np.argpartition(logits, -BEST)[-BEST:]
+        view = self._best_view
+        view["id"] = best
+        view["logit"] = logits[best]
+        view["p"] = 0.0
+        array = self._best_array
+        array.data = ctypes.cast(self._best, llama_cpp.llama_token_data_p)
+        array.size, array.selected, array.sorted = BEST, -1, False
+        llama_cpp.llama_sampler_apply(self.grammar, ctypes.byref(array))
+        allowed = int(np.count_nonzero(view["logit"] != -np.inf))
+        if allowed < self.needed:
+            return -1
+        llama_cpp.llama_sampler_apply(self.chain, ctypes.byref(array))
+        return int(array.data[array.selected].id)
+
     def sample(self, ctx: Any, idx: int = -1) -> int:
         """Sample the next token from the logits at ``idx`` and accept it (chain and grammar)."""
         import llama_cpp
@@ -367,10 +397,12 @@ class TokenSampler:
         llama_cpp.llama_sampler_apply(self.grammar, ctypes.byref(self._one_array))
         if one.logit == float("-inf"):
             self.resamples += 1
-            candidates = self._candidates(ctx, idx)
-            llama_cpp.llama_sampler_apply(self.grammar, candidates)
-            llama_cpp.llama_sampler_apply(self.chain, candidates)
-            token = int(self._array.data[self._array.selected].id)
+            token = self._resample_best(ctx, idx)
+            if token < 0:  # too few allowed among the best: the grammar filters every token
+                candidates = self._candidates(ctx, idx)
+                llama_cpp.llama_sampler_apply(self.grammar, candidates)
+                llama_cpp.llama_sampler_apply(self.chain, candidates)
+                token = int(self._array.data[self._array.selected].id)
         llama_cpp.llama_sampler_accept(self.grammar, token)
         llama_cpp.llama_sampler_accept(self.chain, token)
         return token

@@ -41,6 +41,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))  # tool_cases, serving
 
+import itertools
+
 import httpx
 import jsonschema
 import openai
@@ -91,7 +93,7 @@ def stream_sample(client: Client, **params: Any) -> dict[str, Any]:
         message = stream.get_final_message()
     tokens = message.usage.output_tokens
     span = deltas[-1][0] - deltas[0][0] if len(deltas) > 1 else float("nan")
-    gaps = [b[0] - a[0] for a, b in zip(deltas, deltas[1:], strict=False)]
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(deltas)]
     return {
         "first_delta_s": deltas[0][0] - start if deltas else float("nan"),
         "first_kind": deltas[0][1] if deltas else None,
@@ -116,7 +118,7 @@ def raw_sample(llama: Any, tokens: list[int], count: int, grammar: Any) -> dict[
     finally:
         generator.close()
     span = times[-1] - times[0]
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     return {
         "tokens": len(times),
         "decode_tps": (len(times) - 1) / span if span > 0 else 0.0,

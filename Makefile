@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup browser chat test lint format bench clean
+.PHONY: setup browser chat test docs lint format bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required")'
@@ -29,7 +29,13 @@ browser:
 
 test: setup browser
 	$(BIN)/ruff check src tests benchmarks
+	$(MAKE) --no-print-directory docs
 	$(BIN)/pytest -q
+
+# The documentation site (docs/, mkdocs.yml) into build/docs; any warning fails the build.
+# Offline and a few seconds; the examples in it run in tests/test_docs_examples.py.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -24,11 +24,25 @@ def _now() -> float:
 
 @dataclass(slots=True)
 class Usage:
+    """Token counts. The prompt-cache counts (tokens reused from an earlier request's cache, and
+    tokens written to it) stay ``None`` where a backend has no prompt cache, and are then left
+    out of the JSON."""
+
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_read_input_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
+        body: dict[str, Any] = {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+        }
+        if self.cache_read_input_tokens is not None:
+            body["cache_read_input_tokens"] = self.cache_read_input_tokens
+        if self.cache_creation_input_tokens is not None:
+            body["cache_creation_input_tokens"] = self.cache_creation_input_tokens
+        return body
 
 
 @dataclass(slots=True)
@@ -371,6 +385,8 @@ def message_from_dict(data: dict[str, Any]) -> Message:
         usage=Usage(
             input_tokens=usage.get("input_tokens") or 0,
             output_tokens=usage.get("output_tokens") or 0,
+            cache_read_input_tokens=usage.get("cache_read_input_tokens"),
+            cache_creation_input_tokens=usage.get("cache_creation_input_tokens"),
         ),
     )
 

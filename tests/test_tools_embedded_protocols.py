@@ -1,0 +1,347 @@
+"""The embedded model calls tools through ``streamchat serve`` (its default), judged by the official
+clients: anthropic (sync and async), AnthropicBedrock, boto3 Converse/ConverseStream and openai.
+Forced calls are grammar-constrained, so every input validates (jsonschema is the judge); a tool
+result sent back gets a text answer."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import anthropic
+import boto3
+import jsonschema
+import openai
+import pytest
+from botocore.config import Config
+
+from serving import Server, serve
+
+pytestmark = pytest.mark.model
+
+MODEL = "claude-sonnet-4-5"  # any name: the server's default model (SmolLM2) answers
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string"},
+        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+        "days": {"type": "integer", "minimum": 1, "maximum": 7},
+    },
+    "required": ["city", "unit"],
+}
+WEATHER = {
+    "name": "get_weather",
+    "description": "Get the weather for a city",
+    "input_schema": SCHEMA,
+}
+ASK = "What's the weather in Paris?"
+RESULT = "18 degrees Celsius and sunny"
+GREEDY = {"temperature": 0}  # the current anthropic SDK takes it only as an extra
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    with serve() as running:  # no --model: the embedded default
+        yield running
+
+
+def messages_client(server: Server) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=server.url, api_key="x", max_retries=0, timeout=120)
+
+
+def answer_turns(call: Any) -> list[dict[str, Any]]:
+    """The Anthropic history after ``call``: the call, then its result."""
+    return [
+        {"role": "user", "content": ASK},
+        {"role": "assistant", "content": [call.model_dump(exclude_none=True)]},
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": call.id, "content": RESULT}],
+        },
+    ]
+
+
+def test_anthropic_stream_forced_tool_then_the_result_is_answered(server: Server) -> None:
+    client = messages_client(server)
+    with client.messages.stream(
+        model=MODEL,
+        max_tokens=60,
+        messages=[{"role": "user", "content": ASK}],
+        tools=[WEATHER],
+        tool_choice={"type": "tool", "name": "get_weather"},
+        extra_body=GREEDY,
+    ) as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_message()
+    assert "input_json" in kinds  # the SDK's own helper events for the fragments
+    assert final.stop_reason == "tool_use"
+    (call,) = final.content
+    assert call.type == "tool_use" and call.name == "get_weather" and call.id.startswith("toolu_")
+    jsonschema.validate(call.input, SCHEMA)
+    answer = client.messages.create(
+        model=MODEL,
+        max_tokens=40,
+        messages=answer_turns(call),
+        tools=[WEATHER],
+        extra_body=GREEDY,
+    )
+    assert [block.type for block in answer.content] == ["text"]
+    assert answer.content[0].text.strip()
+    assert answer.stop_reason in ("end_turn", "max_tokens")
+
+
+@pytest.mark.anyio
+async def test_async_anthropic_forced_call_validates(server: Server) -> None:
+    client = anthropic.AsyncAnthropic(base_url=server.url, api_key="x", max_retries=0, timeout=120)
+    async with client.messages.stream(
+        model=MODEL,
+        max_tokens=60,
+        messages=[{"role": "user", "content": "Weather in Tokyo for 3 days, in fahrenheit?"}],
+        tools=[WEATHER],
+        tool_choice={"type": "any"},
+    ) as stream:
+        final = await stream.get_final_message()
+    assert final.stop_reason == "tool_use"
+    for block in final.content:
+        assert block.type == "tool_use"
+        jsonschema.validate(block.input, SCHEMA)
+
+
+def test_anthropic_bedrock_forced_call_validates(server: Server, sdk_credentials: None) -> None:
+    client = anthropic.AnthropicBedrock(
+        base_url=server.url,
+        aws_access_key="x",
+        aws_secret_key="y",
+        aws_region="us-west-2",
+        max_retries=0,
+        timeout=120,
+    )
+    message = client.messages.create(
+        model="anthropic.claude-3-5-sonnet-20241022-v2:0",
+        max_tokens=60,
+        messages=[{"role": "user", "content": ASK}],
+        tools=[WEATHER],
+        tool_choice={"type": "tool", "name": "get_weather"},
+        extra_body=GREEDY,
+    )
+    assert message.stop_reason == "tool_use"
+    (call,) = message.content
+    jsonschema.validate(call.input, SCHEMA)
+
+
+def bedrock(server: Server) -> Any:
+    return boto3.client(
+        "bedrock-runtime",
+        endpoint_url=server.url,
+        region_name="us-west-2",
+        config=Config(retries={"total_max_attempts": 1}, read_timeout=120),
+    )
+
+
+def tool_config(choice: dict[str, Any]) -> dict[str, Any]:
+    spec = {
+        "name": "get_weather",
+        "description": "Get the weather",
+        "inputSchema": {"json": SCHEMA},
+    }
+    return {"tools": [{"toolSpec": spec}], "toolChoice": choice}
+
+
+CONVERSE_ASK = [{"role": "user", "content": [{"text": ASK}]}]
+
+
+def test_converse_stream_forced_then_converse_answers_the_tool_result(
+    server: Server, sdk_credentials: None
+) -> None:
+    client = bedrock(server)
+    response = client.converse_stream(
+        modelId="m",
+        messages=CONVERSE_ASK,
+        toolConfig=tool_config({"any": {}}),
+        inferenceConfig={"maxTokens": 60, "temperature": 0},
+    )
+    events = [(kind, body) for event in response["stream"] for kind, body in event.items()]
+    starts = [body["start"]["toolUse"] for kind, body in events if kind == "contentBlockStart"]
+    assert len(starts) >= 1 and starts[0]["name"] == "get_weather"
+    first = [
+        body["delta"]["toolUse"]["input"]
+        for kind, body in events
+        if kind == "contentBlockDelta" and body["contentBlockIndex"] == 0
+    ]
+    assert len(first) > 1  # streamed in fragments
+    tool_input = json.loads("".join(first))
+    jsonschema.validate(tool_input, SCHEMA)
+    assert [body["stopReason"] for kind, body in events if kind == "messageStop"] == ["tool_use"]
+    use = {"toolUseId": starts[0]["toolUseId"], "name": "get_weather", "input": tool_input}
+    answer = client.converse(
+        modelId="m",
+        messages=[
+            *CONVERSE_ASK,
+            {"role": "assistant", "content": [{"toolUse": use}]},
+            {
+                "role": "user",
+                "content": [
+                    {"toolResult": {"toolUseId": use["toolUseId"], "content": [{"text": RESULT}]}}
+                ],
+            },
+        ],
+        toolConfig=tool_config({"auto": {}}),
+        inferenceConfig={"maxTokens": 40, "temperature": 0},
+    )
+    content = answer["output"]["message"]["content"]
+    assert [list(block) for block in content] == [["text"]]
+    assert content[0]["text"].strip()
+    assert answer["stopReason"] in ("end_turn", "max_tokens")
+
+
+@pytest.mark.parametrize("choice", [{"auto": {}}, {"tool": {"name": "get_weather"}}])
+def test_converse_gives_text_or_a_valid_call(
+    server: Server, sdk_credentials: None, choice: dict[str, Any]
+) -> None:
+    answer = bedrock(server).converse(
+        modelId="m",
+        messages=CONVERSE_ASK,
+        toolConfig=tool_config(choice),
+        inferenceConfig={"maxTokens": 60, "temperature": 0},
+    )
+    content = answer["output"]["message"]["content"]
+    uses = [block["toolUse"] for block in content if "toolUse" in block]
+    for use in uses:
+        jsonschema.validate(use["input"], SCHEMA)
+    if "tool" in choice:
+        assert uses and answer["stopReason"] == "tool_use"
+    else:
+        expected = ("tool_use",) if uses else ("end_turn", "max_tokens")
+        assert answer["stopReason"] in expected
+
+
+def openai_client(server: Server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0, timeout=120)
+
+
+FUNCTION = {
+    "type": "function",
+    "function": {"name": "get_weather", "description": "Get the weather", "parameters": SCHEMA},
+}
+
+
+def test_openai_streamed_required_call_then_the_tool_message_is_answered(server: Server) -> None:
+    client = openai_client(server)
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": ASK}],
+            tools=[FUNCTION],
+            tool_choice="required",
+            parallel_tool_calls=False,
+            max_tokens=60,
+            temperature=0,
+            stream=True,
+        )
+    )
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    calls = [call for delta in deltas for call in delta.tool_calls or []]
+    assert calls[0].id and calls[0].function.name == "get_weather"
+    arguments = "".join(call.function.arguments or "" for call in calls)
+    assert len([call for call in calls if call.function.arguments]) > 1  # fragments
+    jsonschema.validate(json.loads(arguments), SCHEMA)
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
+    answer = client.chat.completions.create(
+        model="gpt-4o",
+        messages=[
+            {"role": "user", "content": ASK},
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {
+                        "id": calls[0].id,
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": arguments},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": calls[0].id, "content": RESULT},
+        ],
+        tools=[FUNCTION],
+        max_tokens=40,
+        temperature=0,
+    )
+    assert answer.choices[0].message.content.strip()
+    assert not answer.choices[0].message.tool_calls
+    assert answer.choices[0].finish_reason in ("stop", "length")
+
+
+def test_openai_named_function_not_streamed(server: Server) -> None:
+    reply = openai_client(server).chat.completions.create(
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "Weather in Oslo for 2 days?"}],
+        tools=[FUNCTION],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        max_tokens=60,
+        temperature=0,
+    )
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    (call,) = choice.message.tool_calls
+    jsonschema.validate(json.loads(call.function.arguments), SCHEMA)
+
+
+def test_openai_response_format_json_schema_is_valid(server: Server) -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "age": {"type": "integer"},
+            "likes": {"type": "array", "items": {"type": "string"}},
+        },
+        "required": ["name", "age", "likes"],
+        "additionalProperties": False,
+    }
+    client = openai_client(server)
+    reply = client.chat.completions.create(
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "Describe a cat called Felix."}],
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "cat", "schema": schema, "strict": True},
+        },
+        max_tokens=100,
+        temperature=0,
+    )
+    assert reply.choices[0].finish_reason == "stop"
+    jsonschema.validate(json.loads(reply.choices[0].message.content), schema)
+    chunks = client.chat.completions.create(
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "A JSON object about Paris."}],
+        response_format={"type": "json_object"},
+        max_tokens=100,
+        temperature=0,
+        stream=True,
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert isinstance(json.loads(text), dict)
+
+
+def test_unsupported_schema_is_the_protocols_own_400(server: Server) -> None:
+    bad = {"type": "object", "properties": {"n": {"type": "number", "multipleOf": 5}}}
+    with pytest.raises(openai.BadRequestError) as info:
+        openai_client(server).chat.completions.create(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": ASK}],
+            tools=[{"type": "function", "function": {"name": "f", "parameters": bad}}],
+            tool_choice="required",
+            max_tokens=10,
+        )
+    assert "multipleOf" in str(info.value)
+    with pytest.raises(anthropic.BadRequestError) as error:
+        messages_client(server).messages.create(
+            model=MODEL,
+            max_tokens=10,
+            messages=[{"role": "user", "content": ASK}],
+            tools=[{"name": "f", "input_schema": bad}],
+            tool_choice={"type": "any"},
+        )
+    assert "tools.0.input_schema.properties.n: unsupported JSON Schema feature 'multipleOf'" in (
+        str(error.value)
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import secrets
 import time
 from collections.abc import AsyncIterator
 from typing import Protocol
@@ -42,7 +43,8 @@ class Provider(Protocol):
 
 
 _ids = itertools.count(1)
-_PREFIX = f"{os.getpid():x}{int(time.time()):x}"
+# pid + start time + random bits: replicas in containers often share pid 1 and a start second.
+_PREFIX = f"{os.getpid():x}{int(time.time()):x}{secrets.token_hex(3)}"
 
 
 def new_message_id() -> str:

@@ -20,6 +20,7 @@ from ..providers import get_provider, local, split_model
 from ..providers.local import DEFAULT_LOCAL_MODEL
 from ..server.common import ServerConfig
 from ..server.guard import is_loopback_name as is_loopback
+from ..server.listen import SERVERS, Listener
 from .history import add_server_history_options, server_history_path
 from .options import add_base_url_option, bounded
 from .testbench import add_testbench_options, replay_model, testbench_config
@@ -74,15 +75,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"connections the OS queues before they are accepted (default {BACKLOG})",
     )
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    parser.add_argument(
+        "--tls-cert",
+        metavar="PEM",
+        help="serve HTTPS with this certificate (HTTP/2 by ALPN, HTTP/1.1 otherwise)",
+    )
+    parser.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
+    parser.add_argument(
+        "--http-server",
+        choices=SERVERS,
+        default="dual",
+        help="ASGI server: dual (default) = uvicorn for HTTP/1.1 and hypercorn's HTTP/2 on one "
+        "port; uvicorn (HTTP/1.1 only), hypercorn or granian serve everything (benchmarks)",
+    )
     add_server_history_options(parser)
     add_testbench_options(parser)
     parser.set_defaults(func=run)
 
 
-def base_url(host: str, port: int) -> str:
+def base_url(host: str, port: int, scheme: str = "http") -> str:
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
-    return f"http://{host}:{port}"
+    return f"{scheme}://{host}:{port}"
 
 
 def banner(model: str, url: str) -> str:
@@ -145,11 +159,12 @@ def serving_process() -> Iterator[None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
-
+    from ..server import listen
     from ..server.app import create_app
 
     args.model = replay_model(args) or args.model
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise InvalidRequestError("--tls-cert and --tls-key: give both or neither")
     if split_model(args.model) is None:
         raise InvalidRequestError(f"--model: unknown model {args.model!r}")
     if args.max_waiting is not None:  # before any embedded model is created
@@ -169,14 +184,17 @@ def run(args: argparse.Namespace) -> int:
             "anyone who can reach this port can use it",
             file=sys.stderr,
         )
-    print(banner(args.model, base_url(args.host, args.port)), flush=True)
+    scheme = "https" if args.tls_cert else "http"
+    print(banner(args.model, base_url(args.host, args.port, scheme)), flush=True)
     with serving_process():
-        uvicorn.run(
-            create_app(config),
+        listener = Listener(
             host=args.host,
             port=args.port,
-            log_level=args.log_level,
-            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
             backlog=args.backlog,
+            log_level=args.log_level,
+            graceful_seconds=GRACEFUL_SHUTDOWN_SECONDS,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
         )
+        listen.run(create_app(config), listener, args.http_server)
     return 0

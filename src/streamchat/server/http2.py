@@ -1,0 +1,211 @@
+"""HTTP/2 and HTTP/1.1 on one port: uvicorn keeps HTTP/1.1, hypercorn's h2 core takes HTTP/2.
+
+uvicorn accepts an ``asyncio.Protocol`` class as its ``http`` protocol; :class:`DualProtocol`
+looks at how each connection opens and hands it over for good:
+
+- over TLS, by ALPN: ``h2`` -> HTTP/2, anything else -> HTTP/1.1;
+- in cleartext, the HTTP/2 prior-knowledge preface (``PRI * HTTP/2.0``, what the AWS SDK for
+  JavaScript sends to ``http://``) -> HTTP/2;
+- a first request asking ``Upgrade: h2c`` -> hypercorn, which answers 101 and carries on in
+  HTTP/2 (the upgraded request is stream 1);
+- everything else -> uvicorn's own HTTP/1.1 protocol, untouched (it measured faster than
+  hypercorn's and granian's HTTP/1.1 here: see benchmarks/RESULTS.md).
+
+An HTTP/2 connection is a hypercorn ``TCPServer`` task on this uvicorn's event loop, registered
+with uvicorn's server state: graceful shutdown asks it to finish (GOAWAY once its streams end)
+and cancels it past the grace period like any other request. hypercorn sends a ``RST_STREAM``'s
+``http.disconnect`` to that one request, whose response then stops generation; the other
+streams of the connection carry on. Flow control is HTTP/2's own: a stream whose reader stalls
+waits for window updates with at most one window (64 KB by default) in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, ClassVar
+
+from hypercorn.app_wrappers import ASGIWrapper
+from hypercorn.asyncio.tcp_server import TCPServer
+from hypercorn.asyncio.worker_context import WorkerContext
+from hypercorn.config import Config as HypercornConfig
+from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.config import Config
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
+from uvicorn.server import ServerState
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+MAX_HEAD_BYTES = 64 * 1024  # a first request head longer than this is HTTP/1.1's to refuse
+MAX_CONCURRENT_STREAMS = 1000  # per connection; hypercorn's default is 100
+
+
+class _HeadersAsHTTP1:
+    """ASGI middleware for HTTP/2 requests: the ``:authority`` pseudo-header becomes ``host``
+    (the browser guard and URL building read it) and pseudo-headers leave ``scope["headers"]``,
+    so the app sees the same headers over either version."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = [(k, v) for k, v in scope["headers"] if not k.startswith(b":")]
+            if not any(k == b"host" for k, _ in headers):
+                authority = next((v for k, v in scope["headers"] if k == b":authority"), None)
+                if authority is not None:
+                    headers.insert(0, (b"host", authority))
+            scope = {**scope, "headers": headers}
+        await self.app(scope, receive, send)
+
+
+class _HTTP2Side:
+    """What every HTTP/2 connection of one uvicorn server shares (made on first use)."""
+
+    def __init__(self, config: Config, app_state: dict[str, Any]) -> None:
+        self.config = HypercornConfig()
+        self.config.keep_alive_timeout = config.timeout_keep_alive
+        self.config.h2_max_concurrent_streams = MAX_CONCURRENT_STREAMS
+        self.config.include_server_header = False
+        self.config.accesslog = None
+        self.config.errorlog = None
+        self.app = ASGIWrapper(_HeadersAsHTTP1(config.loaded_app))
+        self.context = WorkerContext(None)
+        self.state = app_state
+
+
+class _HTTP2Connection:
+    """One HTTP/2 connection as uvicorn's shutdown sees it: ``shutdown()`` asks it to finish."""
+
+    def __init__(self, side: _HTTP2Side, task: asyncio.Task[None]) -> None:
+        self.side = side
+        self.task = task
+
+    def shutdown(self) -> None:
+        self.side.context.terminated._event.set()  # type: ignore[attr-defined]
+
+
+class DualProtocol(asyncio.Protocol):
+    """uvicorn's ``http=`` protocol: HTTP/1.1 through uvicorn, HTTP/2 through hypercorn."""
+
+    alpn_protocols: ClassVar[list[str]] = ["h2", "http/1.1"]  # uvicorn sets them on TLS
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        if not config.loaded:
+            config.load()
+        self.config = config
+        self.server_state = server_state
+        self.app_state = app_state
+        self.loop = _loop or asyncio.get_event_loop()
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+        self.timeout: asyncio.TimerHandle | None = None
+
+    # -- before the choice ---------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
+        self.transport = transport  # type: ignore[assignment]
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            if ssl_object.selected_alpn_protocol() == "h2":
+                self._to_http2()
+            else:
+                self._to_http1()
+            return
+        self.server_state.connections.add(self)  # type: ignore[arg-type]
+        self.timeout = self.loop.call_later(self.config.timeout_keep_alive, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if len(self.buffer) < len(PREFACE) and PREFACE.startswith(self.buffer):
+            return  # could still be the preface
+        if self.buffer.startswith(PREFACE):
+            self._chosen()
+            self._to_http2()
+            return
+        head_end = self.buffer.find(b"\r\n\r\n")
+        if head_end < 0 and len(self.buffer) < MAX_HEAD_BYTES:
+            return  # the first request's head is not complete yet
+        self._chosen()
+        if head_end >= 0 and _asks_h2c(self.buffer[:head_end]):
+            self._to_http2()
+        else:
+            self._to_http1()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._chosen()
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def shutdown(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def _chosen(self) -> None:
+        self.server_state.connections.discard(self)  # type: ignore[arg-type]
+        if self.timeout is not None:
+            self.timeout.cancel()
+            self.timeout = None
+
+    # -- after it ------------------------------------------------------------------------------
+    def _to_http1(self) -> None:
+        assert self.transport is not None
+        protocol = AutoHTTPProtocol(  # type: ignore[call-arg]
+            config=self.config,
+            server_state=self.server_state,
+            app_state=self.app_state,
+            _loop=self.loop,
+        )
+        self.transport.set_protocol(protocol)
+        protocol.connection_made(self.transport)
+        if self.buffer:
+            protocol.data_received(self.buffer)
+
+    def _to_http2(self) -> None:
+        assert self.transport is not None
+        side = self._side()
+        reader = asyncio.StreamReader(limit=2**16, loop=self.loop)
+        stream_protocol = asyncio.StreamReaderProtocol(reader, loop=self.loop)
+        self.transport.set_protocol(stream_protocol)
+        stream_protocol.connection_made(self.transport)
+        if self.buffer:
+            reader.feed_data(self.buffer)
+        writer = asyncio.StreamWriter(self.transport, stream_protocol, reader, self.loop)
+        server = TCPServer(
+            side.app, self.loop, side.config, side.context, side.state, reader, writer
+        )
+        task = self.loop.create_task(server.run())
+        connection = _HTTP2Connection(side, task)
+        self.server_state.connections.add(connection)  # type: ignore[arg-type]
+        self.server_state.tasks.add(task)
+
+        def finished(_: asyncio.Task[None]) -> None:
+            self.server_state.connections.discard(connection)  # type: ignore[arg-type]
+            self.server_state.tasks.discard(task)
+
+        task.add_done_callback(finished)
+
+    def _side(self) -> _HTTP2Side:
+        """One per uvicorn server: kept on its config, which every connection shares."""
+        side = getattr(self.config, "_streamchat_http2", None)
+        if side is None:
+            side = _HTTP2Side(self.config, self.app_state)
+            self.config._streamchat_http2 = side  # type: ignore[attr-defined]
+        return side
+
+
+def _asks_h2c(head: bytes) -> bool:
+    """True when a request head carries ``Upgrade: h2c`` (RFC 7540 3.2) with its settings."""
+    upgrade = settings = False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"upgrade":
+            upgrade = b"h2c" in [v.strip().lower() for v in value.split(b",")]
+        elif name == b"http2-settings":
+            settings = True
+    return upgrade and settings

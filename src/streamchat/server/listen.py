@@ -1,0 +1,113 @@
+"""Run the app on an ASGI server: HTTP/1.1 and HTTP/2 on one port, TLS when given a certificate.
+
+``dual`` (the default) is uvicorn with :class:`~streamchat.server.http2.DualProtocol`: uvicorn's
+own HTTP/1.1 for HTTP/1.1 clients and hypercorn's h2 core for HTTP/2 ones. The others serve
+the same app whole on one server, so that benchmarks can compare them side by side:
+``uvicorn`` (HTTP/1.1 only, as before HTTP/2), ``hypercorn`` and ``granian`` (both versions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from dataclasses import dataclass
+
+from starlette.types import ASGIApp
+
+SERVERS = ("dual", "uvicorn", "hypercorn", "granian")
+
+
+@dataclass(slots=True)
+class Listener:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    backlog: int = 2048
+    log_level: str = "info"
+    graceful_seconds: float = 5
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+
+def run(app: ASGIApp, listener: Listener, server: str = "dual") -> None:
+    """Serve until SIGINT/SIGTERM, then shut down gracefully."""
+    if server in ("dual", "uvicorn"):
+        _uvicorn(app, listener, http2=server == "dual")
+    elif server == "hypercorn":
+        _hypercorn(app, listener)
+    elif server == "granian":
+        _granian(app, listener)
+    else:
+        raise ValueError(f"unknown ASGI server {server!r}; one of {', '.join(SERVERS)}")
+
+
+def _uvicorn(app: ASGIApp, listener: Listener, *, http2: bool) -> None:
+    import uvicorn
+
+    from .http2 import DualProtocol
+
+    uvicorn.run(
+        app,
+        host=listener.host,
+        port=listener.port,
+        log_level=listener.log_level,
+        timeout_graceful_shutdown=int(listener.graceful_seconds),
+        backlog=listener.backlog,
+        http=DualProtocol if http2 else "auto",
+        ssl_certfile=listener.tls_cert,
+        ssl_keyfile=listener.tls_key,
+    )
+
+
+def _hypercorn(app: ASGIApp, listener: Listener) -> None:
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    from .http2 import MAX_CONCURRENT_STREAMS
+
+    config = Config()
+    host = f"[{listener.host}]" if ":" in listener.host else listener.host
+    config.bind = [f"{host}:{listener.port}"]
+    config.backlog = listener.backlog
+    config.graceful_timeout = listener.graceful_seconds
+    config.h2_max_concurrent_streams = MAX_CONCURRENT_STREAMS
+    config.loglevel = listener.log_level.upper()
+    config.accesslog = None
+    if listener.tls_cert:
+        config.certfile, config.keyfile = listener.tls_cert, listener.tls_key
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+
+    asyncio.run(main())
+
+
+def _granian(app: ASGIApp, listener: Listener) -> None:
+    from pathlib import Path
+
+    from granian.constants import HTTPModes, Interfaces
+    from granian.log import LogLevels
+    from granian.server.embed import Server
+
+    server = Server(
+        app,
+        address=listener.host,
+        port=listener.port,
+        interface=Interfaces.ASGI,
+        http=HTTPModes.auto,
+        backlog=listener.backlog,
+        log_level=LogLevels(listener.log_level),
+        ssl_cert=Path(listener.tls_cert) if listener.tls_cert else None,
+        ssl_key=Path(listener.tls_key) if listener.tls_key else None,
+    )
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, server.stop)
+        await server.serve()
+
+    asyncio.run(main())

@@ -189,3 +189,17 @@ def test_one_server_per_xdist_worker(pytester: pytest.Pytester, tmp_path: Path) 
     assert all(len(each) == 1 for each in servers.values())  # one server per worker...
     assert servers["gw0"] != servers["gw1"]  # ...each its own
     assert all(gone(s["pid"]) for s in seen)
+
+
+def test_a_failed_test_shows_what_its_server_printed(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_fails="""
+        def test_fails(streamchat_server):
+            assert streamchat_server.url == "elsewhere"
+        """
+    )
+    result = run(pytester)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*streamchat serve 1 (http://127.0.0.1:*)*", "*streamchat serving*"]
+    )

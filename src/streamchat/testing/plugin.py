@@ -44,6 +44,27 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+_SERVERS = pytest.StashKey[list[StreamchatServer]]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failed test's report shows what its servers printed (a traceback, a bad option)."""
+    report = yield
+    if report.failed:
+        for number, server in enumerate(item.stash.get(_SERVERS, []), 1):
+            output = server.output().strip()
+            if output:
+                report.sections.append((f"streamchat serve {number} ({server.url})", output))
+    return report
+
+
+def _watch(request: pytest.FixtureRequest, server: StreamchatServer) -> StreamchatServer:
+    """Remember a test's own ``server`` on it (function scope), for its failure report."""
+    request.node.stash.setdefault(_SERVERS, []).append(server)
+    return server
+
+
 def _base_options(config: pytest.Config) -> ServeOptions:
     given = {name: config.getoption(f"--streamchat-{name}") for name in _OPTIONS}
     return ServeOptions().merged({k: v for k, v in given.items() if v is not None})
@@ -65,7 +86,7 @@ def streamchat_server(
 ) -> Iterator[StreamchatServer]:
     """A server for this test, with the options of its ``streamchat`` markers."""
     with start_server(_options(request), tmp_path_factory.mktemp("streamchat")) as server:
-        yield server
+        yield _watch(request, server)
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +116,8 @@ def streamchat_serve(
 
         def start(**overrides: Any) -> StreamchatServer:
             options = _options(request).merged(overrides)
-            return stack.enter_context(start_server(options, tmp_path_factory.mktemp("sc")))
+            server = stack.enter_context(start_server(options, tmp_path_factory.mktemp("sc")))
+            return _watch(request, server)
 
         yield start
 

@@ -29,6 +29,8 @@ class StreamReader:
 
     family: str
     texts: list[str] = field(default_factory=list)
+    json_fragments: list[str] = field(default_factory=list)  # tool-call input, in order
+    thinking: list[str] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)  # event names, in order
     ids: set[str] = field(default_factory=set)
     done: bool = False  # the protocol's own end-of-stream marker arrived
@@ -58,7 +60,13 @@ class StreamReader:
     def _anthropic(self, kind: str, data: Mapping[str, Any]) -> None:
         self.kinds.append(kind)
         if kind == "content_block_delta":
-            self.texts.append(data["delta"]["text"])
+            delta = data["delta"]
+            if delta["type"] == "text_delta":
+                self.texts.append(delta["text"])
+            elif delta["type"] == "input_json_delta":
+                self.json_fragments.append(delta["partial_json"])
+            elif delta["type"] == "thinking_delta":
+                self.thinking.append(delta["thinking"])
         elif kind == "message_start":
             self.ids.add(data["message"]["id"])
         elif kind == "message_stop":
@@ -81,6 +89,9 @@ class StreamReader:
         for choice in chunk["choices"]:
             if choice["delta"].get("content"):
                 self.texts.append(choice["delta"]["content"])
+            for call in choice["delta"].get("tool_calls") or ():
+                if call.get("function", {}).get("arguments"):
+                    self.json_fragments.append(call["function"]["arguments"])
 
     def _bedrock(self, headers: Mapping[str, Any], payload: bytes) -> None:
         if headers.get(":message-type") == "exception":
@@ -94,7 +105,13 @@ class StreamReader:
             return
         self.kinds.append(kind)
         if kind == "contentBlockDelta":
-            self.texts.append(data["delta"]["text"])
+            delta = data["delta"]
+            if "text" in delta:
+                self.texts.append(delta["text"])
+            elif "toolUse" in delta:
+                self.json_fragments.append(delta["toolUse"]["input"])
+            elif "text" in delta.get("reasoningContent", {}):
+                self.thinking.append(delta["reasoningContent"]["text"])
         elif kind == "metadata":
             self.done = True
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, ClassVar
 
+import hypercorn.protocol.h2
 from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.asyncio.tcp_server import TCPServer
 from hypercorn.asyncio.worker_context import WorkerContext
@@ -36,6 +37,29 @@ from uvicorn.server import ServerState
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 MAX_HEAD_BYTES = 64 * 1024  # a first request head longer than this is HTTP/1.1's to refuse
 MAX_CONCURRENT_STREAMS = 1000  # per connection; hypercorn's default is 100
+
+
+class _BoundedStreamBuffer(hypercorn.protocol.h2.StreamBuffer):
+    """hypercorn's per-stream send buffer, paused by what it still holds.
+
+    hypercorn (0.18) resumes the app whenever a pop returns less than the low-water mark, and a
+    stream with no flow-control window pops ``b""`` on every app send: a reader that stops
+    reading would let the app buffer the whole reply. Resuming on what is left keeps at most
+    about two frames per stream in memory.
+    """
+
+    async def pop(self, max_length: int) -> bytes:
+        length = min(len(self.buffer), max_length)
+        data = bytes(self.buffer[:length])
+        del self.buffer[:length]
+        if len(self.buffer) < hypercorn.protocol.h2.BUFFER_LOW_WATER:
+            await self._paused.set()
+        if not self.buffer:
+            await self._is_empty.set()
+        return data
+
+
+hypercorn.protocol.h2.StreamBuffer = _BoundedStreamBuffer  # type: ignore[misc]
 
 
 class _HeadersAsHTTP1:

@@ -1,0 +1,352 @@
+"""HTTP/2 and HTTP/1.1 on one port: real HTTP/2 clients (httpx + h2, curl's nghttp2) against
+``streamchat serve``: prior knowledge, the h2c upgrade, TLS with ALPN, many streams on one
+connection, and an ``RST_STREAM`` that cancels one stream and leaves the others running."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlencode
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.settings
+import httpx
+import pytest
+import uvicorn
+
+from protocols import PROTOCOLS, Protocol
+from serving import HOST, Server, free_port, serve, wait_healthy
+from streamchat.providers import ScriptedProvider
+from streamchat.server.app import create_app
+from streamchat.server.common import ServerConfig
+from streamchat.server.http2 import DualProtocol
+
+TEXT = "one two three four five six seven eight"
+EXPECTED = "[turn 1] You said: " + TEXT  # the scripted echo when no text is scripted
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    with serve("--model", "scripted?delay=0.01") as running:
+        yield running
+
+
+def stream_over(client: httpx.Client, url: str, protocol: Protocol) -> tuple[str, str, bool]:
+    """``(http version, text, ended properly)`` of one streamed reply."""
+    reader = protocol.reader()
+    body = protocol.body(TEXT, 100)
+    with client.stream("POST", url + protocol.stream_path, json=body) as response:
+        assert response.status_code == 200, response.read()
+        for chunk in response.iter_bytes():
+            reader.feed(chunk)
+        version = response.http_version
+    assert reader.error is None
+    return version, reader.text, reader.done
+
+
+@pytest.mark.parametrize("name", list(PROTOCOLS))
+def test_each_protocol_streams_over_http2_with_prior_knowledge(server: Server, name: str) -> None:
+    with httpx.Client(http1=False, http2=True, timeout=30) as client:
+        version, text, done = stream_over(client, server.url, PROTOCOLS[name])
+    assert (version, text, done) == ("HTTP/2", EXPECTED, True)
+
+
+@pytest.mark.parametrize("name", list(PROTOCOLS))
+def test_http1_clients_are_unchanged_on_the_same_port(server: Server, name: str) -> None:
+    with httpx.Client(timeout=30) as client:
+        version, text, done = stream_over(client, server.url, PROTOCOLS[name])
+    assert (version, text, done) == ("HTTP/1.1", EXPECTED, True)
+
+
+def test_non_streaming_requests_over_http2(server: Server) -> None:
+    with httpx.Client(http1=False, http2=True, timeout=30) as client:
+        for protocol in PROTOCOLS.values():
+            body = protocol.body(TEXT, 100, stream=False)
+            response = client.post(server.url + protocol.plain_path, json=body)
+            assert response.http_version == "HTTP/2"
+            assert protocol.plain_text(response.json()) == EXPECTED
+        models = client.get(server.url + "/v1/models")
+        assert models.status_code == 200 and models.http_version == "HTTP/2"
+
+
+def test_errors_keep_their_protocol_shape_over_http2(server: Server) -> None:
+    with httpx.Client(http1=False, http2=True, timeout=30) as client:
+        response = client.post(server.url + "/v1/messages", json={"model": "m"})
+        assert response.status_code == 400 and response.http_version == "HTTP/2"
+        assert response.json()["error"]["message"].startswith("max_tokens")
+        response = client.post(server.url + "/model/m/converse", json={"messages": "x"})
+        assert response.status_code == 400
+        assert response.headers["x-amzn-errortype"] == "ValidationException"
+
+
+def test_browser_guard_reads_the_http2_authority(server: Server) -> None:
+    """``:authority`` stands for ``Host``: a foreign one is refused like a foreign Host."""
+    with httpx.Client(http1=False, http2=True, timeout=30) as client:
+        ok = client.get(server.url + "/healthz")
+        assert ok.status_code == 200
+        refused = client.get(server.url + "/v1/models", headers={"host": "evil.example"})
+        assert refused.status_code == 403
+        cross = client.get(server.url + "/v1/models", headers={"origin": "https://evil.example"})
+        assert cross.status_code == 403
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_h2c_upgrade_switches_to_http2(server: Server) -> None:
+    """curl ``--http2`` on ``http://`` asks ``Upgrade: h2c``; the reply comes over HTTP/2."""
+    result = subprocess.run(
+        ["curl", "-sS", "--http2", "-o", "/dev/null", "-w", "%{http_version} %{response_code}",
+         f"{server.url}/v1/models"],
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    assert result.stdout == "2 200"
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_curl_streams_with_prior_knowledge(server: Server) -> None:
+    body = PROTOCOLS["anthropic"].body(TEXT, 100)
+    result = subprocess.run(
+        ["curl", "-sS", "-N", "--http2-prior-knowledge", "-H", "content-type: application/json",
+         "-d", __import__("json").dumps(body), f"{server.url}/v1/messages"],
+        capture_output=True, timeout=30, check=True,
+    )  # fmt: skip
+    reader = PROTOCOLS["anthropic"].reader()
+    reader.feed(result.stdout)
+    assert (reader.text, reader.done) == (EXPECTED, True)
+
+
+@pytest.mark.anyio
+async def test_many_concurrent_streams_share_one_connection(server: Server) -> None:
+    """Fifty streams multiplexed on one connection, each interleaved with the others."""
+    protocol = PROTOCOLS["anthropic"]
+    starts: list[float] = []
+    ends: list[float] = []
+
+    async def one(client: httpx.AsyncClient, index: int) -> str:
+        reader = protocol.reader()
+        body = protocol.body(f"s{index} {TEXT}", 100)
+        async with client.stream("POST", server.url + protocol.stream_path, json=body) as reply:
+            assert reply.http_version == "HTTP/2"
+            async for chunk in reply.aiter_bytes():
+                if reader.feed(chunk) and not reader.texts[1:]:
+                    starts.append(time.monotonic())
+        ends.append(time.monotonic())
+        assert reader.done
+        return reader.text
+
+    limits = httpx.Limits(max_connections=1)
+    async with httpx.AsyncClient(http1=False, http2=True, timeout=60, limits=limits) as client:
+        texts = await asyncio.gather(*(one(client, i) for i in range(50)))
+        connections = client._transport._pool.connections  # type: ignore[attr-defined]
+        assert len(connections) == 1
+    assert texts == [f"[turn 1] You said: s{i} {TEXT}" for i in range(50)]
+    assert len(starts) == 50 and max(starts) < min(ends)  # all had begun before any ended
+
+
+# -- raw HTTP/2 (the h2 library) against an in-process server whose provider we can see -------
+@contextlib.contextmanager
+def in_process(spec: str, **options: object) -> Iterator[tuple[str, int, ScriptedProvider]]:
+    """The app under uvicorn + :class:`DualProtocol` in a thread; yields its provider too."""
+    config = ServerConfig(default_model=spec, loopback_only=True)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(config), host=HOST, port=port, log_level="warning", http=DualProtocol,
+            **options,  # type: ignore[arg-type]
+        )
+    )  # fmt: skip
+    thread = threading.Thread(target=server.run, name="test-h2", daemon=True)
+    thread.start()
+    try:
+        wait_healthy(f"http://{HOST}:{port}", thread.is_alive, 30)
+        from streamchat.providers import get_provider
+
+        provider = get_provider(spec)
+        assert isinstance(provider, ScriptedProvider)
+        yield HOST, port, provider
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+class RawH2:
+    """A blocking HTTP/2 client connection on a socket: just enough to send, read and reset."""
+
+    def __init__(self, host: str, port: int, window: int | None = None) -> None:
+        self.sock = socket.create_connection((host, port), timeout=30)
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        self.conn.initiate_connection()
+        if window is not None:
+            self.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
+        self.flush()
+        self.data: dict[int, bytearray] = {}
+        self.ended: set[int] = set()
+        self.reset: set[int] = set()
+        self.acknowledge = True
+
+    def flush(self) -> None:
+        self.sock.sendall(self.conn.data_to_send())
+
+    def post(self, path: str, body: bytes) -> int:
+        stream_id = self.conn.get_next_available_stream_id()
+        headers = [(":method", "POST"), (":path", path), (":scheme", "http"),
+                   (":authority", f"{HOST}"), ("content-type", "application/json"),
+                   ("content-length", str(len(body)))]  # fmt: skip
+        self.conn.send_headers(stream_id, headers)
+        self.conn.send_data(stream_id, body, end_stream=True)
+        self.flush()
+        self.data[stream_id] = bytearray()
+        return stream_id
+
+    def pump(self) -> None:
+        """Read one batch of frames from the server."""
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        for event in self.conn.receive_data(chunk):
+            if isinstance(event, h2.events.DataReceived):
+                self.data[event.stream_id] += event.data
+                if self.acknowledge:
+                    self.conn.acknowledge_received_data(
+                        event.flow_controlled_length, event.stream_id
+                    )
+            elif isinstance(event, h2.events.StreamEnded):
+                self.ended.add(event.stream_id)
+            elif isinstance(event, h2.events.StreamReset):
+                self.reset.add(event.stream_id)
+        self.flush()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.close_connection()
+            self.flush()
+        self.sock.close()
+
+
+def wait_for(condition, what: str, timeout: float = 20) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_rst_stream_cancels_that_stream_and_the_connection_goes_on() -> None:
+    words = " ".join(f"w{i}" for i in range(200))
+    spec = "scripted?" + urlencode({"text": words, "delay": 0.02})
+    with in_process(spec) as (host, port, provider):
+        client = RawH2(host, port)
+        try:
+            body = PROTOCOLS["anthropic"].body("go", 1000)
+            encoded = __import__("json").dumps(body).encode()
+            first, second = (
+                client.post("/v1/messages", encoded),
+                client.post("/v1/messages", encoded),
+            )
+            while b"content_block_delta" not in client.data[first] or b"content_block_delta" not in client.data[second]:  # fmt: skip # noqa: E501
+                client.pump()
+            client.conn.reset_stream(first)
+            client.flush()
+            wait_for(lambda: provider.cancelled == 1, "generation of the reset stream to stop")
+            assert provider.active == 1  # the other stream is still generating
+            while second not in client.ended:
+                client.pump()
+        finally:
+            client.close()
+        reader = PROTOCOLS["anthropic"].reader()
+        reader.feed(bytes(client.data[second]))
+        assert (reader.text, reader.done) == (words, True)
+        wait_for(lambda: provider.completed == 1, "the second stream to complete")
+        assert provider.cancelled == 1
+
+
+def test_a_stalled_http2_reader_pauses_generation() -> None:
+    """HTTP/2 flow control: a reader that grants no window holds the stream (and its memory)
+    at one window's worth; granting it lets the stream finish."""
+    words = " ".join(f"word{i}" for i in range(3000))  # ~ 200 KB of SSE frames
+    spec = "scripted?" + urlencode({"text": words})
+    with in_process(spec) as (host, port, provider):
+        client = RawH2(host, port, window=16_384)
+        client.acknowledge = False
+        try:
+            body = __import__("json").dumps(PROTOCOLS["anthropic"].body("go", 10_000)).encode()
+            stream = client.post("/v1/messages", body)
+            client.sock.settimeout(1.0)
+            with contextlib.suppress(TimeoutError):
+                while True:
+                    client.pump()
+            assert len(client.data[stream]) <= 65_535  # the connection window at most
+            assert stream not in client.ended
+            assert provider.active == 1 and provider.completed == 0  # waiting, not finished
+            client.acknowledge = True
+            client.conn.increment_flow_control_window(10_000_000)
+            client.conn.increment_flow_control_window(10_000_000, stream)
+            client.flush()
+            client.sock.settimeout(30)
+            while stream not in client.ended:
+                client.pump()
+        finally:
+            client.close()
+        reader = PROTOCOLS["anthropic"].reader()
+        reader.feed(bytes(client.data[stream]))
+        assert (reader.text, reader.done) == (words, True)
+
+
+# -- TLS: HTTP/2 by ALPN, HTTP/1.1 otherwise ----------------------------------------------------
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A throwaway self-signed certificate for 127.0.0.1 and localhost."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: no certificate for the TLS test")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+def test_tls_negotiates_http2_by_alpn_and_http1_without_it(certificate: tuple[Path, Path]) -> None:
+    cert, key = certificate
+    port = free_port()
+    command = ["streamchat", "serve", "--model", "scripted?delay=0.01", "--port", str(port),
+               "--tls-cert", str(cert), "--tls-key", str(key)]  # fmt: skip
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamchat.cli.main", *command[1:]],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"https://{HOST}:{port}"
+    context = ssl.create_default_context(cafile=str(cert))
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, "serve --tls-cert exited"
+            try:
+                if httpx.get(url + "/healthz", verify=context, timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the TLS server did not come up"
+                time.sleep(0.1)
+        with httpx.Client(http2=True, verify=context, timeout=30) as client:
+            version, text, done = stream_over(client, url, PROTOCOLS["bedrock"])
+        assert (version, text, done) == ("HTTP/2", EXPECTED, True)
+        with httpx.Client(verify=context, timeout=30) as client:  # offers only http/1.1
+            version, text, done = stream_over(client, url, PROTOCOLS["openai"])
+        assert (version, text, done) == ("HTTP/1.1", EXPECTED, True)
+    finally:
+        process.terminate()
+        process.wait(timeout=15)

@@ -35,7 +35,7 @@ test: setup browser
 # The documentation site (docs/, mkdocs.yml) into build/docs; any warning fails the build.
 # Offline and a few seconds; the examples in it run in tests/test_docs_examples.py.
 docs: setup
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -341,7 +341,13 @@ def test_the_extraction_reaches_every_page_with_examples() -> None:
 def test_the_docs_build_strictly(tmp_path: Path) -> None:
     """``make docs`` in short: MkDocs with warnings as errors (broken links, missing pages,
     a docstring the API reference cannot read), offline."""
-    mkdocs = [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet"]
+    mkdocs = [
+        sys.executable,
+        "-m",
+        "mkdocs",
+        "build",
+        "--strict",
+    ]  # --quiet would hide warnings from --strict
     result = subprocess.run(
         [*mkdocs, "--site-dir", str(tmp_path / "site")],
         cwd=ROOT,

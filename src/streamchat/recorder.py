@@ -3,11 +3,19 @@
 :class:`ReplyRecorder` serves the CLI (sync); :func:`record_stream` wraps a server's async event
 iterator in one line. Both are fail-soft: a history problem is reported once, never raised into
 the stream being recorded.
+
+The rule is "every token a client has received is in the store": a :class:`GroupCommit` thread
+per store writes every active reply's new text (and its output token count so far) in one
+transaction every :data:`COMMIT_SECONDS`, so a killed process loses at most one interval of
+what its clients saw; with :data:`STRICT` a server waits for the commit holding a token before
+sending it (commits are still shared by every stream waiting at that moment). A database that
+is briefly unreachable (PostgreSQL restarting) delays writes, which are retried, never streams.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import json
 import logging
@@ -22,13 +30,114 @@ from typing import Any
 from .accumulate import parse_partial_json
 from .errors import HistoryError, StreamchatError
 from .events import StreamEvent, close_events
-from .history import HistoryStore
+from .history import HistoryUnavailableError, Store, is_postgres, open_store
 from .metrics import Metrics, MetricsRecorder
 
 log = logging.getLogger("streamchat.history")
 
-FLUSH_SECONDS = 0.5  # a streaming reply's text reaches the database at least this often...
+FLUSH_SECONDS = 0.5  # without a group commit: a reply's text is written at least this often...
 FLUSH_TOKENS = 256  # ...or after this many tokens, whichever comes first
+COMMIT_SECONDS = 0.025  # the group commit's interval (serve --history-commit-ms)
+STRICT = False  # serve --history-strict: no token leaves before the commit that holds it
+RETRY_SECONDS = 0.5  # the group commit's pause after the database was unreachable
+FINISH_WAIT_SECONDS = 5.0  # how long a reply's end waits for its final commit
+
+
+class GroupCommit:
+    """One writer thread per store: the rows of every reply marked since the last commit are
+    written in one transaction, then whoever asked (:meth:`sync`) is told. Writes of one reply
+    all go through this thread, so a late interim write can never overwrite the final one."""
+
+    def __init__(self, store: Store, interval: float | None = None) -> None:
+        self.store = store
+        self.interval = COMMIT_SECONDS if interval is None else interval
+        self.commits = 0  # transactions written (for benchmarks)
+        self.rows = 0  # row writes in them
+        self._dirty: dict[int, ReplyRecorder] = {}  # insertion-ordered, by id()
+        self._waiters: list[concurrent.futures.Future[bool]] = []
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def mark(self, recorder: ReplyRecorder) -> None:
+        """``recorder`` has news for the next commit (O(1); no I/O)."""
+        if id(recorder) in self._dirty:  # the common case, without the lock
+            return
+        with self._wake:
+            self._dirty[id(recorder)] = recorder
+            self._wake.notify()
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="streamchat-group-commit", daemon=True
+                )
+                self._thread.start()
+
+    def sync(self) -> concurrent.futures.Future[bool]:
+        """A commit now; the future is ``True`` once what was marked is stored (``False`` when
+        the database could not be reached: the rows are retried later)."""
+        future: concurrent.futures.Future[bool] = concurrent.futures.Future()
+        with self._wake:
+            self._waiters.append(future)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="streamchat-group-commit", daemon=True
+                )
+                self._thread.start()
+            self._wake.notify()
+        return future
+
+    def _run(self) -> None:
+        pause = self.interval
+        while True:
+            with self._wake:
+                self._wake.wait_for(lambda: self._dirty or self._waiters)
+                if not self._waiters:  # gather an interval's worth of tokens (or a waiter)
+                    self._wake.wait_for(lambda: self._waiters, timeout=pause)
+                batch, self._dirty = self._dirty, {}
+                waiters, self._waiters = self._waiters, []
+            stored = self._commit(list(batch.values()))
+            if not stored:
+                with self._wake:  # retry these with whatever is marked meanwhile
+                    self._dirty = {**batch, **self._dirty}
+            pause = self.interval if stored else RETRY_SECONDS
+            for waiter in waiters:
+                waiter.set_result(stored)
+
+    def _commit(self, recorders: list[ReplyRecorder]) -> bool:
+        updates = [
+            (recorder.message_id, recorder.snapshot())
+            for recorder in recorders
+            if recorder.message_id is not None and recorder.failed is None
+        ]
+        if not updates:
+            return True
+        try:
+            self.store.write_replies(updates)
+        except HistoryUnavailableError:
+            return False
+        except HistoryError as error:  # refused for good: history off for these replies
+            for recorder in recorders:
+                recorder.fail(error)
+            return True
+        except Exception as error:  # never let the writer thread die
+            log.exception("group commit failed")
+            for recorder in recorders:
+                recorder.fail(HistoryError(f"history write failed: {error}"))
+            return True
+        self.commits += 1
+        self.rows += len(updates)
+        return True
+
+
+def group_commit(store: Store) -> GroupCommit:
+    """The store's one group commit (created on first use)."""
+    committer = getattr(store, "_group_commit", None)
+    if committer is None:
+        with _shared_lock:
+            committer = getattr(store, "_group_commit", None)
+            if committer is None:
+                committer = GroupCommit(store)
+                store._group_commit = committer  # type: ignore[attr-defined]
+    return committer
 
 
 class _Block:
@@ -74,20 +183,28 @@ _DELTA_PARTS = {  # delta type -> (block kind, attribute holding its fragment)
 
 
 class ReplyRecorder:
-    """Writes one assistant reply as it streams: O(1) per token, a row write at most every
-    ``flush_seconds`` or ``flush_tokens``. The row is created at the first token with
-    ``interrupted=1`` and cleared only by a normal end, so a killed process leaves the truth."""
+    """Writes one assistant reply as it streams: O(1) per token. The row is created at the
+    first token with ``interrupted=1`` and cleared only by a normal end, so a killed process
+    leaves the truth. With a ``committer`` (:class:`GroupCommit`) later writes are its
+    business; without, a row write at most every ``flush_seconds`` or ``flush_tokens``.
+    ``strict`` (with a committer): :meth:`feed` asks for a commit at every token."""
 
     def __init__(
         self,
-        store: HistoryStore,
+        store: Store,
         conversation_id: int,
         *,
         flush_seconds: float = FLUSH_SECONDS,
         flush_tokens: int = FLUSH_TOKENS,
         on_error: Callable[[HistoryError], None] | None = None,
+        committer: GroupCommit | None = None,
+        strict: bool = False,
     ) -> None:
         self.store = store
+        self.committer = committer
+        self.strict = strict
+        self._deltas = 0  # content deltas so far: the output token count while streaming
+        self._final: dict[str, Any] | None = None  # the last write, once finished
         self.conversation_id = conversation_id
         self.message_id: int | None = None
         self.flush_seconds = flush_seconds
@@ -114,10 +231,12 @@ class ReplyRecorder:
     @property
     def blocks(self) -> list[dict[str, Any]] | None:
         """Every block in order when the reply has more than text (tool calls, thinking);
-        ``None`` for a text-only reply, which the ``text`` column holds whole."""
-        if all(block.kind == "text" for block in self._blocks.values()):
+        ``None`` for a text-only reply, which the ``text`` column holds whole. (Safe from the
+        group commit's thread: the dict is copied in one step before it is walked.)"""
+        blocks = sorted(self._blocks.items())
+        if all(block.kind == "text" for _, block in blocks):
             return None
-        return [self._blocks[index].to_dict() for index in sorted(self._blocks)]
+        return [block.to_dict() for _, block in blocks]
 
     @property
     def has_tool_calls(self) -> bool:
@@ -125,6 +244,19 @@ class ReplyRecorder:
 
     def _fields(self) -> dict[str, Any]:
         return {"text": self.text, "blocks": self.blocks}
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the group commit writes: the final fields once finished, else the text and
+        blocks so far with the output token count kept current."""
+        if self._final is not None:
+            return self._final
+        return {**self._fields(), "output_tokens": self._output_tokens or self._deltas}
+
+    def fail(self, error: HistoryError) -> None:
+        if self.failed is None:
+            self.failed = error
+            if self.on_error is not None:
+                self.on_error(error)
 
     def feed(self, event: StreamEvent) -> bool:
         """Take one event (no I/O); ``True`` when :meth:`flush` is due."""
@@ -144,6 +276,13 @@ class ReplyRecorder:
                     self._text_parts.append(fragment)
             self._pending += 1
             self._last_at = event.timestamp
+            if delta.type != "signature_delta":
+                self._deltas += 1
+            if self.committer is not None:
+                if self.message_id is None:
+                    return True  # the row, now
+                self.committer.mark(self)
+                return self.strict
             return (
                 self.message_id is None
                 or self._pending >= self.flush_tokens
@@ -179,7 +318,8 @@ class ReplyRecorder:
             self.flush()
 
     def flush(self) -> None:
-        """Write the text so far; the first flush creates the row."""
+        """Write the text so far; the first flush creates the row. With a group commit, the
+        later ones wait for its next commit."""
         self._pending = 0
         self._flushed_at = self._last_at
         with self._lock:
@@ -187,8 +327,12 @@ class ReplyRecorder:
                 return
             if self.message_id is None:
                 self._write(self._create)
-            else:
+                return
+            if self.committer is None:
                 self._write(lambda: self.store.update_message(self.message_id, **self._fields()))
+                return
+            self.committer.mark(self)
+        self.committer.sync().result(timeout=FINISH_WAIT_SECONDS)
 
     def _create(self) -> None:
         fields = self._fields()
@@ -212,6 +356,11 @@ class ReplyRecorder:
                 return
             self._finished = True
             self._finish(metrics, interrupted or not self._ended, error)
+        if self.committer is not None and self._final is not None and self.failed is None:
+            # Through the writer thread (it orders this reply's writes); a database that is
+            # unreachable gets the row later, and the caller goes on after a bounded wait.
+            with suppress(concurrent.futures.TimeoutError):
+                self.committer.sync().result(timeout=FINISH_WAIT_SECONDS)
 
     def _finish(self, metrics: Metrics | None, interrupted: bool, error: str | None) -> None:
         if self.message_id is None:
@@ -226,7 +375,12 @@ class ReplyRecorder:
         if metrics is not None:
             fields.update(ttft=metrics.ttft, total_time=metrics.total_time)
             fields["output_tokens"] = self._output_tokens or metrics.output_tokens
-        if self.message_id is not None:
+        if self.message_id is None:
+            return
+        if self.committer is not None:
+            self._final = fields
+            self.committer.mark(self)
+        else:
             self._write(lambda: self.store.update_message(self.message_id, **fields))
 
     def _write(self, action: Callable[[], None]) -> None:
@@ -235,9 +389,7 @@ class ReplyRecorder:
         try:
             action()
         except HistoryError as error:
-            self.failed = error
-            if self.on_error is not None:
-                self.on_error(error)
+            self.fail(error)
 
 
 def thread_key(system: str | None, turns: Iterable[Any]) -> str:
@@ -276,7 +428,7 @@ def request_turn_keys(request: Any) -> list[Any]:
 
 
 async def record_stream(
-    store: HistoryStore | str | os.PathLike[str],
+    store: Store | str | os.PathLike[str],
     request: Any,
     events: AsyncIterator[StreamEvent],
     *,
@@ -306,7 +458,10 @@ async def record_stream(
                     _open_request, store, request, provider, source, warn, conversation_id
                 )
             if recorder is not None and recorder.feed(event):
-                await asyncio.to_thread(recorder.flush)
+                if recorder.message_id is None:
+                    await asyncio.to_thread(recorder.flush)  # creates the row
+                else:  # strict: this token is stored before it is sent
+                    await asyncio.wrap_future(recorder.committer.sync())
             yield event
     except StreamchatError as error:  # a provider failure raised rather than sent as an event
         failure = f"{error.error_type}: {error.message}"
@@ -323,7 +478,7 @@ async def record_stream(
 
 
 def _open_request(
-    store: HistoryStore | str | os.PathLike[str],
+    store: Store | str | os.PathLike[str],
     request: Any,
     provider: str | None,
     source: str,
@@ -332,7 +487,7 @@ def _open_request(
 ) -> ReplyRecorder | None:
     """Log a request's turns (joining the conversation named or the one it continues, if any)."""
     try:
-        if not isinstance(store, HistoryStore):
+        if not isinstance(store, Store):
             store = shared_store(store)
         turns = list(request.messages)
         if conversation_id is None and len(turns) > 1:
@@ -359,7 +514,9 @@ def _open_request(
     except HistoryError as error:
         warn(error)
         return None
-    return ReplyRecorder(store, conversation_id, on_error=warn)
+    return ReplyRecorder(
+        store, conversation_id, on_error=warn, committer=group_commit(store), strict=STRICT
+    )
 
 
 def _finish_request(
@@ -374,18 +531,18 @@ def _finish_request(
             recorder.store.set_thread(recorder.conversation_id, key)
 
 
-_shared: dict[Path, HistoryStore | HistoryError] = {}
-_shared_lock = threading.Lock()
+_shared: dict[Path | str, Store | HistoryError] = {}
+_shared_lock = threading.RLock()
 
 
-def shared_store(path: str | os.PathLike[str]) -> HistoryStore:
-    """One store per database file for a long-running server; an unusable file is tried once,
-    its error raised again (cheaply) on every later call."""
-    key = Path(path).expanduser().resolve()
+def shared_store(target: str | os.PathLike[str]) -> Store:
+    """One store per database (file or PostgreSQL URL) for a long-running server; an unusable
+    one is tried once, its error raised again (cheaply) on every later call."""
+    key = str(target) if is_postgres(target) else Path(target).expanduser().resolve()
     with _shared_lock:
         if key not in _shared:
             try:
-                _shared[key] = HistoryStore(key)
+                _shared[key] = open_store(key)
             except HistoryError as error:
                 _shared[key] = error
         found = _shared[key]

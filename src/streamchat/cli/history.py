@@ -16,18 +16,26 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from .. import recorder
 from ..errors import ConversationNotFoundError, HistoryError, InvalidRequestError
-from ..history import HistoryStore, db_path, turns_for_model
-from ..recorder import ReplyRecorder, shared_store
+from ..history import Store, db_target, is_postgres, open_store, turns_for_model
+from ..recorder import ReplyRecorder, group_commit, shared_store
+from .options import bounded
 
 MARK_START, MARK_END = "\x02", "\x03"  # how HistoryStore.search marks matches in snippets
 COMPACT_CALL = 100  # a tool call up to this long is shown on one line
 
 
 def add_history_options(parser: argparse.ArgumentParser, *, resume: bool = False) -> None:
-    """``--db`` and ``--no-history`` (and for chat ``--continue`` / ``--resume ID``)."""
+    """``--db`` (alias ``--history``) and ``--no-history`` (and for chat ``--continue`` /
+    ``--resume ID``)."""
     group = parser.add_argument_group("history")
-    group.add_argument("--db", metavar="PATH", help="history database (env STREAMCHAT_DB)")
+    group.add_argument(
+        "--db",
+        "--history",
+        metavar="PATH|URL",
+        help="history database: a SQLite file or a postgresql:// URL (env STREAMCHAT_DB)",
+    )
     group.add_argument("--no-history", action="store_true", help="do not log this conversation")
     if resume:
         group.add_argument(
@@ -40,28 +48,66 @@ def add_history_options(parser: argparse.ArgumentParser, *, resume: bool = False
         group.add_argument("--resume", type=int, metavar="ID", help="resume conversation ID")
 
 
+class _HistoryFlag(argparse.Action):
+    """``--history`` (on, default database), ``--history PATH|URL`` (on, that database),
+    ``--no-history`` (off)."""
+
+    def __call__(self, parser: Any, namespace: Any, value: Any, option: str | None = None) -> None:
+        if option == "--no-history":
+            namespace.history = False
+            return
+        namespace.history = True
+        if isinstance(value, str):
+            namespace.db = value
+
+
 def add_server_history_options(parser: argparse.ArgumentParser) -> None:
-    """``serve --history`` logs every request and reply; ``--db PATH`` alone implies it."""
+    """``serve --history [PATH|URL]`` logs every request and reply; ``--db`` alone implies it;
+    ``--history-commit-ms`` and ``--history-strict`` tune the group commit."""
     parser.add_argument(
         "--history",
-        action=argparse.BooleanOptionalAction,
-        help="log requests and replies to the history database (default off)",
+        "--no-history",
+        action=_HistoryFlag,
+        nargs="?",
+        metavar="PATH|URL",
+        help="log requests and replies to the history database: a SQLite file or a "
+        "postgresql:// URL (default off; env STREAMCHAT_DB names the database)",
     )
     parser.add_argument(
-        "--db", metavar="PATH", help="history database (implies --history; env STREAMCHAT_DB)"
+        "--db", metavar="PATH|URL", help="history database (implies --history; env STREAMCHAT_DB)"
+    )
+    parser.add_argument(
+        "--history-commit-ms",
+        type=bounded(float, 1, 10_000),
+        default=recorder.COMMIT_SECONDS * 1000,
+        metavar="MS",
+        help="write every open stream's new text in one transaction this often "
+        f"(default {recorder.COMMIT_SECONDS * 1000:g})",
+    )
+    parser.add_argument(
+        "--history-strict",
+        action="store_true",
+        help="send no token before the commit that stores it (group commits still shared)",
     )
 
 
 def server_history_path(args: argparse.Namespace) -> str | None:
-    """The database ``serve`` logs to, checked now: an unusable one warns and turns it off."""
+    """The database ``serve`` logs to, checked now: an unusable SQLite file warns and turns
+    history off; an unusable PostgreSQL database is a one-line error (replicas that cannot
+    share their history must not serve)."""
     if not (args.history or (args.history is None and args.db)):
         return None
+    target = db_target(args.db)
+    recorder.COMMIT_SECONDS = args.history_commit_ms / 1000
+    recorder.STRICT = args.history_strict
     try:
-        shared_store(db_path(args.db))
+        shared_store(target)
     except HistoryError as error:
+        if is_postgres(target):
+            raise
         warn(f"{error.message}; history is off")
         return None
-    return str(db_path(args.db))
+    return str(target)
 
 
 def warn(message: str) -> None:
@@ -73,7 +119,7 @@ class ChatLog:
     """The history of one CLI conversation. Never breaks the chat: the first problem (corrupt
     or read-only file, full disk) prints one warning and turns history off."""
 
-    def __init__(self, store: HistoryStore | None, warn: Callable[[str], None]) -> None:
+    def __init__(self, store: Store | None, warn: Callable[[str], None]) -> None:
         self.store = store
         self.warn = warn
         self.conversation_id: int | None = None
@@ -84,7 +130,7 @@ class ChatLog:
         if args.no_history:
             return cls(None, warn)
         try:
-            return cls(HistoryStore(db_path(args.db)), warn)
+            return cls(open_store(db_target(args.db)), warn)
         except HistoryError as error:
             warn(f"{error.message}; history is off")
             return cls(None, warn)
@@ -131,7 +177,12 @@ class ChatLog:
         """A recorder for the next reply (after :meth:`user`), or ``None`` with history off."""
         if self.store is None or self.conversation_id is None:
             return None
-        return ReplyRecorder(self.store, self.conversation_id, on_error=self._fail)
+        return ReplyRecorder(
+            self.store,
+            self.conversation_id,
+            on_error=self._fail,
+            committer=group_commit(self.store),
+        )
 
 
 def local_time(stamp: str) -> str:
@@ -254,11 +305,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "history",
         help="list, show, export, delete and search stored conversations",
-        description="Conversations are stored in SQLite as they stream "
-        "($XDG_DATA_HOME/streamchat/history.db; --db or STREAMCHAT_DB to change).",
+        description="Conversations are stored as they stream, in SQLite "
+        "($XDG_DATA_HOME/streamchat/history.db) or PostgreSQL; --db (or --history) PATH|URL "
+        "or STREAMCHAT_DB to change.",
     )
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--db", metavar="PATH", help="history database (env STREAMCHAT_DB)")
+    common.add_argument(
+        "--db",
+        "--history",
+        metavar="PATH|URL",
+        help="history database: a SQLite file or a postgresql:// URL (env STREAMCHAT_DB)",
+    )
     commands = parser.add_subparsers(dest="history_command", metavar="ACTION", required=True)
 
     listing = commands.add_parser("list", parents=[common], help="recent conversations")
@@ -285,12 +342,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     search.set_defaults(func=run_search)
 
 
-def open_store(args: argparse.Namespace, *, write: bool = False) -> HistoryStore | None:
-    """The database, or ``None`` when there is none yet; reading works on a read-only file."""
-    path = db_path(args.db)
-    if not path.exists():
+def open_history(args: argparse.Namespace, *, write: bool = False) -> Store | None:
+    """The database, or ``None`` when there is no SQLite file yet; reading works on a
+    read-only file."""
+    target = db_target(args.db)
+    if not is_postgres(target) and not target.exists():
         return None
-    return HistoryStore(path, readonly=not write)
+    return open_store(target, readonly=not write)
 
 
 def terminal() -> Any:
@@ -329,7 +387,7 @@ def highlight(snippet: str, console: Any) -> Any:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    store = open_store(args)
+    store = open_history(args)
     conversations = store.conversations(args.limit) if store else []
     console = terminal()
     if not conversations:
@@ -350,7 +408,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def _conversation(args: argparse.Namespace) -> dict[str, Any]:
-    store = open_store(args)
+    store = open_history(args)
     if store is None:
         raise ConversationNotFoundError(f"no conversation {args.id}")
     with store:
@@ -372,7 +430,7 @@ def run_show(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     fmt = args.format or ("json" if (args.output or "").endswith(".json") else "md")
     if fmt == "json":
-        store = open_store(args)
+        store = open_history(args)
         if store is None:
             raise ConversationNotFoundError(f"no conversation {args.id}")
         with store:
@@ -393,7 +451,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_delete(args: argparse.Namespace) -> int:
-    store = open_store(args, write=True)
+    store = open_history(args, write=True)
     if store is None:
         raise ConversationNotFoundError(f"no conversation {args.id}")
     with store:
@@ -403,7 +461,7 @@ def run_delete(args: argparse.Namespace) -> int:
 
 
 def run_search(args: argparse.Namespace) -> int:
-    store = open_store(args)
+    store = open_history(args)
     hits = store.search(" ".join(args.text), args.limit) if store else []
     if not hits:
         print("no matches", file=sys.stderr)

@@ -2,7 +2,7 @@
 
 WAL mode, a busy timeout and short transactions let chat, ask and serve write at once;
 ``PRAGMA user_version`` versions the schema; an FTS5 index (kept by triggers) answers
-``streamchat history search``. Replies are written while they stream by :mod:`.recorder`.
+``streamchat history search``. Replies are written while they stream by :mod:`..recorder`.
 """
 
 from __future__ import annotations
@@ -12,16 +12,15 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import ConversationNotFoundError, HistoryError
+from ..errors import ConversationNotFoundError, HistoryError
+from .base import Store, decode_conversation, decode_message, encode_blocks, now, private_dir
 
 BUSY_TIMEOUT_MS = 15_000  # generous: a loaded machine must not drop a reply
-EXPORT_FORMAT = "streamchat.conversation/1"
 
 # Each migration is a list of statements, applied in one transaction; the schema version is
 # the number applied (PRAGMA user_version). Append new migrations; never edit old ones.
@@ -73,6 +72,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # order as JSON (Anthropic shapes) when it has more than text; ``text`` keeps its text (what
     # search indexes and what a text-only reader shows).
     ("ALTER TABLE messages ADD COLUMN blocks TEXT",),
+    # 3: stored Responses API responses (``previous_response_id``), shared by every replica.
+    (
+        """CREATE TABLE responses (
+            id TEXT PRIMARY KEY,
+            created_at TEXT NOT NULL,
+            body TEXT NOT NULL,
+            conversation TEXT NOT NULL
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -83,59 +91,16 @@ MESSAGE_FIELDS = (
 CONVERSATION_FIELDS = "id, created_at, updated_at, model, provider, system, parameters, source"
 
 
-def data_dir() -> Path:
-    """Where streamchat keeps its files (``$XDG_DATA_HOME/streamchat``)."""
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
-        os.path.expanduser("~"), ".local", "share"
-    )
-    return Path(base) / "streamchat"
-
-
-def private_dir(path: Path) -> Path:
-    """Create ``path`` readable by this user only (0700); our own data dir is tightened too."""
-    if not path.is_dir():
-        path.mkdir(parents=True, mode=0o700, exist_ok=True)
-        os.chmod(path, 0o700)
-    elif path == data_dir():
-        os.chmod(path, 0o700)
-    return path
-
-
-def db_path(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """``--db``, else ``$STREAMCHAT_DB``, else ``$XDG_DATA_HOME/streamchat/history.db``."""
-    chosen = explicit or os.environ.get("STREAMCHAT_DB")
-    return Path(chosen).expanduser() if chosen else data_dir() / "history.db"
-
-
-def now() -> str:
-    """UTC, to the microsecond: ``updated_at`` orders conversations by their latest activity."""
-    return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
 def _message(row: sqlite3.Row) -> dict[str, Any]:
-    message = dict(row)
-    message["interrupted"] = bool(message["interrupted"])
-    if "blocks" in message:
-        message["blocks"] = json.loads(message["blocks"]) if message["blocks"] else None
-    return message
-
-
-def _encode_blocks(fields: dict[str, Any]) -> dict[str, Any]:
-    """``blocks`` (a list of block dicts, or ``None`` for text only) as its JSON column."""
-    blocks = fields.get("blocks")
-    if blocks is not None and not isinstance(blocks, str):
-        fields["blocks"] = json.dumps(blocks, ensure_ascii=False) if blocks else None
-    return fields
+    return decode_message(dict(row))
 
 
 def _conversation(row: sqlite3.Row) -> dict[str, Any]:
-    conversation = dict(row)
-    conversation["parameters"] = json.loads(conversation["parameters"] or "{}")
-    return conversation
+    return decode_conversation(dict(row))
 
 
-class HistoryStore:
-    """The database; thread-safe (one connection behind a lock), each write a short transaction.
+class HistoryStore(Store):
+    """SQLite: thread-safe (one connection behind a lock), each write a short transaction.
 
     Raises :class:`HistoryError` (one line, naming the file) for a corrupt, read-only or
     otherwise unusable database; ``readonly=True`` opens an existing file for reading only.
@@ -240,12 +205,6 @@ class HistoryStore:
         with self._lock:
             self._db.close()
 
-    def __enter__(self) -> HistoryStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # -- writing ------------------------------------------------------------------------------
 
     def new_conversation(
@@ -269,7 +228,7 @@ class HistoryStore:
 
     def add_message(self, conversation_id: int, role: str, text: str, **fields: Any) -> int:
         """Insert one message (``fields``: any other message column) and touch the conversation."""
-        fields = _encode_blocks({"created_at": now(), **fields, "role": role, "text": text})
+        fields = encode_blocks({"created_at": now(), **fields, "role": role, "text": text})
         fields["conversation_id"] = conversation_id
         names = ", ".join(fields)
         marks = ", ".join("?" * len(fields))
@@ -285,12 +244,55 @@ class HistoryStore:
 
     def update_message(self, message_id: int, **fields: Any) -> None:
         """Update columns of one message in a single statement (the streaming flush path)."""
-        fields = _encode_blocks(dict(fields))
+        fields = encode_blocks(dict(fields))
         assignments = ", ".join(f"{name} = ?" for name in fields)
         with self._errors():
             self._db.execute(
                 f"UPDATE messages SET {assignments} WHERE id = ?", (*fields.values(), message_id)
             )
+
+    def write_replies(self, updates: list[tuple[int, dict[str, Any]]]) -> None:
+        """The group commit: every streaming reply's new text in one transaction."""
+        with self._errors(), self._transaction() as db:
+            for message_id, fields in updates:
+                fields = encode_blocks(dict(fields))
+                assignments = ", ".join(f"{name} = ?" for name in fields)
+                db.execute(
+                    f"UPDATE messages SET {assignments} WHERE id = ?",
+                    (*fields.values(), message_id),
+                )
+
+    def ping(self) -> None:
+        with self._errors():
+            self._db.execute("SELECT 1").fetchone()
+
+    def _touch(self, conversation_id: int, stamp: str) -> None:
+        with self._errors():
+            self._db.execute(
+                "UPDATE conversations SET updated_at = ? WHERE id = ?", (stamp, conversation_id)
+            )
+
+    # -- stored responses (the Responses API's previous_response_id) ---------------------------
+
+    def put_response(self, body: dict[str, Any], conversation: list[dict[str, Any]]) -> None:
+        with self._errors():
+            self._db.execute(
+                "INSERT OR REPLACE INTO responses (id, created_at, body, conversation) "
+                "VALUES (?, ?, ?, ?)",
+                (body["id"], now(), json.dumps(body), json.dumps(conversation)),
+            )
+
+    def get_response(self, response_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+        with self._errors():
+            row = self._db.execute(
+                "SELECT body, conversation FROM responses WHERE id = ?", (response_id,)
+            ).fetchone()
+        return (json.loads(row[0]), json.loads(row[1])) if row else None
+
+    def delete_response(self, response_id: str) -> bool:
+        with self._errors():
+            cursor = self._db.execute("DELETE FROM responses WHERE id = ?", (response_id,))
+            return cursor.rowcount > 0
 
     def delete(self, conversation_id: int) -> None:
         with self._errors(), self._transaction() as db:
@@ -334,10 +336,6 @@ class HistoryStore:
             ).fetchall()
         return [_conversation(row) for row in rows]
 
-    def last_conversation_id(self) -> int | None:
-        latest = self.conversations(limit=1)
-        return latest[0]["id"] if latest else None
-
     def conversation(self, conversation_id: int) -> dict[str, Any]:
         """One conversation with its ``messages`` (raises ConversationNotFoundError)."""
         with self._errors():
@@ -367,60 +365,3 @@ class HistoryStore:
                 (query, limit),
             ).fetchall()
         return [_message(row) for row in rows]
-
-    # -- export / import ----------------------------------------------------------------------
-
-    def export(self, conversation_id: int) -> dict[str, Any]:
-        """The JSON export: the conversation row and its messages, as stored."""
-        conversation = self.conversation(conversation_id)
-        messages = conversation.pop("messages")
-        return {"format": EXPORT_FORMAT, "conversation": conversation, "messages": messages}
-
-    def import_conversation(self, data: dict[str, Any]) -> int:
-        """Store a JSON export as a new conversation (new ids, everything else as exported)."""
-        if data.get("format") != EXPORT_FORMAT:
-            raise HistoryError(f"not a {EXPORT_FORMAT} export")
-        info = data["conversation"]
-        keep = ("model", "provider", "system", "parameters", "source", "created_at")
-        conversation_id = self.new_conversation(**{k: info.get(k) for k in keep})
-        for message in data["messages"]:
-            fields = {
-                k: v
-                for k, v in message.items()
-                if k not in ("id", "conversation_id", "role", "text")
-            }
-            fields["interrupted"] = int(bool(fields.get("interrupted")))
-            self.add_message(conversation_id, message["role"], message["text"], **fields)
-        with self._errors():
-            self._db.execute(
-                "UPDATE conversations SET updated_at = ? WHERE id = ?",
-                (info.get("updated_at") or now(), conversation_id),
-            )
-        return conversation_id
-
-
-def turns_for_model(messages: Iterable[dict[str, Any]]) -> list[dict[str, str]]:
-    """The stored messages as a request's alternating turns of text, as the chat kept them in
-    memory: replies that brought no text are dropped with the question they answered. An agent's
-    tool plumbing (a tool-call-only reply, a tool-result-only turn) is skipped, and the texts of
-    one exchange's replies join into one turn: a text chat cannot run the tools again."""
-    turns: list[dict[str, str]] = []
-    plumbing = False  # tool messages skipped since the last turn kept
-    for message in messages:
-        if not message["text"] and message.get("blocks"):
-            plumbing = True  # tool calls / results / thinking with no text
-            continue
-        answered = bool(turns) and turns[-1]["role"] == "user"
-        after_tools, plumbing = plumbing, False
-        if message["role"] == "assistant":
-            if message["text"] and answered:
-                turns.append({"role": "assistant", "content": message["text"]})
-            elif message["text"] and after_tools and turns:  # the answer after a tool call
-                turns[-1]["content"] += "\n\n" + message["text"]
-        else:
-            if answered:
-                turns.pop()
-            turns.append({"role": "user", "content": message["text"]})
-    if turns and turns[-1]["role"] == "user":
-        turns.pop()
-    return turns

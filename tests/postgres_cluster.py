@@ -1,0 +1,106 @@
+"""A throwaway PostgreSQL cluster for tests, from Debian's binaries, on loopback.
+
+PostgreSQL refuses to run as root (tests and CI run as root here), so when we are root the
+cluster belongs to the ``postgres`` user and every command runs through ``runuser``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from streamchat.testing.process import HOST, free_port
+
+BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+BIN = next((d for d in BIN_DIRS if (d / "initdb").exists()), None)
+USER = "postgres"
+
+
+def unavailable() -> str | None:
+    """Why no cluster can be started here, or ``None``."""
+    if BIN is None:
+        return "no PostgreSQL binaries under /usr/lib/postgresql/*/bin"
+    if os.geteuid() == 0 and shutil.which("runuser") is None:
+        return "running as root without runuser"
+    if os.geteuid() == 0:
+        try:
+            import pwd
+
+            pwd.getpwnam(USER)
+        except KeyError:
+            return "running as root and there is no postgres user to run PostgreSQL as"
+    return None
+
+
+@dataclass
+class Cluster:
+    directory: Path
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@{HOST}:{self.port}/postgres"
+
+    def run(self, *command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        prefix = ["runuser", "-u", USER, "--"] if os.geteuid() == 0 else []
+        return subprocess.run(
+            [*prefix, str(BIN / command[0]), *command[1:]],
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=60,
+        )
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.directory} -c listen_addresses={HOST}"
+        options += " -c max_connections=200 -c fsync=off"
+        log = str(self.directory / "server.log")
+        self.run(
+            "pg_ctl", "-D", str(self.directory / "data"), "-o", options, "-l", log, "-w", "start"
+        )
+
+    def stop(self) -> None:
+        self.run(
+            "pg_ctl", "-D", str(self.directory / "data"), "-m", "fast", "-w", "stop", check=False
+        )
+
+    def sql(self, statement: str) -> str:
+        result = self.run(
+            "psql",
+            "-h",
+            HOST,
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-At",
+            "-c",
+            statement,
+        )
+        return result.stdout.strip()
+
+
+@contextlib.contextmanager
+def cluster() -> Iterator[Cluster]:
+    """initdb + pg_ctl start in a temporary folder; stopped and removed afterwards."""
+    directory = Path(tempfile.mkdtemp(prefix="streamchat-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(directory, USER, USER)
+    found = Cluster(directory, free_port())
+    try:
+        found.run(
+            "initdb", "-D", str(directory / "data"), "-A", "trust", "-U", "postgres", "--no-sync"
+        )
+        found.start()
+        yield found
+    finally:
+        found.stop()
+        shutil.rmtree(directory, ignore_errors=True)

@@ -71,6 +71,7 @@ class ScriptedConfig:
     tool_input: str = "{}"
     calls: int = 1
     tag: str = ""
+    context: int = 0  # a context window (input tokens, as counted); 0: unlimited
 
     @classmethod
     def parse(cls, spec: str) -> ScriptedConfig:
@@ -84,6 +85,7 @@ class ScriptedConfig:
             "stall_after": int,
             "stall": float,
             "calls": int,
+            "context": int,
         }
         values: dict[str, Any] = {}
         for key, items in parse_qs(query, keep_blank_values=True).items():
@@ -151,6 +153,11 @@ class ScriptedProvider:
         """Input tokens as ``message_start`` reports them: words of the messages."""
         return sum(len(tokenize(t.content)) for t in request.messages)
 
+    @property
+    def n_ctx(self) -> int | None:
+        """The context window (``context=N``), as the embedded model has one; ``None``: none."""
+        return self.config.context or None
+
     def _record(self, request: MessageRequest) -> None:
         with self._lock:
             self.requests.append(request)
@@ -165,6 +172,11 @@ class ScriptedProvider:
             raise error_from_type(config.error_before, f"scripted {config.error_before}")
         parts = self.script(request)
         input_tokens = self.count_tokens(request)
+        if config.context and input_tokens > config.context:
+            raise InvalidRequestError(
+                f"messages: the prompt is {input_tokens} tokens, more than the model's "
+                f"context window of {config.context}"
+            )
         self.active += 1
         finished = False
         try:

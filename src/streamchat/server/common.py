@@ -15,7 +15,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from ..errors import InvalidRequestError, RequestTooLargeError
+from ..errors import InvalidRequestError, NotFoundError, RequestTooLargeError
 from ..events import StreamEvent
 from ..providers import get_provider, split_model
 from ..providers.local import BUILTIN_MODELS, DEFAULT_LOCAL_MODEL
@@ -42,6 +42,7 @@ class ServerConfig:
     faults: FaultInjector | None = None  # serve --faults: injected failures, per request
     record_dir: str | None = None  # serve --record: one tape per stream, for replay/<dir>
     loopback_only: bool = False  # serve sets it when bound to loopback: loopback names only
+    strict_models: bool = False  # serve --strict-models: an unknown model id is a not-found
 
     def served_models(self) -> list[str]:
         """Model names a client may pick (the default first)."""
@@ -85,9 +86,13 @@ def parse_json(body: bytes) -> Any:
 
 
 def route_model(config: ServerConfig, requested: str | None) -> str:
-    """The provider model name that serves a requested model id (unknown ids -> default)."""
+    """The provider model name that serves a requested model id (unknown ids -> default, or
+    with ``strict_models`` a not-found error each protocol words in its own shape)."""
     if requested and requested in config.served_models() and split_model(requested) is not None:
         return requested
+    if config.strict_models and requested and requested != config.default_model:
+        served = ", ".join(config.served_models())
+        raise NotFoundError(f"model: {requested!r} is not served here; served models: {served}")
     return config.default_model
 
 

@@ -453,7 +453,7 @@ class _Decoding:
         self._is_eog = llama_cpp.llama_vocab_is_eog
 
     def start(self, tokens: list[int]) -> None:
-        """Evaluate the prompt, reusing the longest cached prefix (as ``Llama.generate`` does)."""
+        """Queue the prompt, reusing the longest cached prefix (as ``Llama.generate`` does)."""
         llama = self.llama
         cached = llama.input_ids[: llama.n_tokens].tolist()
         prefix = 0
@@ -466,7 +466,8 @@ class _Decoding:
             llama.n_tokens = prefix
         else:
             llama.reset()
-        llama.eval(tokens[llama.n_tokens :])
+        # Evaluated with the first token's request, in one batch with any prefilled call opening.
+        self._pending = list(tokens[llama.n_tokens :])
 
     def prefill(self, text: str) -> None:
         """Text the format dictates (not sampled, not counted): evaluated before the next token."""

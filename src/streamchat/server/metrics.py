@@ -22,7 +22,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -85,7 +85,8 @@ class _QueueDepth(Collector):
 class ServerMetrics:
     """The metrics of one app, in a registry of its own."""
 
-    def __init__(self) -> None:
+    def __init__(self, replica: str | None = None) -> None:
+        self.replica = replica  # added to every sample as label ``replica`` (serve --replica)
         self.registry = registry = CollectorRegistry()
         self.requests = Counter(
             "streamchat_requests",
@@ -132,7 +133,17 @@ class ServerMetrics:
         registry.register(self.queue_depth)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self if self.replica else self.registry)
+
+    def collect(self) -> Iterator[Metric]:
+        """The registry's metrics with the replica label on every sample."""
+        for metric in self.registry.collect():
+            labelled = Metric(metric.name, metric.documentation, metric.type, metric.unit)
+            labelled.samples = [
+                sample._replace(labels={**sample.labels, "replica": self.replica})
+                for sample in metric.samples
+            ]
+            yield labelled
 
 
 _current: ContextVar[tuple[ServerMetrics, str] | None] = ContextVar(
@@ -237,9 +248,9 @@ class MetricsMiddleware:
             _current.reset(token)
 
 
-def install(app: Starlette) -> ServerMetrics:
+def install(app: Starlette, replica: str | None = None) -> ServerMetrics:
     """Give ``app`` its own metrics: the registry behind ``/metrics`` and the middleware."""
-    metrics = ServerMetrics()
+    metrics = ServerMetrics(replica)
     app.state.metrics = metrics
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return metrics

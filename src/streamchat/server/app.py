@@ -1,6 +1,17 @@
-"""The Starlette application: one module per wire protocol, mounted side by side."""
+"""The Starlette application: one module per wire protocol, mounted side by side.
+
+Also what a load balancer needs from a replica: ``/healthz`` (the process answers),
+``/readyz`` (it should get traffic: history database and default provider reachable, not
+draining) and an ``x-streamchat-replica`` header on every answer naming the replica.
+"""
 
 from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -8,15 +19,99 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import NotFoundError
+from ..errors import HistoryError, NotFoundError
+from ..providers import get_provider
+from ..recorder import shared_store
 from . import anthropic, bedrock, metrics, openai
 from .common import ServerConfig
 from .guard import BrowserGuard
 
+REPLICA_HEADER = "x-streamchat-replica"
+PROBE_SECONDS = 2.0  # a readiness check slower than this counts as a failure
+
+
+def replica_name() -> str | None:
+    """``$STREAMCHAT_REPLICA`` (a deployment sets it, e.g. to the pod's name), else none."""
+    return os.environ.get("STREAMCHAT_REPLICA") or None
+
+
+@dataclass(slots=True)
+class Lifecycle:
+    """What ``/readyz`` and the metrics say about this replica; ``serve`` sets ``draining``
+    when SIGTERM arrives."""
+
+    replica: str  # this replica's name; the host name when none was given
+    draining: bool = False
+
 
 async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
+
+
+async def _history_ready(config: ServerConfig) -> None:
+    store = await asyncio.to_thread(shared_store, config.history_path)
+    await asyncio.to_thread(store.ping)
+
+
+async def _provider_ready(config: ServerConfig) -> None:
+    """A remote default provider (an OpenAI-compatible server, the Anthropic API) must accept
+    a TCP connection; embedded and scripted models are always there."""
+    provider = get_provider(config.default_model)
+    base = getattr(getattr(provider, "client", None), "base_url", None)
+    if base is None:
+        return
+    parts = urlsplit(str(base))
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    _, writer = await asyncio.open_connection(parts.hostname, port)
+    writer.close()
+
+
+async def readyz(request: Request) -> JSONResponse:
+    """200 when this replica should get traffic, else 503 with what is wrong, per check."""
+    config: ServerConfig = request.app.state.config
+    lifecycle: Lifecycle = request.app.state.lifecycle
+    checks: dict[str, str] = {}
+    if lifecycle.draining:
+        checks["draining"] = "shutting down: finishing open streams"
+    probes = {"provider": _provider_ready(config)}
+    if config.history_path:
+        probes["history"] = _history_ready(config)
+    for name, probe in probes.items():
+        try:
+            await asyncio.wait_for(probe, PROBE_SECONDS)
+        except TimeoutError:
+            checks[name] = f"no answer within {PROBE_SECONDS:g} s"
+        except HistoryError as error:
+            checks[name] = error.message
+        except Exception as error:
+            checks[name] = " ".join(str(error).split()) or type(error).__name__
+    body = {"status": "unready" if checks else "ready", "replica": lifecycle.replica}
+    if checks:
+        body["failing"] = checks
+    return JSONResponse(body, status_code=503 if checks else 200)
+
+
+class ReplicaHeader:
+    """Pure ASGI: names the replica on every response (how a client behind a load balancer,
+    or a test, tells the replicas apart); the host name when none was given."""
+
+    def __init__(self, app: ASGIApp, replica: str) -> None:
+        self.app = app
+        self.header = (REPLICA_HEADER.encode(), replica.encode("latin-1", "replace"))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def named(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), self.header]
+            await send(message)
+
+        await self.app(scope, receive, named)
 
 
 async def not_found(request: Request, exc: HTTPException) -> Response:
@@ -34,9 +129,11 @@ async def not_found(request: Request, exc: HTTPException) -> Response:
     return render(NotFoundError(f"no such endpoint: {request.method} {path}"))
 
 
-def create_app(config: ServerConfig | None = None) -> Starlette:
+def create_app(config: ServerConfig | None = None, *, replica: str | None = None) -> Starlette:
     config = config or ServerConfig()
-    routes: list = [Route("/healthz", healthz)]
+    replica = replica or replica_name()
+    lifecycle = Lifecycle(replica or socket.gethostname())
+    routes: list = [Route("/healthz", healthz), Route("/readyz", readyz)]
     # Each module contributes routes(config) -> list[Route].
     modules = ("anthropic", "openai", "responses", "models", "bedrock", "history_api", "metrics")
     for name in (*modules, "web"):
@@ -45,8 +142,14 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
     app = Starlette(
         routes=routes,
         exception_handlers={404: not_found},
-        middleware=[Middleware(BrowserGuard, loopback_only=config.loopback_only)],
+        middleware=[
+            Middleware(ReplicaHeader, replica=lifecycle.replica),
+            Middleware(BrowserGuard, loopback_only=config.loopback_only),
+        ],
     )
-    metrics.install(app)  # GET /metrics: this app's own registry, fed by open_events
+    # GET /metrics: this app's own registry, fed by open_events; with a replica named, its
+    # every sample carries the label replica
+    metrics.install(app, replica=replica)
     app.state.config = config
+    app.state.lifecycle = lifecycle
     return app

@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..errors import ConversationNotFoundError, InvalidRequestError, NotFoundError
-from ..history import HistoryStore
+from ..history import Store
 from ..providers import get_provider
 from ..recorder import shared_store
 from .common import ServerConfig, read_json, route_model
@@ -24,7 +24,7 @@ from .streaming import as_streamchat_error, check_api_key
 
 MAX_LIMIT = 200
 
-Handler = Callable[[Request, HistoryStore], Awaitable[Any]]
+Handler = Callable[[Request, Store], Awaitable[Any]]
 
 
 def _conversation_id(request: Request) -> int:
@@ -51,13 +51,13 @@ def routes(config: ServerConfig) -> list[Route]:
 
         return run
 
-    async def list_conversations(request: Request, store: HistoryStore) -> Any:
+    async def list_conversations(request: Request, store: Store) -> Any:
         limit = request.query_params.get("limit", "50")
         if not limit.isdigit() or not 1 <= int(limit) <= MAX_LIMIT:
             raise InvalidRequestError(f"limit: expected an integer from 1 to {MAX_LIMIT}")
         return {"data": await asyncio.to_thread(store.conversations, int(limit))}
 
-    async def create_conversation(request: Request, store: HistoryStore) -> Any:
+    async def create_conversation(request: Request, store: Store) -> Any:
         """An empty conversation that a client (the web page) then names in the
         ``x-streamchat-conversation`` header of its requests, so each turn is logged to it."""
         body = await read_json(request, config)
@@ -73,10 +73,10 @@ def routes(config: ServerConfig) -> list[Route]:
         )
         return await asyncio.to_thread(store.conversation, conversation_id)
 
-    async def get_conversation(request: Request, store: HistoryStore) -> Any:
+    async def get_conversation(request: Request, store: Store) -> Any:
         return await asyncio.to_thread(store.conversation, _conversation_id(request))
 
-    async def delete_conversation(request: Request, store: HistoryStore) -> Any:
+    async def delete_conversation(request: Request, store: Store) -> Any:
         conversation_id = _conversation_id(request)
         await asyncio.to_thread(store.delete, conversation_id)
         return {"id": conversation_id, "type": "conversation_deleted", "deleted": True}

@@ -3,11 +3,15 @@
 
 The same pipeline as Chat Completions; only the codec differs. A stored response (``store``,
 on by default as in OpenAI's API) keeps its whole conversation, so ``previous_response_id``
-continues it without the client sending the history again.
+continues it without the client sending the history again. With history on, stored responses
+live in the history database (SQLite or PostgreSQL), so any replica can continue any of them;
+without, in this process.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -18,8 +22,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..errors import NotFoundError, StreamchatError
+from ..errors import HistoryError, NotFoundError, StreamchatError
 from ..events import Message
+from ..recorder import shared_store
 from ..request import MessageRequest
 from ..wire import responses as wire
 from .common import ServerConfig, open_events, read_json
@@ -38,12 +43,15 @@ PARAMS = {
     "output_format": "text.format",
     "system": "instructions",
 }
-STORED_RESPONSES = 1000  # kept per server process, oldest dropped first
+STORED_RESPONSES = 1000  # kept per server process without history, oldest dropped first
+Stored = tuple[dict[str, Any], list[dict[str, Any]]]
+log = logging.getLogger("streamchat.history")
 
 
 class ResponseStore:
-    """Stored responses of this server process: the response body and its conversation
-    (Anthropic-shaped messages, this response's output included), bounded, oldest out first."""
+    """Stored responses of this server process (history off): the response body and its
+    conversation (Anthropic-shaped messages, this response's output included), bounded, oldest
+    out first. The awaitable ``save``/``load``/``remove`` are what the routes use."""
 
     def __init__(self, capacity: int = STORED_RESPONSES) -> None:
         self.capacity = capacity
@@ -63,6 +71,38 @@ class ResponseStore:
     def delete(self, response_id: str) -> bool:
         with self._lock:
             return self._items.pop(response_id, None) is not None
+
+    async def save(self, body: dict[str, Any], conversation: list[dict[str, Any]]) -> None:
+        self.put(body, conversation)
+
+    async def load(self, response_id: str) -> Stored | None:
+        return self.get(response_id)
+
+    async def remove(self, response_id: str) -> bool:
+        return self.delete(response_id)
+
+
+class HistoryResponseStore:
+    """Stored responses in the history database, shared by every replica that uses it; the
+    database work runs in a worker thread. A failed save is logged: the answer still goes out."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    async def save(self, body: dict[str, Any], conversation: list[dict[str, Any]]) -> None:
+        try:
+            store = await asyncio.to_thread(shared_store, self.target)
+            await asyncio.to_thread(store.put_response, body, conversation)
+        except HistoryError as error:
+            log.warning("response %s not stored: %s", body.get("id"), error.message)
+
+    async def load(self, response_id: str) -> Stored | None:
+        store = await asyncio.to_thread(shared_store, self.target)
+        return await asyncio.to_thread(store.get_response, response_id)
+
+    async def remove(self, response_id: str) -> bool:
+        store = await asyncio.to_thread(shared_store, self.target)
+        return await asyncio.to_thread(store.delete_response, response_id)
 
 
 def conversation(request: MessageRequest, message: Message) -> list[dict[str, Any]]:
@@ -86,7 +126,7 @@ def rename(error: StreamchatError) -> StreamchatError:
 
 
 def routes(config: ServerConfig) -> list[Route]:
-    store = ResponseStore()
+    store = HistoryResponseStore(config.history_path) if config.history_path else ResponseStore()
 
     def not_found(response_id: str) -> NotFoundError:
         return NotFoundError(f"Response with id {response_id!r} not found.")
@@ -99,7 +139,7 @@ def routes(config: ServerConfig) -> list[Route]:
             previous = body.get("previous_response_id") if isinstance(body, Mapping) else None
             history = None
             if isinstance(previous, str):
-                stored = store.get(previous)
+                stored = await store.load(previous)
                 if stored is None:
                     raise not_found(previous)
                 history = stored[1]
@@ -118,10 +158,10 @@ def routes(config: ServerConfig) -> list[Route]:
             return error_response(error)
         model, created = kwargs["model"], int(time.time())
 
-        def keep(message: Message) -> dict[str, Any]:
+        async def keep(message: Message) -> dict[str, Any]:
             final = wire.final_body(message, model, options.echo, created)
             if options.store and message.stop_reason is not None:
-                store.put(final, conversation(built[0], message))
+                await store.save(final, conversation(built[0], message))
             return final
 
         if options.stream:
@@ -131,17 +171,21 @@ def routes(config: ServerConfig) -> list[Route]:
                 async for frame in encode_stream(events, encoder.encode, encoder.encode_error):
                     yield frame
                 if encoder.message is not None:
-                    keep(encoder.message)
+                    await keep(encoder.message)
 
             return EventStreamResponse(frames(), encode_error=encoder.encode_error)
-        render = lambda message: JSONResponse(keep(message))  # noqa: E731
-        return await respond_when_complete(request, events, render, error_response)
+
+        async def render(message: Message) -> Response:
+            return JSONResponse(await keep(message))
+
+        answer = await respond_when_complete(request, events, render, error_response)
+        return await answer if asyncio.iscoroutine(answer) else answer
 
     async def retrieve(request: Request) -> Response:
         response_id = request.path_params["response_id"]
         try:
             check_api_key(request, config)
-            stored = store.get(response_id)
+            stored = await store.load(response_id)
             if stored is None:
                 raise not_found(response_id)
         except Exception as error:
@@ -152,7 +196,7 @@ def routes(config: ServerConfig) -> list[Route]:
         response_id = request.path_params["response_id"]
         try:
             check_api_key(request, config)
-            if not store.delete(response_id):
+            if not await store.remove(response_id):
                 raise not_found(response_id)
         except Exception as error:
             return error_response(error)

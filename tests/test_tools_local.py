@@ -225,6 +225,14 @@ def test_tool_result_is_answered_in_text(client: Client) -> None:
     assert "18" in message.text, message.text
 
 
+def test_tool_choice_none_answers_in_text(client: Client) -> None:
+    message = client.messages.create(
+        messages=ASK, tools=[WEATHER], tool_choice={"type": "none"}, max_tokens=20, temperature=0
+    )
+    assert [block.type for block in message.content] == ["text"]
+    assert message.stop_reason in ("end_turn", "max_tokens")
+
+
 def test_json_output_is_valid_against_its_schema(client: Client) -> None:
     schema = {
         "type": "object",
@@ -374,3 +382,5 @@ def test_base_model_refuses_tools_clearly() -> None:
     with pytest.raises(InvalidRequestError, match="model gemma3-270m cannot use tools"):
         provider.prompt_tokens(request)  # refused before the model is even loaded
     assert provider._llama is None
+    with pytest.raises(InvalidRequestError, match=r"^tools: model gemma3-270m cannot use tools"):
+        Client().messages.create(model="gemma3", messages=ASK, tools=[WEATHER], max_tokens=5)

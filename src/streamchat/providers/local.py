@@ -164,6 +164,7 @@ class LocalProvider:
     ):
         key = _ALIASES.get(model.lower(), model.lower())
         builtin = BUILTIN_MODELS.get(key)
+        self.model_name = key if builtin is not None else Path(model).name  # as users name it
         if builtin is not None:
             self.path = builtin.locate()
             self.display_name = builtin.display_name
@@ -272,8 +273,9 @@ class LocalProvider:
 
     def refuse_tools(self, request: MessageRequest) -> None:
         """A base model has no chat turns to put tool calls in: refused, before any work."""
-        name = request.model or self.display_name
-        raise InvalidRequestError(f"tools: model {name} cannot use tools (it has no chat template)")
+        raise InvalidRequestError(
+            f"tools: model {self.model_name} cannot use tools (it has no chat template)"
+        )
 
     def count_tokens(self, request: MessageRequest) -> int:
         """Prompt tokens, exactly as ``message_start`` reports them (blocking: loads the model)."""

@@ -2,6 +2,11 @@
 
 Binds loopback by default; exposing it elsewhere without ``--api-key`` earns a warning, since
 anyone who can reach the port can then spend this machine's CPU.
+
+As one of several replicas behind a load balancer: ``--history postgresql://…`` shares the
+history, ``--replica NAME`` names it (metrics label, response header), and SIGTERM drains:
+the listener closes, ``/readyz`` turns 503, open streams get ``--drain-seconds`` to finish and
+the rest end with their protocol's error frame, their history rows marked interrupted.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from .options import add_base_url_option, bounded
 from .testbench import add_testbench_options, replay_model, testbench_config
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
-GRACEFUL_SHUTDOWN_SECONDS = 5  # open streams get this long to finish on Ctrl-C
+GRACEFUL_SHUTDOWN_SECONDS = 5  # open streams get this long to finish on SIGTERM or Ctrl-C
 MAX_BODY_BYTES = ServerConfig().max_body_bytes
 FULL_GC_THRESHOLD = 100  # CPython's default is 10 younger collections per full one
 PORT = bounded(int, 1, 65_535)
@@ -87,6 +92,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="dual",
         help="ASGI server: dual (default) = uvicorn for HTTP/1.1 and hypercorn's HTTP/2 on one "
         "port; uvicorn (HTTP/1.1 only), hypercorn or granian serve everything (benchmarks)",
+    )
+    parser.add_argument(
+        "--replica",
+        default=os.environ.get("STREAMCHAT_REPLICA") or None,
+        metavar="NAME",
+        help="this replica's name: a label on every metric and the x-streamchat-replica "
+        "response header (env STREAMCHAT_REPLICA; default: the host name, no metric label)",
+    )
+    parser.add_argument(
+        "--drain-seconds",
+        type=bounded(int, 0, 3600),
+        default=GRACEFUL_SHUTDOWN_SECONDS,
+        metavar="S",
+        help="on SIGTERM, how long open streams may finish before they end with their "
+        f"protocol's error frame (default {GRACEFUL_SHUTDOWN_SECONDS})",
     )
     add_server_history_options(parser)
     add_testbench_options(parser)
@@ -186,15 +206,22 @@ def run(args: argparse.Namespace) -> int:
         )
     scheme = "https" if args.tls_cert else "http"
     print(banner(args.model, base_url(args.host, args.port, scheme)), flush=True)
+    app = create_app(config, replica=args.replica)
+    lifecycle = app.state.lifecycle
+
+    def drain() -> None:  # SIGTERM: /readyz says so while open streams finish
+        lifecycle.draining = True
+
     with serving_process():
         listener = Listener(
             host=args.host,
             port=args.port,
             backlog=args.backlog,
             log_level=args.log_level,
-            graceful_seconds=GRACEFUL_SHUTDOWN_SECONDS,
+            graceful_seconds=args.drain_seconds,
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
+            on_stop=drain,
         )
-        listen.run(create_app(config), listener, args.http_server)
+        listen.run(app, listener, args.http_server)
     return 0

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.types import ASGIApp
 
@@ -26,6 +28,19 @@ class Listener:
     graceful_seconds: float = 5
     tls_cert: str | None = None
     tls_key: str | None = None
+    on_stop: Callable[[], None] | None = None  # told first when SIGINT/SIGTERM arrives (drain)
+
+
+def _first(listener: Listener, then: Callable[..., Any]) -> Callable[..., Any]:
+    """``then`` (a server's own stop), with ``listener.on_stop`` called before it."""
+    if listener.on_stop is None:
+        return then
+
+    def stop(*args: Any) -> Any:
+        listener.on_stop()
+        return then(*args)
+
+    return stop
 
 
 def run(app: ASGIApp, listener: Listener, server: str = "dual") -> None:
@@ -45,7 +60,7 @@ def _uvicorn(app: ASGIApp, listener: Listener, *, http2: bool) -> None:
 
     from .http2 import DualProtocol
 
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=listener.host,
         port=listener.port,
@@ -56,6 +71,9 @@ def _uvicorn(app: ASGIApp, listener: Listener, *, http2: bool) -> None:
         ssl_certfile=listener.tls_cert,
         ssl_keyfile=listener.tls_key,
     )
+    server = uvicorn.Server(config)
+    server.handle_exit = _first(listener, server.handle_exit)  # type: ignore[method-assign]
+    server.run()
 
 
 def _hypercorn(app: ASGIApp, listener: Listener) -> None:
@@ -79,7 +97,7 @@ def _hypercorn(app: ASGIApp, listener: Listener) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signum, _first(listener, stop.set))
         await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
 
     asyncio.run(main())
@@ -107,7 +125,7 @@ def _granian(app: ASGIApp, listener: Listener) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, server.stop)
+            loop.add_signal_handler(signum, _first(listener, server.stop))
         await server.serve()
 
     asyncio.run(main())

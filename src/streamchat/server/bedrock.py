@@ -13,6 +13,7 @@ Auth: clients sign requests with SigV4, whose secret the server cannot know, so 
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 import uuid
@@ -25,9 +26,11 @@ from starlette.routing import Route
 
 from ..errors import AuthenticationError, InvalidRequestError, StreamchatError
 from ..events import Message, StreamEvent
+from ..providers import get_provider
 from ..request import MessageRequest
 from ..wire import bedrock as wire
-from .common import ServerConfig, open_events, read_json
+from .anthropic import estimate_tokens
+from .common import ServerConfig, open_events, read_json, route_model
 from .streaming import (
     EventStreamResponse,
     as_streamchat_error,
@@ -134,11 +137,30 @@ def routes(config: ServerConfig) -> list[Route]:
         chunks = encode_stream(events, encoder.encode, encode_error)
         return stream_response(chunks, {"X-Amzn-Bedrock-Content-Type": "application/json"})
 
+    async def count_tokens(request: Request) -> Response:
+        """``CountTokens``: the serving model's own count (its tokenizer and prompt format)."""
+        try:
+            check_credentials(request, config)
+            model_id = request.path_params["model_id"]
+            body = await read_json(request, config)
+            limit = config.max_tokens_limit
+            counted = wire.build_count_tokens_request(body, model=model_id, max_tokens_limit=limit)
+            provider = get_provider(route_model(config, model_id))
+            count = getattr(provider, "count_tokens", None)
+            if count is None:
+                tokens = estimate_tokens(counted)
+            else:  # may load a model or call a remote API: keep the event loop free
+                tokens = await asyncio.to_thread(count, counted)
+        except Exception as error:
+            return error_response(error)
+        return JSONResponse(wire.count_tokens_body(tokens), headers=request_id())
+
     # {model_id:path}: ids arrive percent-decoded and may contain "/" (ARNs, inference profiles)
     return [
         Route("/model/{model_id:path}/converse", converse, methods=["POST"]),
         Route("/model/{model_id:path}/converse-stream", converse_stream, methods=["POST"]),
         Route("/model/{model_id:path}/invoke", invoke, methods=["POST"]),
+        Route("/model/{model_id:path}/count-tokens", count_tokens, methods=["POST"]),
         Route(
             "/model/{model_id:path}/invoke-with-response-stream", invoke_stream, methods=["POST"]
         ),

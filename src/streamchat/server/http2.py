@@ -22,19 +22,25 @@ waits for window updates with at most one window (64 KB by default) in memory.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from typing import Any, ClassVar
 
+import hypercorn.protocol
 import hypercorn.protocol.h2
 from hypercorn.app_wrappers import ASGIWrapper
-from hypercorn.asyncio.tcp_server import TCPServer
+from hypercorn.asyncio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.events import Closed, RawData
+from hypercorn.protocol.events import StreamClosed
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.config import Config
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 from uvicorn.server import ServerState
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+FRAME_HEADER = 9  # length (3 bytes), type, flags, stream id (4)
+GOAWAY = 0x7
 MAX_HEAD_BYTES = 64 * 1024  # a first request head longer than this is HTTP/1.1's to refuse
 MAX_CONCURRENT_STREAMS = 1000  # per connection; hypercorn's default is 100
 
@@ -60,6 +66,91 @@ class _BoundedStreamBuffer(hypercorn.protocol.h2.StreamBuffer):
 
 
 hypercorn.protocol.h2.StreamBuffer = _BoundedStreamBuffer  # type: ignore[misc]
+
+
+class _GracefulH2Protocol(hypercorn.protocol.h2.H2Protocol):
+    """hypercorn's HTTP/2 connection, letting a client's graceful GOAWAY end it gracefully.
+
+    A GOAWAY with NO_ERROR means "no new streams", not "drop the ones running": the AWS SDK for
+    JavaScript sends one right after its request when it will not reuse the session, and
+    hypercorn (0.18) closed the connection at once, cutting the reply after its first frames.
+    Here the connection closes when its last stream has ended.
+    """
+
+    _peer_done = False
+    _idle: asyncio.Event | None = None
+    _preface_left = len(PREFACE)
+    _pending = b""
+
+    async def streams_done(self) -> None:
+        """Returns once no stream is open (for a client that half-closed its side)."""
+        while self.streams:
+            self._idle = self._idle or asyncio.Event()
+            await self._idle.wait()
+            self._idle.clear()
+
+    async def handle(self, event: Any) -> None:
+        if isinstance(event, RawData):
+            data = self._without_graceful_goaway(event.data)
+            if not data:
+                return
+            event = RawData(data)
+        await super().handle(event)
+        if self._peer_done and not self.streams:
+            await self.send(Closed())
+
+    def _without_graceful_goaway(self, data: bytes) -> bytes:
+        """The bytes for h2, less GOAWAY frames with NO_ERROR, which h2 would take as the end
+        of every stream; whole frames only (h2 buffers partial ones the same way)."""
+        buffer = self._pending + data
+        kept = bytearray()
+        if self._preface_left:
+            taken = buffer[: self._preface_left]
+            kept += taken
+            buffer = buffer[len(taken) :]
+            self._preface_left -= len(taken)
+        while len(buffer) >= FRAME_HEADER:
+            end = FRAME_HEADER + int.from_bytes(buffer[:3], "big")
+            if len(buffer) < end:
+                break
+            frame, buffer = buffer[:end], buffer[end:]
+            if frame[3] == GOAWAY and int.from_bytes(frame[13:17], "big") == 0:
+                self._peer_done = True
+            else:
+                kept += frame
+        self._pending = bytes(buffer)
+        return bytes(kept)
+
+    async def stream_send(self, event: Any) -> None:
+        await super().stream_send(event)
+        if isinstance(event, StreamClosed) and not self.streams:
+            if self._idle is not None:
+                self._idle.set()
+            if self._peer_done:
+                await self.send(Closed())
+
+
+hypercorn.protocol.H2Protocol = _GracefulH2Protocol  # type: ignore[misc]
+
+
+class _HalfClosingTCPServer(TCPServer):
+    """hypercorn's connection loop, but a client that half-closes (ends its side after a
+    request, as node's HTTP/2 session does on ``close()``) still gets its replies: end of input
+    waits for the open HTTP/2 streams before the connection closes. A reset connection or a
+    failed write still closes it at once (and so cancels its streams)."""
+
+    async def _read_data(self) -> None:
+        while not self.reader.at_eof():
+            try:
+                data = await asyncio.wait_for(self.reader.read(MAX_RECV), self.config.read_timeout)
+            except (ConnectionError, OSError, TimeoutError, ssl.SSLError):
+                break
+            await self.protocol.handle(RawData(data))
+        else:
+            inner = self.protocol.protocol
+            if isinstance(inner, _GracefulH2Protocol):
+                await inner.streams_done()
+        await self.protocol.handle(Closed())
 
 
 class _HeadersAsHTTP1:

@@ -12,6 +12,7 @@ module on purpose.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -368,6 +369,34 @@ def build_invoke_request(body: Any, *, model: str, max_tokens_limit: int) -> Mes
         raise InvalidRequestError("anthropic_version: field required")
     kwargs, _ = parse_messages_request({**body, "model": model, "stream": False})
     return build_request(**kwargs, max_tokens_limit=max_tokens_limit)
+
+
+def build_count_tokens_request(body: Any, *, model: str, max_tokens_limit: int) -> MessageRequest:
+    """``CountTokens``: ``input`` holds either a Converse request (``converse``: messages,
+    system, toolConfig) or an InvokeModel body (``invokeModel.body``, base64 in JSON)."""
+    body = _object(body, "request body")
+    given = _object(body.get("input"), "input")
+    forms = [name for name in ("converse", "invokeModel") if given.get(name) is not None]
+    if len(forms) != 1:
+        raise InvalidRequestError("input: exactly one of converse or invokeModel is required")
+    if forms == ["converse"]:
+        converse = _object(given["converse"], "input.converse")
+        return build_converse_request(converse, model=model, max_tokens_limit=max_tokens_limit)
+    invoke = _object(given["invokeModel"], "input.invokeModel")
+    raw = invoke.get("body")
+    if not isinstance(raw, str):
+        raise InvalidRequestError("input.invokeModel.body: field required (base64 JSON)")
+    try:
+        decoded = json.loads(base64.b64decode(raw, validate=True))
+    except (ValueError, binascii.Error):
+        raise InvalidRequestError("input.invokeModel.body: not base64-encoded JSON") from None
+    decoded = dict(_object(decoded, "input.invokeModel.body"))
+    decoded.setdefault("max_tokens", min(DEFAULT_MAX_TOKENS, max_tokens_limit))
+    return build_invoke_request(decoded, model=model, max_tokens_limit=max_tokens_limit)
+
+
+def count_tokens_body(input_tokens: int) -> dict[str, int]:
+    return {"inputTokens": input_tokens}
 
 
 # -- requests to an upstream Bedrock (providers/bedrock.py) ------------------------------------

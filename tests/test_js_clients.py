@@ -1,0 +1,113 @@
+"""The AWS SDK for JavaScript v3 against ``streamchat serve``, unmodified: its
+``BedrockRuntimeClient`` speaks HTTP/2 by default (prior knowledge over ``http://``), so these
+calls exercise the server's HTTP/2 side end to end.
+
+The package is installed from the npm registry, pinned by major version, into ``tests/.js``
+(ignored by git, reused across runs); the tests skip, saying so, only where node or npm is
+missing.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+
+from serving import Server, serve
+
+JS_DIR = Path(__file__).parent / ".js"
+PACKAGES = ["@aws-sdk/client-bedrock-runtime@3"]
+TEXT = "Hello from the JavaScript SDK over HTTP/2"
+
+SCRIPT = """
+import {
+  BedrockRuntimeClient, ConverseCommand, ConverseStreamCommand,
+  InvokeModelWithResponseStreamCommand, CountTokensCommand,
+} from "@aws-sdk/client-bedrock-runtime";
+
+const client = new BedrockRuntimeClient({          // the default handler: NodeHttp2Handler
+  endpoint: process.argv[2], region: "us-west-2",
+  credentials: { accessKeyId: "test", secretAccessKey: "test" },
+});
+const modelId = "anthropic.claude-3-5-sonnet-20241022-v2:0";
+const messages = [{ role: "user", content: [{ text: "Hi" }] }];
+const out = {};
+
+const streamed = await client.send(new ConverseStreamCommand({ modelId, messages }));
+out.streamEvents = [];
+out.streamText = "";
+for await (const event of streamed.stream) {
+  out.streamEvents.push(Object.keys(event)[0]);
+  if (event.contentBlockDelta) out.streamText += event.contentBlockDelta.delta.text;
+}
+
+const whole = await client.send(new ConverseCommand({ modelId, messages }));
+out.converseText = whole.output.message.content[0].text;
+out.stopReason = whole.stopReason;
+out.usage = whole.usage;
+
+const body = JSON.stringify({ anthropic_version: "bedrock-2023-05-31", max_tokens: 100,
+                              messages: [{ role: "user", content: "Hi" }] });
+const invoked = await client.send(new InvokeModelWithResponseStreamCommand({
+  modelId, body, contentType: "application/json" }));
+out.invokeTypes = [];
+out.invokeText = "";
+for await (const item of invoked.body) {
+  const event = JSON.parse(new TextDecoder().decode(item.chunk.bytes));
+  out.invokeTypes.push(event.type);
+  if (event.type === "content_block_delta") out.invokeText += event.delta.text;
+}
+
+const counted = await client.send(new CountTokensCommand({ modelId,
+  input: { converse: { messages } } }));
+out.countTokens = counted.inputTokens;
+console.log(JSON.stringify(out));
+client.destroy();
+"""
+
+
+@pytest.fixture(scope="module")
+def js_folder() -> Path:
+    """``tests/.js`` with the pinned package installed (npm runs only when it is missing)."""
+    if not (shutil.which("node") and shutil.which("npm")):
+        pytest.skip("node and npm are needed to run the AWS SDK for JavaScript")
+    JS_DIR.mkdir(exist_ok=True)
+    marker = JS_DIR / ".installed"
+    if not marker.exists() or marker.read_text() != " ".join(PACKAGES):
+        command = ["npm", "install", "--prefix", str(JS_DIR), "--no-audit", "--no-fund", *PACKAGES]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=280)
+        assert result.returncode == 0, f"npm install failed:\n{result.stderr}"
+        marker.write_text(" ".join(PACKAGES))
+    return JS_DIR
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    spec = "scripted?" + urlencode({"text": TEXT, "delay": 0.01})
+    with serve("--model", spec) as running:
+        yield running
+
+
+def test_aws_sdk_js_default_handler_runs_converse_and_invoke_stream(
+    js_folder: Path, server: Server
+) -> None:
+    script = js_folder / "bedrock_http2.mjs"  # beside node_modules, so imports resolve
+    script.write_text(SCRIPT, encoding="utf-8")
+    result = subprocess.run(
+        ["node", str(script), server.url], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, f"node failed:\n{result.stderr}\n{server.output()[-2000:]}"
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["streamText"] == TEXT
+    assert out["streamEvents"][0] == "messageStart"
+    assert out["streamEvents"][-2:] == ["messageStop", "metadata"]
+    assert out["converseText"] == TEXT and out["stopReason"] == "end_turn"
+    assert out["usage"]["outputTokens"] == len(TEXT.split())
+    assert out["invokeText"] == TEXT
+    assert out["invokeTypes"][0] == "message_start" and out["invokeTypes"][-1] == "message_stop"
+    assert isinstance(out["countTokens"], int) and out["countTokens"] > 0

@@ -52,7 +52,6 @@ JS_PACKAGES = [  # the official JavaScript SDKs, by major version
     "@anthropic-ai/sdk@1",
     "openai@7",
     "@aws-sdk/client-bedrock-runtime@3",
-    "@smithy/node-http-handler@4",
 ]
 _FENCE = re.compile(r"^(`{3,})\s*([\w+-]*)")
 _DIRECTIVE = re.compile(r"^<!--\s*example:\s*(skip|file|pytest)\b\s*(.*?)\s*-->$")

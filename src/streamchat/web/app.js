@@ -1,19 +1,16 @@
 // streamchat web chat. Replies stream from POST /v1/messages (SSE read from a fetch body);
-// model text only ever reaches the page as text nodes (Markdown is built from DOM elements,
-// never innerHTML), and the page's CSP forbids inline script besides.
+// model text only ever reaches the page as text nodes (markdown.js builds Markdown from DOM
+// elements, never innerHTML), and the page's CSP forbids inline script besides. settings.js
+// holds the settings panel and the theme; this file talks to the server and keeps the chat.
 "use strict";
 
-const MAX_TOKENS = 1024;
 const CONVERSATION_HEADER = "x-streamchat-conversation";  // log this turn to that conversation
+const RENDER_MEASURE = "streamchat-render";  // each frame's render time (the browser test, DevTools)
 const $ = (id) => document.getElementById(id);
-const state = { turns: [], conversationId: null, historyOn: null, controller: null };
-
-function el(tag, className = "", text = undefined) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
+// turns: [{role, content}] as sent; branch: an edit or a regeneration was sent, which the
+// history logs as a new conversation (found by its content, then adopted by id)
+const state = { turns: [], conversationId: null, historyOn: null, controller: null, branch: false };
+const turnArticles = new WeakMap();  // a turn -> its <article> on the page
 
 // ---- talking to the server --------------------------------------------------------------
 class ChatError extends Error {
@@ -97,74 +94,6 @@ async function* serverSentData(body) {  // each SSE frame's data, as the bytes a
   }
 }
 
-// ---- Markdown, as DOM nodes -------------------------------------------------------------
-const INLINE =
-  /`([^`\n]+)`|\*\*([^*\n]+)\*\*|\*([^*\s](?:[^*\n]*[^*\s])?)\*|\[([^\]\n]+)\]\((https?:\/\/[^\s()]+)\)/g;
-
-function inline(text, parent) {  // `code`, **bold**, *italic*, [links](https://...)
-  let last = 0;
-  for (const match of text.matchAll(INLINE)) {
-    parent.append(text.slice(last, match.index));
-    const [, code, bold, italic, label, href] = match;
-    if (code !== undefined) parent.append(el("code", "", code));
-    else if (bold !== undefined) inline(bold, parent.appendChild(el("strong")));
-    else if (italic !== undefined) inline(italic, parent.appendChild(el("em")));
-    else {
-      const link = parent.appendChild(el("a", "", label));
-      Object.assign(link, { href, rel: "noopener noreferrer", target: "_blank" });  // http(s) only
-    }
-    last = match.index + match[0].length;
-  }
-  parent.append(text.slice(last));
-}
-
-function renderMarkdown(text, root) {  // fences, headings, lists, rules, paragraphs
-  const blocks = [], add = (node) => (blocks.push(node), node);
-  let paragraph = [], list = null;
-  const flush = () => {
-    if (paragraph.length) inline(paragraph.join("\n"), add(el("p")));
-    paragraph = [];
-    list = null;
-  };
-  const lines = text.split("\n");
-  for (let i = 0; i < lines.length; i++) {
-    const line = lines[i];
-    const fence = line.match(/^\s*(```|~~~)\s*([\w+#.-]*)/);
-    const heading = line.match(/^(#{1,6})\s+(.*)$/);
-    const item = line.match(/^\s*([-*+]|\d{1,9}[.)])\s+(.*)$/);
-    if (fence) {  // an unclosed fence (still streaming) holds the rest of the reply
-      flush();
-      const code = [];
-      while (++i < lines.length && !lines[i].trimStart().startsWith(fence[1])) code.push(lines[i]);
-      const pre = add(el("pre"));
-      pre.append(el("code", fence[2] && `language-${fence[2]}`, code.join("\n")));
-    } else if (heading) {
-      flush();
-      inline(heading[2], add(el(`h${Math.min(heading[1].length + 2, 6)}`)));
-    } else if (/^\s*([-*_])(\s*\1){2,}\s*$/.test(line)) {
-      flush();
-      add(el("hr"));
-    } else if (item) {
-      const tag = /\d/.test(item[1]) ? "OL" : "UL";
-      if (list?.tagName !== tag) {
-        flush();
-        list = add(el(tag));
-        if (tag === "OL") list.start = parseInt(item[1], 10);
-      }
-      inline(item[2], list.appendChild(el("li")));
-    } else if (list && /^\s+\S/.test(line)) {
-      inline(`\n${line.trim()}`, list.lastChild);  // an indented continuation of the last item
-    } else if (!line.trim()) {
-      flush();
-    } else {
-      if (list) flush();
-      paragraph.push(line);
-    }
-  }
-  flush();
-  root.replaceChildren(...blocks);
-}
-
 // ---- a reply's blocks: text (Markdown), tool calls (compact), thinking (collapsed) ------
 // Each block keeps one element for its life, so a <details> the reader opened stays open
 // while the reply streams; painting only refreshes the contents.
@@ -215,7 +144,7 @@ function paintBlock(block) {
   } else if (block.type === "tool_result") {
     node.querySelector(".tool-input").textContent = resultText(block.content);
   } else {
-    renderMarkdown(block.text, node);
+    (block.view ??= new MarkdownView(node)).update(block.text, !block.live);
   }
 }
 
@@ -226,25 +155,38 @@ function fromStored(stored) {  // a stored block (history) as a page block
 }
 
 // ---- the conversation on the page -------------------------------------------------------
+function actionButton(className, label, onclick) {
+  const button = el("button", className, label);
+  button.type = "button";
+  button.hidden = true;  // updateActions shows the ones that apply
+  button.onclick = onclick;
+  return button;
+}
+
 function addMessage(role, text = "", blocks = null) {
   $("empty").hidden = true;
   const results = blocks?.length && blocks.every((block) => block.type === "tool_result");
   const plumbing = role === "user" && results;  // an agent's tool results: not the person
   const node = el("article", `message ${plumbing ? "tool" : role}`);
   const label = plumbing ? "Tool" : role === "user" ? "You" : "Assistant";
-  node.append(el("div", "role", label), el("div", "body"));
-  node.append(el("div", "meta"));
+  node.append(el("div", "role", label), el("div", "body"), el("div", "meta"));
+  const actions = node.appendChild(el("div", "actions"));
+  if (role === "user" && !plumbing) {
+    actions.append(actionButton("edit", "Edit", () => editTurn(node)));
+  } else if (role === "assistant") {
+    actions.append(actionButton("regenerate", "Regenerate", regenerate));
+  }
   $("messages").append(node);
   if (blocks?.length) setBlocks(node, blocks.map(fromStored));
-  else setText(node, text);
+  else setText(node, text, true);
   $("messages").scrollTop = $("messages").scrollHeight;
   return node;
 }
 
-function setText(node, text) {  // keeps the view at the bottom if the reader was there
+function setText(node, text, ended = false) {  // keeps the view at the bottom if the reader was
   const box = $("messages"), body = node.querySelector(".body");
   const stick = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
-  if (node.classList.contains("assistant")) renderMarkdown(text, body);
+  if (node.classList.contains("assistant")) (node.view ??= new MarkdownView(body)).update(text, ended);
   else body.textContent = text;
   if (stick) box.scrollTop = box.scrollHeight;
 }
@@ -260,7 +202,7 @@ function setBlocks(node, blocks) {  // a reply with tool calls or thinking: one 
   if (stick) box.scrollTop = box.scrollHeight;
 }
 
-const showError = (node, text) => node.insertBefore(el("p", "error", text), node.lastChild);
+const showError = (node, text) => node.querySelector(".meta").before(el("p", "error", text));
 function showStatus(text) { $("status").textContent = text; $("status").hidden = !text; }
 
 function summary(reply) {  // "TTFT 120 ms · 42 tokens · 35.1 tokens/s · stopped"
@@ -274,9 +216,91 @@ function summary(reply) {  // "TTFT 120 ms · 42 tokens · 35.1 tokens/s · stop
   ].filter(Boolean).join(" · ");
 }
 
-function setBusy(busy) { $("send").hidden = busy; $("stop").hidden = !busy; }
+function setBusy(busy) {
+  $("send").hidden = busy;
+  $("stop").hidden = !busy;
+  updateActions();
+}
 
+function updateActions() {  // Edit on your turns, Regenerate on the last reply; none while busy
+  const busy = Boolean(state.controller);
+  const articles = [...$("messages").querySelectorAll("article")];
+  const lastUser = articles.findLast((article) => article.classList.contains("user"));
+  const kept = new Set(state.turns.map((turn) => turnArticles.get(turn)));  // a failed one is not
+  for (const article of articles) {
+    const edit = article.querySelector("button.edit");
+    const again = article.querySelector("button.regenerate");
+    if (edit) edit.hidden = busy || !(kept.has(article) || article === lastUser);
+    if (again) again.hidden = busy || article !== articles.at(-1) || !lastUser;
+  }
+}
+
+// ---- regenerate and edit: send again from one of your turns -------------------------------
+function resendFrom(userNode, text) {  // drop this turn and all after it, then send text there
+  if (state.controller) return;
+  const index = state.turns.findIndex((turn) => turnArticles.get(turn) === userNode);
+  if (index !== -1) state.turns.length = index;  // (a failed turn was never kept)
+  while (userNode.nextElementSibling) userNode.nextElementSibling.remove();
+  if (state.historyOn !== false) {  // the history keeps the original; this branch is logged anew
+    state.conversationId = null;
+    state.branch = true;
+    markCurrent();
+  }
+  send(text, userNode);
+}
+
+function regenerate() {  // the last reply again, with the settings and model chosen now
+  const lastUser = [...$("messages").querySelectorAll("article.user")].at(-1);
+  if (lastUser) resendFrom(lastUser, lastUser.querySelector(".body").textContent);
+}
+
+function editTurn(article) {  // the turn's text in a box; Send replaces it and all after it
+  const body = article.querySelector(".body"), actions = article.querySelector(".actions");
+  const editor = el("div", "editor"), box = el("textarea"), buttons = el("div", "buttons");
+  const cancel = el("button", "", "Cancel"), save = el("button", "primary", "Send");
+  cancel.type = save.type = "button";
+  box.value = body.textContent;
+  box.setAttribute("aria-label", "Edit your message");
+  buttons.append(cancel, save);
+  editor.append(box, buttons);
+  body.hidden = actions.hidden = true;
+  body.after(editor);
+  box.focus();
+  const close = () => {
+    editor.remove();
+    body.hidden = actions.hidden = false;
+  };
+  cancel.onclick = () => {
+    close();
+    article.querySelector("button.edit").focus();
+  };
+  save.onclick = () => {
+    if (!box.value.trim() || state.controller) return;
+    close();
+    resendFrom(article, box.value);
+    $("prompt").focus();
+  };
+  box.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      save.click();
+    } else if (event.key === "Escape") {
+      cancel.click();
+    }
+  });
+}
+
+async function copyCode(button) {
+  const code = button.closest(".code-block").querySelector("code").textContent;
+  const said = await navigator.clipboard.writeText(code).then(() => "Copied", () => "Copy failed");
+  button.textContent = said;
+  setTimeout(() => (button.textContent = "Copy"), 1500);
+}
+
+// ---- sending ----------------------------------------------------------------------------
 async function conversationId(turns) {  // history on: the conversation this chat is logged to
+  if (state.branch) await adoptBranch(turns.slice(0, -1));
+  if (state.branch) return null;  // still unknown: the server finds the branch by its content
   if (state.historyOn !== false && state.conversationId === null) {  // on, or not known yet
     const body = JSON.stringify({ model: $("model").value });
     const created = await apiJSON("/api/conversations", { method: "POST", body }).catch(() => null);
@@ -285,23 +309,52 @@ async function conversationId(turns) {  // history on: the conversation this cha
   return state.conversationId;
 }
 
-async function send(text) {
+async function adoptBranch(turns) {  // the newest conversation, if it holds exactly these turns
+  const pairs = (list) => JSON.stringify(list.map(({ role, content }) => [role, content]));
+  const newest = (await apiJSON("/api/conversations?limit=1").catch(() => null))?.data?.[0];
+  const stored = newest && (await apiJSON(`/api/conversations/${newest.id}`).catch(() => null));
+  if (stored && state.branch && pairs(modelTurns(stored.messages)) === pairs(turns)) {
+    state.branch = false;
+    state.conversationId = newest.id;
+    markCurrent();
+  }
+}
+
+function settingsBody() {  // the settings panel's choices, as Messages API fields
+  const { system, temperature, maxTokens } = currentSettings();
+  return {
+    max_tokens: maxTokens,
+    ...(system.trim() && { system }),
+    ...(temperature !== null && { temperature }),
+  };
+}
+
+function makeTurn(role, content, node) {
+  const made = { role, content };
+  if (node) turnArticles.set(made, node);
+  return made;
+}
+
+async function send(text, userNode = null) {
   const turns = state.turns;  // "New chat" swaps in a new array: this reply keeps its own
-  turns.push({ role: "user", content: text });
-  addMessage("user", text);
+  if (userNode) userNode.querySelector(".body").textContent = text;
+  else userNode = addMessage("user", text);
+  turns.push(makeTurn("user", text, userNode));
   showStatus("");
   const node = addMessage("assistant");
   node.classList.add("streaming");
+  node.setAttribute("aria-busy", "true");  // screen readers read the reply once it is whole
   const controller = (state.controller = new AbortController());
   setBusy(true);
   const reply = { text: "", tokens: 0, deltas: 0, start: 0, first: 0, last: 0, note: "" };
-  const blocks = [];  // by stream index: {type, node, text | json | thinking}
-  const paint = () => (blocks.some((b) => b.type !== "text")
-    ? setBlocks(node, blocks.filter(Boolean)) : setText(node, reply.text));
+  const blocks = [];  // by stream index: {type, node, live, text | json | thinking}
+  const paint = (ended = false) => (blocks.some((b) => b.type !== "text")
+    ? setBlocks(node, blocks.filter(Boolean)) : setText(node, reply.text, ended));
   let painting = false, ended = false;
+  performance.clearMeasures(RENDER_MEASURE);
   try {
     const id = await conversationId(turns);
-    const body = { model: $("model").value || "default", max_tokens: MAX_TOKENS, stream: true };
+    const body = { model: $("model").value || "default", ...settingsBody(), stream: true };
     reply.start = performance.now();
     const response = await api("/v1/messages", {
       method: "POST", signal: controller.signal, body: JSON.stringify({ ...body, messages: turns }),
@@ -315,14 +368,15 @@ async function send(text) {
         const block = { type: start.type, text: start.text ?? "", thinking: start.thinking ?? "" };
         if (start.type === "tool_use") {
           const { id, name, input } = start;
-          Object.assign(block, { id, name, input, json: "", live: true });
+          Object.assign(block, { id, name, input, json: "" });
         }
+        block.live = true;
         block.node = blockNode(block);
         blocks[event.index] = block;
         reply.text += block.text;
       } else if (event.type === "content_block_delta") {
         const delta = event.delta;
-        blocks[event.index] ??= { type: "text", text: "", node: blockNode({ type: "text" }) };
+        blocks[event.index] ??= { type: "text", text: "", live: true, node: blockNode({}) };
         const block = blocks[event.index];
         if (delta.type === "text_delta") {
           block.text += delta.text;
@@ -339,7 +393,12 @@ async function send(text) {
         }
         if (!painting) {  // at most one render per frame, however fast tokens come
           painting = true;
-          requestAnimationFrame(() => { painting = false; paint(); });
+          requestAnimationFrame(() => {
+            painting = false;
+            const start = performance.now();
+            paint();
+            performance.measure(RENDER_MEASURE, { start, detail: { tokens: reply.deltas } });
+          });
         }
       } else if (event.type === "content_block_stop") {
         if (blocks[event.index]) blocks[event.index].live = false;
@@ -358,14 +417,19 @@ async function send(text) {
     if (error.name === "AbortError") reply.note = "stopped";
     else showError(node, describe(error));
   }
-  if (state.controller === controller) { state.controller = null; setBusy(false); }
   node.classList.remove("streaming");
+  node.setAttribute("aria-busy", "false");
   for (const block of blocks) if (block) block.live = false;  // a call cut short shows what came
-  paint();
+  paint(true);
   node.querySelector(".meta").textContent = summary(reply);
-  if (reply.text) turns.push({ role: "assistant", content: reply.text });
+  if (reply.text) turns.push(makeTurn("assistant", reply.text, node));
   else turns.pop();  // nothing came back: keep the turns alternating, as the CLI does
-  loadHistory();
+  if (state.controller === controller) {
+    state.controller = null;
+    setBusy(false);
+  }
+  await loadHistory();
+  if (state.branch && state.turns === turns) await adoptBranch(turns);
 }
 
 function submit() {
@@ -379,13 +443,16 @@ function submit() {
 function modelTurns(messages) {  // history.turns_for_model: unanswered questions are dropped,
   const turns = [];                // tool plumbing skipped, an answer after a tool call joined
   let plumbing = false;
-  for (const { role, text, blocks } of messages) {
+  for (const { role, text, blocks, node } of messages) {
     if (!text && blocks?.length) { plumbing = true; continue; }
     const answered = turns.at(-1)?.role === "user", afterTools = plumbing;
     plumbing = false;
     if (role === "user" && answered) turns.pop();
-    if (role === "user" || (text && answered)) turns.push({ role, content: text });
-    else if (text && afterTools && turns.length) turns.at(-1).content += `\n\n${text}`;
+    if (role === "user" || (text && answered)) turns.push(makeTurn(role, text, node));
+    else if (text && afterTools && turns.length) {
+      turns.at(-1).content += `\n\n${text}`;
+      turnArticles.set(turns.at(-1), node);
+    }
   }
   if (turns.at(-1)?.role === "user") turns.pop();
   return turns;
@@ -395,6 +462,7 @@ function newChat() {
   state.controller?.abort();
   state.turns = [];
   state.conversationId = null;
+  state.branch = false;
   $("messages").replaceChildren($("empty"));
   $("empty").hidden = false;
   showStatus("");
@@ -407,19 +475,22 @@ async function openConversation(id) {
     const conversation = await apiJSON(`/api/conversations/${id}`);
     newChat();
     state.conversationId = id;
-    for (const message of conversation.messages) {
+    const messages = conversation.messages.map((message) => {
       const node = addMessage(message.role, message.text, message.blocks);
-      if (message.role !== "assistant") continue;
-      node.querySelector(".meta").textContent = summary({
-        start: 0, first: (message.ttft ?? 0) * 1000, last: (message.total_time ?? 0) * 1000,
-        tokens: message.output_tokens ?? 0, deltas: 0, note: message.interrupted ? "stopped" : "",
-      });
-      if (message.error) showError(node, message.error);
-    }
-    state.turns = modelTurns(conversation.messages);
+      if (message.role === "assistant") {
+        node.querySelector(".meta").textContent = summary({
+          start: 0, first: (message.ttft ?? 0) * 1000, last: (message.total_time ?? 0) * 1000,
+          tokens: message.output_tokens ?? 0, deltas: 0, note: message.interrupted ? "stopped" : "",
+        });
+        if (message.error) showError(node, message.error);
+      }
+      return { ...message, node };
+    });
+    state.turns = modelTurns(messages);
     const model = [...$("model").options].find((option) => option.value === conversation.model);
     if (model) model.selected = true;
     markCurrent();
+    updateActions();
   } catch (error) {
     showStatus(describe(error));
   }
@@ -499,6 +570,10 @@ $("prompt").addEventListener("keydown", (event) => {
   }
 });
 $("stop").addEventListener("click", () => state.controller?.abort());
+$("messages").addEventListener("click", (event) => {
+  const copy = event.target.closest("button.copy");
+  if (copy) copyCode(copy);
+});
 $("new-chat").addEventListener("click", newChat);
 $("model").addEventListener("change", () => localStorage.setItem("streamchat-model", $("model").value));
 document.addEventListener("click", (event) => {  // the phone's drawer: ☰ toggles, a choice closes

@@ -17,13 +17,16 @@ from .errors import InvalidRequestError
 from .events import TextBlock, ThinkingBlock, ToolResultBlock, ToolUseBlock
 
 Role = Literal["user", "assistant"]
-MAX_TOKENS_LIMIT = 32_768
+# The largest max_tokens any current Claude model accepts (128k output); a provider clamps it to
+# what its model can produce (the context left after the prompt) and stops with max_tokens.
+MAX_TOKENS_LIMIT = 128_000
 MAX_STOP_SEQUENCES = 16
 MAX_TOOLS = 128
 MAX_SCHEMA_BYTES = 64 * 1024  # one tool's input schema (or the JSON output schema), serialised
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 TOOL_CHOICES = ("auto", "any", "tool", "none")
-THINKING_TYPES = ("enabled", "disabled", "adaptive")
+THINKING_TYPES = ("enabled", "disabled", "adaptive", "between_tools")
+SYSTEM_LABEL = "System: "  # how a system message inside the conversation reads in a user turn
 MIN_THINKING_BUDGET = 1024
 
 RequestBlock = TextBlock | ToolUseBlock | ThinkingBlock | ToolResultBlock
@@ -61,7 +64,7 @@ class ToolChoice:
 
 @dataclass(slots=True, frozen=True)
 class ThinkingConfig:
-    type: Literal["enabled", "disabled", "adaptive"] = "enabled"
+    type: Literal["enabled", "disabled", "adaptive", "between_tools"] = "enabled"
     budget_tokens: int | None = None
 
 
@@ -98,6 +101,15 @@ class MessageRequest:
 
     def tool(self, name: str) -> Tool | None:
         return next((tool for tool in self.tools if tool.name == name), None)
+
+
+def prompt_too_long(tokens: int, window: int) -> InvalidRequestError:
+    """The Anthropic API's own refusal of a prompt longer than the model's context window (its
+    words, which agents match on, after the field name every error here starts with)."""
+    return InvalidRequestError(
+        f"messages: prompt is too long: {tokens} tokens > {window} maximum "
+        "(the model's context window)"
+    )
 
 
 def content_text(content: Any, where: str) -> str:
@@ -228,8 +240,9 @@ def _turn(role: Role, content: Any, where: str) -> Turn:
     return Turn(role, text, kept)
 
 
-def _check_tool_results(turns: list[Turn]) -> None:
-    """Every tool result answers a call of the assistant turn just before it."""
+def _check_tool_results(turns: list[Turn], origin: list[int]) -> None:
+    """Every tool result answers a call of the assistant turn just before it (``origin`` maps
+    each turn to its index in the client's ``messages``)."""
     for i, turn in enumerate(turns):
         results = [block for block in turn.blocks if block.type == "tool_result"]
         if not results:
@@ -244,8 +257,8 @@ def _check_tool_results(turns: list[Turn]) -> None:
             if block.tool_use_id not in calls:
                 j = turn.blocks.index(block)
                 raise InvalidRequestError(
-                    f"messages.{i}.content.{j}.tool_use_id: {block.tool_use_id!r} matches no "
-                    "tool_use block in the previous assistant message"
+                    f"messages.{origin[i]}.content.{j}.tool_use_id: {block.tool_use_id!r} "
+                    "matches no tool_use block in the previous assistant message"
                 )
 
 
@@ -326,6 +339,37 @@ def _tool_choice(choice: Any, tools: list[Tool]) -> ToolChoice:
     return parsed
 
 
+def _with_text(turn: Turn, text: str, *, before: bool) -> Turn:
+    """``turn`` with a paragraph of text added at its start or end."""
+    if not turn.blocks:
+        joined = f"{text}\n\n{turn.content}" if before else f"{turn.content}\n\n{text}"
+        return Turn(turn.role, joined)
+    blocks = (TextBlock(text), *turn.blocks) if before else (*turn.blocks, TextBlock(text))
+    content = "".join(block.text for block in blocks if block.type == "text")
+    return Turn(turn.role, content, blocks)
+
+
+def _place_system_messages(
+    turns: list[Turn], notes: list[tuple[int, str]]
+) -> tuple[list[Turn], list[str]]:
+    """System-role messages inside ``messages`` (today's Anthropic API), kept in place.
+
+    ``notes`` are ``(number of turns before it, text)``. Those before the first turn join the
+    system prompt; a later one is a paragraph of the user turn it follows (or, after an
+    assistant turn, of the user turn that comes next), so the model reads it where it was said.
+    """
+    leading = [text for before, text in notes if before == 0]
+    for before, text in (note for note in notes if note[0] > 0):
+        labelled = SYSTEM_LABEL + text
+        if turns[before - 1].role == "user":
+            turns[before - 1] = _with_text(turns[before - 1], labelled, before=False)
+        elif before < len(turns) and turns[before].role == "user":
+            turns[before] = _with_text(turns[before], labelled, before=True)
+        else:  # between two assistant turns: nowhere better than the system prompt
+            leading.append(text)
+    return turns, leading
+
+
 def _thinking(thinking: Any, max_tokens: int) -> ThinkingConfig | None:
     if thinking is None:
         return None
@@ -395,20 +439,33 @@ def build_request(
     if not isinstance(messages, list | tuple) or not messages:
         raise InvalidRequestError("messages: at least one message is required")
     turns: list[Turn] = []
+    origin: list[int] = []  # each turn's index in messages
+    notes: list[tuple[int, str]] = []  # system-role messages: (turns before, text)
     for i, message in enumerate(messages):
         if not isinstance(message, Mapping):
             raise InvalidRequestError(f"messages.{i}: expected an object with role and content")
         role = message.get("role")
-        if role not in ("user", "assistant"):
+        if role not in ("user", "assistant", "system"):
             raise InvalidRequestError(
-                f"messages.{i}.role: must be 'user' or 'assistant', got {role!r}"
+                f"messages.{i}.role: must be 'user', 'assistant' or 'system', got {role!r}"
             )
         if "content" not in message:
             raise InvalidRequestError(f"messages.{i}.content: field required")
+        if role == "system":
+            notes.append((len(turns), content_text(message["content"], f"messages.{i}.content")))
+            continue
         turns.append(_turn(role, message["content"], f"messages.{i}.content"))
+        origin.append(i)
+    if not turns:
+        raise InvalidRequestError("messages: at least one user message is required")
     if turns[-1].role != "user":
         raise InvalidRequestError("messages: the last message must have role 'user'")
-    _check_tool_results(turns)
+    _check_tool_results(turns, origin)
+    if notes:
+        turns, leading = _place_system_messages(turns, notes)
+        if leading:
+            given = [content_text(system, "system")] if system is not None else []
+            system = "\n\n".join(text for text in [*given, *leading] if text)
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
         raise InvalidRequestError("max_tokens: expected an integer")
     if not 1 <= max_tokens <= max_tokens_limit:

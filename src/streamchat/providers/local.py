@@ -27,7 +27,7 @@ from typing import Any
 
 from ..errors import InvalidRequestError, ModelError, OverloadedError
 from ..events import StreamEvent
-from ..request import MessageRequest, Turn
+from ..request import MessageRequest, Turn, prompt_too_long
 from ..stop_sequences import StopMatcher
 from . import tool_prompt
 from ._threaded import SerialWorker, iterate_in_thread
@@ -295,10 +295,7 @@ class LocalProvider:
         tokens, format_stops = self.prompt_tokens(request)
         room = self.n_ctx - len(tokens)
         if room < 1:
-            raise InvalidRequestError(
-                f"messages: the prompt is {len(tokens)} tokens, more than the model's "
-                f"context window of {self.n_ctx}"
-            )
+            raise prompt_too_long(len(tokens), self.n_ctx)
         # Unseeded requests must not replay the seed of an earlier request on this model.
         seed = request.seed if request.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED
         llama.set_seed(seed)
@@ -379,10 +376,7 @@ class LocalProvider:
         tokens, format_stops = self.prompt_tokens(request)
         room = self.n_ctx - len(tokens)
         if room < 1:
-            raise InvalidRequestError(
-                f"messages: the prompt is {len(tokens)} tokens, more than the model's "
-                f"context window of {self.n_ctx}"
-            )
+            raise prompt_too_long(len(tokens), self.n_ctx)
         temperature = (
             request.temperature if request.temperature is not None else self.default_temperature
         )

@@ -30,7 +30,7 @@ from urllib.parse import parse_qs
 
 from ..errors import InvalidRequestError, error_from_type
 from ..events import ErrorBody, ErrorEvent, StreamEvent
-from ..request import MessageRequest
+from ..request import MessageRequest, prompt_too_long
 from ..stop_sequences import StopMatcher
 from .base import (
     block_stop,
@@ -173,10 +173,7 @@ class ScriptedProvider:
         parts = self.script(request)
         input_tokens = self.count_tokens(request)
         if config.context and input_tokens > config.context:
-            raise InvalidRequestError(
-                f"messages: the prompt is {input_tokens} tokens, more than the model's "
-                f"context window of {config.context}"
-            )
+            raise prompt_too_long(input_tokens, config.context)
         self.active += 1
         finished = False
         try:

@@ -25,7 +25,7 @@ def build(**overrides: Any):
         ({"messages": None}, "messages"),
         ({"messages": "hello"}, "messages"),
         ({"messages": ["hello"]}, "messages.0"),
-        ({"messages": [{"role": "system", "content": "x"}]}, "messages.0.role"),
+        ({"messages": [{"role": "system", "content": "x"}]}, "messages"),  # no user turn
         ({"messages": [USER, {"role": "robot", "content": "x"}, USER]}, "messages.1.role"),
         ({"messages": [{"content": "x"}]}, "messages.0.role"),
         ({"messages": [{"role": "user"}]}, "messages.0.content"),

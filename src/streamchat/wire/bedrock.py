@@ -299,6 +299,10 @@ def _converse_kwargs(
                 f"messages.{i}.content: at least one content block is required"
             )
         role = message.get("role")
+        if role not in ("user", "assistant"):  # Converse has no system-role messages
+            raise InvalidRequestError(
+                f"messages.{i}.role: must be 'user' or 'assistant', got {role!r}"
+            )
         text, positions[f"messages.{i}.content"] = _message_content(
             content, role, f"messages.{i}.content"
         )

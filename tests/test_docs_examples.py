@@ -53,7 +53,7 @@ JS_PACKAGES = [  # the official JavaScript SDKs, by major version
     "openai@7",
     "@aws-sdk/client-bedrock-runtime@3",
 ]
-_FENCE = re.compile(r"^(`{3,})\s*([\w+-]*)")
+_FENCE = re.compile(r"^( *)(`{3,})\s*([\w+-]*)")  # indented in a list item too
 _DIRECTIVE = re.compile(r"^<!--\s*example:\s*(skip|file|pytest)\b\s*(.*?)\s*-->$")
 
 # README blocks known to be wrong (README.md is the lead's): each must still fail, so that a
@@ -89,11 +89,11 @@ def blocks(page: Path) -> list[Block]:
         if not match:
             i += 1
             continue
-        fence, lang, start = match.group(1), match.group(2).lower(), i
+        indent, fence, lang, start = len(match[1]), match[2], match[3].lower(), i
         body: list[str] = []
         i += 1
-        while i < len(lines) and not lines[i].startswith(fence):
-            body.append(lines[i])
+        while i < len(lines) and not lines[i].strip().startswith(fence):
+            body.append(lines[i][indent:] if lines[i][:indent].isspace() else lines[i])
             i += 1
         i += 1
         above = next((lines[j] for j in range(start - 1, -1, -1) if lines[j].strip()), "")

@@ -53,6 +53,7 @@ class GroupCommit:
         self.interval = COMMIT_SECONDS if interval is None else interval
         self.commits = 0  # transactions written (for benchmarks)
         self.rows = 0  # row writes in them
+        self.available = True  # False since a commit found the database unreachable
         self._dirty: dict[int, ReplyRecorder] = {}  # insertion-ordered, by id()
         self._waiters: list[concurrent.futures.Future[bool]] = []
         self._wake = threading.Condition()
@@ -75,6 +76,9 @@ class GroupCommit:
         """A commit now; the future is ``True`` once what was marked is stored (``False`` when
         the database could not be reached: the rows are retried later)."""
         future: concurrent.futures.Future[bool] = concurrent.futures.Future()
+        if not self.available:  # hold no stream while the database is away; retries go on
+            future.set_result(False)
+            return future
         with self._wake:
             self._waiters.append(future)
             if self._thread is None:
@@ -99,8 +103,10 @@ class GroupCommit:
                 with self._wake:  # retry these with whatever is marked meanwhile
                     self._dirty = {**batch, **self._dirty}
             pause = self.interval if stored else RETRY_SECONDS
+            self.available = stored
             for waiter in waiters:
-                waiter.set_result(stored)
+                if not waiter.done():
+                    waiter.set_result(stored)
 
     def _commit(self, recorders: list[ReplyRecorder]) -> bool:
         updates = [
@@ -524,6 +530,8 @@ def _finish_request(
 ) -> None:
     """The final write, then mark the conversation as continuable by its next request."""
     recorder.finish(metrics, error=error)
+    if recorder.committer is not None and not recorder.committer.available:
+        return  # the database is away: the final row is retried; the thread key can wait
     if recorder.failed is None and (recorder.text or recorder.has_tool_calls):
         reply = turn_key("assistant", recorder.text, recorder.blocks or ())
         key = thread_key(request.system, [*request_turn_keys(request), reply])

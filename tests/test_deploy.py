@@ -1,0 +1,372 @@
+"""streamchat as deployed for a team, on loopback: a real PostgreSQL (Debian's binaries), real
+nginx running deploy/nginx.conf, two ``streamchat serve`` replicas sharing the history, the
+official clients as judges.
+
+Skips (with the reason) only where the PostgreSQL binaries or nginx are absent; ``make test``
+installs nginx when it runs as root. Tests run in file order: the SIGKILL one ends replica A.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+import postgres_cluster
+from serving import HOST, Server, free_port, serve, wait_healthy
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+WHY_NO_POSTGRES = postgres_cluster.unavailable()
+
+pytestmark = [
+    pytest.mark.deploy,
+    pytest.mark.skipif(WHY_NO_POSTGRES is not None, reason=str(WHY_NO_POSTGRES)),
+    pytest.mark.skipif(
+        not Path(NGINX).exists(), reason="no nginx (make test installs it when run as root)"
+    ),
+]
+
+CONF = Path(__file__).parent.parent / "deploy" / "nginx.conf"
+REPEAT = 12  # a reply is 12 x "[turn N] You said: <prompt>": ~70 text deltas
+MODEL = f"scripted?delay=0.02&repeat={REPEAT}"
+STREAMS = 200
+REPLICA = "x-streamchat-replica"
+
+
+def expected(prompt: str, turn: int = 1, repeat: int = REPEAT) -> str:
+    return " ".join([f"[turn {turn}] You said: {prompt}"] * repeat)
+
+
+def user(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+@dataclass
+class Deployment:
+    db: postgres_cluster.Cluster
+    url: str  # nginx, in front of a and b
+    a: Server
+    b: Server
+
+    def rows(self, statement: str) -> list[list[str]]:
+        out = self.db.sql(statement)
+        return [line.split("|") for line in out.splitlines()] if out else []
+
+    def reply_to(self, prompt: str) -> dict[str, Any] | None:
+        """The stored reply to the user message ``prompt`` (the latest such), or None."""
+        found = self.rows(
+            "SELECT a.text, a.interrupted, a.output_tokens, a.stop_reason FROM messages a "
+            "JOIN messages u ON u.conversation_id = a.conversation_id AND u.role = 'user' "
+            f"WHERE a.role = 'assistant' AND u.text = '{prompt}' ORDER BY a.id DESC LIMIT 1"
+        )
+        if not found:
+            return None
+        text, interrupted, tokens, stop = found[0]
+        return {
+            "text": text,
+            "interrupted": interrupted == "1",
+            "output_tokens": int(tokens or 0),
+            "stop_reason": stop,
+        }
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"timed out waiting for {what or check}"
+        time.sleep(0.1)
+
+
+def replica(db_url: str, name: str, *extra: str) -> contextlib.AbstractContextManager[Server]:
+    """``streamchat serve`` on the scripted model, history in PostgreSQL, strict commits."""
+    return serve(
+        *("--model", MODEL, "--history", db_url, "--replica", name, "--history-strict"),
+        *extra,
+        env={"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"},
+    )
+
+
+@contextlib.contextmanager
+def nginx(upstreams: list[str]) -> Iterator[str]:
+    """deploy/nginx.conf as shipped, with its upstream servers and listen port on loopback."""
+    directory = Path(tempfile.mkdtemp(prefix="streamchat-nginx-"))
+    port = free_port()
+    text = CONF.read_text()
+    text, replaced = re.subn(r"(?m)^\s*server streamchat-\d:8080([^\n]*)\n", "", text)
+    assert replaced == 2, "deploy/nginx.conf: two upstream servers expected"
+    servers = "".join(f"\n        server {u} max_fails=1 fail_timeout=5s;" for u in upstreams)
+    text = text.replace("least_conn;", "least_conn;" + servers, 1)
+    text, listens = re.subn(r"listen 8080;", f"listen {HOST}:{port};", text)
+    assert listens == 1, "deploy/nginx.conf: one listen 8080 expected"
+    text = text.replace("worker_processes auto;", "worker_processes 1;")
+    temp = "".join(
+        f"\n    {kind}_temp_path {directory / kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    text = text.replace("http {", "http {" + temp, 1)
+    conf = directory / "nginx.conf"
+    conf.write_text(text)
+    settings = f"daemon off; pid {directory}/nginx.pid; error_log {directory}/error.log warn;"
+    process = subprocess.Popen(
+        [NGINX, "-p", str(directory), "-c", str(conf), "-g", settings],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://{HOST}:{port}"
+    try:
+        wait_healthy(url, lambda: process.poll() is None, 20)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def deployment() -> Iterator[Deployment]:
+    with (
+        postgres_cluster.cluster() as db,
+        replica(db.url, "a") as a,
+        replica(db.url, "b") as b,
+        nginx([a.url.removeprefix("http://"), b.url.removeprefix("http://")]) as url,
+    ):
+        yield Deployment(db, url, a, b)
+
+
+def test_nginx_config_is_valid() -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        text = CONF.read_text().replace("streamchat-1:8080", "127.0.0.1:1")
+        text = text.replace("streamchat-2:8080", "127.0.0.1:2")
+        conf = Path(directory) / "nginx.conf"
+        conf.write_text(text)
+        result = subprocess.run(
+            [NGINX, "-t", "-p", directory, "-c", str(conf), "-g", f"pid {directory}/n.pid;"],
+            capture_output=True,
+            text=True,
+        )
+    assert result.returncode == 0, result.stderr
+
+
+async def _stream_all(url: str, count: int) -> list[tuple[str, str, str | None]]:
+    """``count`` concurrent Anthropic streams through ``url``: (prompt, text, replica)."""
+    # the SDK's own pool allows 1000 connections: one per stream
+    async with anthropic.AsyncAnthropic(base_url=url, api_key="x", max_retries=0) as client:
+
+        async def one(i: int) -> tuple[str, str, str | None]:
+            prompt = f"stream {i}"
+            raw = await client.messages.with_raw_response.create(
+                model="claude-any", max_tokens=500, messages=user(prompt), stream=True
+            )
+            text, stop = [], None
+            async for event in await raw.parse():
+                if event.type == "content_block_delta" and event.delta.type == "text_delta":
+                    text.append(event.delta.text)
+                elif event.type == "message_delta":
+                    stop = event.delta.stop_reason
+            assert stop == "end_turn", prompt
+            return prompt, "".join(text), raw.headers.get(REPLICA)
+
+        return await asyncio.gather(*(one(i) for i in range(count)))
+
+
+def test_200_concurrent_streams_spread_over_both_replicas_and_complete(
+    deployment: Deployment,
+) -> None:
+    results = asyncio.run(_stream_all(deployment.url, STREAMS))
+    assert [text for _, text, _ in results] == [expected(p) for p, _, _ in results]
+    spread = Counter(name for _, _, name in results)
+    assert set(spread) == {"a", "b"}, spread
+    assert min(spread.values()) >= STREAMS // 4, spread  # least_conn: roughly half each
+
+    def whole() -> bool:  # ...and every reply is in PostgreSQL, whole, marked complete
+        stored = deployment.rows(
+            "SELECT u.text, a.text, a.interrupted FROM messages a JOIN messages u ON "
+            "u.conversation_id = a.conversation_id AND u.role = 'user' "
+            "WHERE a.role = 'assistant' AND u.text LIKE 'stream %'"
+        )
+        return len(stored) == STREAMS and all(
+            reply == expected(prompt) and flag == "0" for prompt, reply, flag in stored
+        )
+
+    wait_for(whole, timeout=10, what="all 200 replies stored whole")
+
+
+def test_a_conversation_started_on_a_continues_on_b(deployment: Deployment) -> None:
+    a, b = deployment.a.url, deployment.b.url
+    # the web page's way: a conversation id in a header
+    created = httpx.post(f"{a}/api/conversations", json={}).json()
+    header = {"x-streamchat-conversation": str(created["id"])}
+    first = anthropic.Anthropic(base_url=a, api_key="x", max_retries=0, default_headers=header)
+    reply = first.messages.create(model="m", max_tokens=500, messages=user("web one"))
+    second = anthropic.Anthropic(base_url=b, api_key="x", max_retries=0, default_headers=header)
+    turns = [*user("web one"), {"role": "assistant", "content": reply.content[0].text}]
+    second.messages.create(model="m", max_tokens=500, messages=[*turns, *user("web two")])
+    conversation = httpx.get(f"{b}/api/conversations/{created['id']}").json()
+    assert [m["text"] for m in conversation["messages"]] == [
+        "web one",
+        expected("web one"),
+        "web two",
+        expected("web two", turn=2),
+    ]
+    # an SDK resending the conversation: replica B joins the conversation that A logged
+    on_a = anthropic.Anthropic(base_url=a, api_key="x", max_retries=0)
+    on_b = anthropic.Anthropic(base_url=b, api_key="x", max_retries=0)
+    answer = on_a.messages.create(model="m", max_tokens=500, messages=user("thread one"))
+    follow = [*user("thread one"), {"role": "assistant", "content": answer.content[0].text}]
+    on_b.messages.create(model="m", max_tokens=500, messages=[*follow, *user("thread two")])
+    listed = httpx.get(f"{b}/api/conversations", params={"limit": 5}).json()["data"]
+    (thread,) = [c for c in listed if c["preview"] == "thread one"]
+    assert thread["turns"] == 2
+    # the Responses API: previous_response_id stored by A, continued by B
+    first_response = openai.OpenAI(base_url=f"{a}/v1", api_key="x", max_retries=0).responses
+    started = first_response.create(model="m", input="responses one")
+    later = openai.OpenAI(base_url=f"{b}/v1", api_key="x", max_retries=0).responses.create(
+        model="m", input="responses two", previous_response_id=started.id
+    )
+    assert later.output_text == expected("responses two", turn=2)
+    assert httpx.get(f"{b}/v1/responses/{started.id}").json()["id"] == started.id
+
+
+def test_readyz_reports_a_database_outage_and_history_writes_resume(
+    deployment: Deployment,
+) -> None:
+    """PostgreSQL restarted under load: streams in flight finish byte for byte, /readyz says
+    503 meanwhile, and every reply's final row is written once the database is back."""
+    assert httpx.get(f"{deployment.a.url}/readyz").status_code == 200
+    prompts = [f"outage {i}" for i in range(20)]
+
+    async def load() -> list[str]:
+        async with anthropic.AsyncAnthropic(
+            base_url=deployment.url, api_key="x", max_retries=0
+        ) as client:
+
+            async def one(prompt: str) -> str:
+                body = await client.messages.create(
+                    model="m", max_tokens=500, messages=user(prompt), stream=True
+                )
+                parts = []
+                async for event in body:
+                    if event.type == "content_block_delta":
+                        parts.append(event.delta.text)
+                return "".join(parts)
+
+            return await asyncio.gather(*map(one, prompts))
+
+    def restart() -> dict[str, Any]:
+        wait_for(lambda: deployment.reply_to(prompts[-1]), what="the streams to start")
+        deployment.db.stop()
+        unready = httpx.get(f"{deployment.a.url}/readyz", timeout=10)
+        deployment.db.start()
+        return {"status": unready.status_code, "body": unready.json()}
+
+    async def both() -> tuple[list[str], dict[str, Any]]:
+        texts, outage = await asyncio.gather(load(), asyncio.to_thread(restart))
+        return texts, outage
+
+    texts, outage = asyncio.run(both())
+    assert outage["status"] == 503 and "history" in outage["body"]["failing"], outage
+    assert texts == [expected(p) for p in prompts]
+    wait_for(lambda: httpx.get(f"{deployment.a.url}/readyz").status_code == 200, what="ready")
+
+    def all_stored() -> bool:
+        replies = [deployment.reply_to(p) for p in prompts]
+        pairs = zip(prompts, replies, strict=True)
+        return all(r and r["text"] == expected(p) and not r["interrupted"] for p, r in pairs)
+
+    wait_for(all_stored, timeout=30, what="every reply's final row")
+
+
+def test_sigkill_mid_stream_leaves_the_partial_reply_and_b_takes_over(
+    deployment: Deployment,
+) -> None:
+    prompt = "killed midway"
+    body = {"model": "m", "max_tokens": 500, "stream": True, "messages": user(prompt)}
+    received: list[str] = []
+    with httpx.stream("POST", f"{deployment.a.url}/v1/messages", json=body, timeout=30) as r:
+        for line in r.iter_lines():
+            data = json.loads(line.removeprefix("data: ")) if line.startswith("data: ") else {}
+            if data.get("type") == "content_block_delta":
+                received.append(data["delta"]["text"])
+            if len(received) == 15:
+                os.kill(deployment.a.process.pid, signal.SIGKILL)
+                break
+    deployment.a.process.wait(10)
+    text = "".join(received)
+    stored = deployment.reply_to(prompt)
+    assert stored is not None and stored["interrupted"] and stored["stop_reason"] == ""
+    # strict commits: everything the client received was stored before it was sent
+    assert stored["text"].startswith(text), (stored["text"], text)
+    assert expected(prompt).startswith(stored["text"]) and stored["text"] != expected(prompt)
+    assert stored["output_tokens"] >= len(received)
+    # new requests through nginx keep succeeding (on B)
+    client = anthropic.Anthropic(base_url=deployment.url, api_key="x", max_retries=0)
+    for i in range(10):
+        raw = client.messages.with_raw_response.create(
+            model="m", max_tokens=500, messages=user(f"after {i}")
+        )
+        assert raw.headers[REPLICA] == "b"
+        assert raw.parse().content[0].text == expected(f"after {i}")
+
+
+def test_sigterm_drains_then_ends_the_rest_with_each_protocols_error_frame(
+    deployment: Deployment,
+) -> None:
+    slow = "scripted?delay=0.05&repeat=100"  # ~25 s of tokens: longer than the drain (2 s)
+    with serve(
+        *("--model", slow, "--history", deployment.db.url, "--replica", "c"),
+        *("--drain-seconds", "2"),
+    ) as c:
+        short = {"model": "m", "max_tokens": 20, "stream": True, "messages": user("short")}
+        long_ = {"model": "m", "max_tokens": 2000, "stream": True, "messages": user("long")}
+        chat = {"model": "m", "stream": True, "messages": user("long openai")}
+        with contextlib.ExitStack() as stack:
+            streams = {
+                name: stack.enter_context(
+                    httpx.stream("POST", f"{c.url}{path}", json=body, timeout=30)
+                )
+                for name, path, body in (
+                    ("short", "/v1/messages", short),
+                    ("long", "/v1/messages", long_),
+                    ("openai", "/v1/chat/completions", chat),
+                )
+            }
+            lines = {name: stream.iter_lines() for name, stream in streams.items()}
+            for name, stream_lines in lines.items():  # each has started
+                wait_for(lambda it=stream_lines: "delta" in next(it), what=name)
+            c.process.send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+            with pytest.raises(httpx.ConnectError):  # no longer accepting
+                httpx.get(f"{c.url}/healthz", timeout=2)
+            rest = {name: "\n".join(stream_lines) for name, stream_lines in lines.items()}
+        assert c.process.wait(15) == 0
+    assert "event: message_stop" in rest["short"]  # finished within the grace period
+    assert "event: error" in rest["long"] and "overloaded_error" in rest["long"]
+    assert "shutting down" in rest["openai"] and '"error"' in rest["openai"]
+    assert "[DONE]" not in rest["openai"]
+    long_reply = deployment.reply_to("long")
+    assert long_reply["interrupted"] and long_reply["text"].startswith("[turn 1] You said: long")
+    assert not deployment.reply_to("short")["interrupted"]

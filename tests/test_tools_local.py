@@ -123,6 +123,71 @@ def test_any_chooses_the_name_under_a_grammar_then_the_input(client: Client) -> 
     jsonschema.validate(call.input, tool["input_schema"])
 
 
+CITY = {
+    "name": "get_weather",
+    "description": "Get the current weather for a city",
+    "input_schema": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+}
+TWO_CITIES = [  # a history with two calls in one turn shows this small model the format
+    {"role": "user", "content": "What's the weather in Rome and in Oslo?"},
+    {
+        "role": "assistant",
+        "content": [
+            {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Rome"}},
+            {"type": "tool_use", "id": "toolu_2", "name": "get_weather", "input": {"city": "Oslo"}},
+        ],
+    },
+    {
+        "role": "user",
+        "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_1", "content": "25 degrees"},
+            {"type": "tool_result", "tool_use_id": "toolu_2", "content": "3 degrees"},
+        ],
+    },
+    {"role": "assistant", "content": "Rome: 25 degrees, Oslo: 3 degrees."},
+    {"role": "user", "content": "What's the weather in Paris and in London?"},
+]
+
+
+def test_parallel_calls_when_allowed_one_when_not(client: Client) -> None:
+    events = list(
+        client.messages.create(
+            messages=TWO_CITIES,
+            tools=[CITY],
+            tool_choice={"type": "any"},
+            max_tokens=80,
+            temperature=0,
+            stream=True,
+        )
+    )
+    starts = [e for e in events if e.type == "content_block_start"]
+    assert [(e.index, e.content_block.type) for e in starts] == [(0, "tool_use"), (1, "tool_use")]
+    assert starts[0].content_block.id != starts[1].content_block.id
+    inputs = []
+    for index in (0, 1):
+        fragments = [
+            e.delta.partial_json
+            for e in events
+            if e.type == "content_block_delta" and e.index == index
+        ]
+        inputs.append(json.loads("".join(fragments)))
+        jsonschema.validate(inputs[-1], CITY["input_schema"])
+    assert inputs == [{"city": "Paris"}, {"city": "London"}]
+    single = client.messages.create(
+        messages=TWO_CITIES,
+        tools=[CITY],
+        tool_choice={"type": "any", "disable_parallel_tool_use": True},
+        max_tokens=80,
+        temperature=0,
+    )
+    assert [block.input for block in single.content] == [{"city": "Paris"}]
+    assert single.stop_reason == "tool_use"
+
+
 def test_every_forced_call_over_fifty_cases_validates(client: Client) -> None:
     failures = []
     for seed, case in enumerate(CASES):

@@ -5,7 +5,8 @@ may carry its rows ready-made under ``"comparisons"``, a list of::
 
     {"metric": str, "unit": str, "baseline": str, "baseline_value": float,
      "streamchat": str, "streamchat_value": float, "ratio": float,
-     "better": "lower" | "higher", "target": float | null (optional)}
+     "better": "lower" | "higher", "target": float | null (optional),
+     "target_value": float (optional: a target for streamchat_value itself, in unit)}
 
 Files without that key are read by an adapter for their benchmark (providers, overhead, load)
 or, failing that, from any ``summary`` entries that carry a ``ratio``. Run by ``make bench``
@@ -121,6 +122,11 @@ def ratio_text(value: Any) -> str:
 
 
 def verdict(item: Row) -> str:
+    absolute, ours = item.get("target_value"), item.get("streamchat_value")
+    if isinstance(absolute, int | float) and isinstance(ours, int | float):  # a target in units
+        ok = ours <= absolute if item.get("better") == "lower" else ours >= absolute
+        sign = "≤" if item.get("better") == "lower" else "≥"
+        return f"{sign} {absolute:g} {item.get('unit', '')}: {'met' if ok else 'missed'}"
     target, ratio, better = item.get("target"), item.get("ratio"), item.get("better")
     if not isinstance(target, int | float) or not isinstance(ratio, int | float) or not better:
         return ""

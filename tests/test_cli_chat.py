@@ -17,6 +17,7 @@ import pexpect
 import pytest
 
 from serving import received, recording
+from test_markdown_stream import Screen
 
 ESCAPE = re.compile(r"\x1b[\[\]()][\d;?]*[A-Za-z]?")  # any escape sequence
 STATS = re.compile(r"TTFT \d+ ms · total [\d.]+ s · \d+ in / \d+ out tokens · [\d.]+ tokens/s")
@@ -53,6 +54,11 @@ def plain(screen: str) -> str:
     return ESCAPE.sub("", screen).replace("\r", "")
 
 
+def screen(output: str) -> str:
+    """What a terminal shows at the end of ``output`` (a reply: its previews erased)."""
+    return "\n".join(Screen(120).feed(output).lines())
+
+
 class Chat:
     """One ``streamchat chat`` in a pseudo-terminal."""
 
@@ -78,7 +84,7 @@ class Chat:
     def turn(self, line: str, *, keys: str = "") -> str:
         """Type ``keys`` then ``line`` and Enter; the reply as shown, up to the next prompt."""
         self.child.send(keys + line + "\r")
-        self.expect("Assistant: ")
+        self.expect("Assistant:")
         return self.expect("You:")
 
     def leave(self, keys: str) -> int:
@@ -114,16 +120,16 @@ def test_welcome_line_and_coloured_labels(chat: StartChat) -> None:
     reply = session.turn("hello")
     assert "Welcome to streamchat! Chatting with scripted (scripted)." in plain(session.screen)
     assert "Ctrl-D" in plain(session.screen)
-    assert plain(reply).strip() == "[turn 1] You said: hello"
-    assert styled(session.screen, "You:") and styled(session.screen, "Assistant: ")
+    assert screen(reply).strip() == "[turn 1] You said: hello"
+    assert styled(session.screen, "You:") and styled(session.screen, "Assistant:")
     assert session.leave("quit\r") == 0
 
 
 def test_the_second_request_carries_the_first_turn(chat: StartChat, tmp_path: Path) -> None:
     record = tmp_path / "requests.jsonl"
     session = chat("-m", recording(record), "--system", "be kind")
-    assert "[turn 1] You said: first" in plain(session.turn("first"))
-    assert "[turn 2] You said: second" in plain(session.turn("second"))
+    assert "[turn 1] You said: first" in screen(session.turn("first"))
+    assert "[turn 2] You said: second" in screen(session.turn("second"))
     assert session.leave("quit\r") == 0
     first, second = received(record)
     assert text_turns(first) == [{"role": "user", "content": "first"}]
@@ -181,7 +187,7 @@ def test_ctrl_c_stops_the_reply_and_the_next_turn_carries_the_partial_text(
 def test_stats_follow_each_reply(chat: StartChat) -> None:
     session = chat("-m", "scripted?delay=0.01", "--stats")
     for word in ("one", "two"):
-        reply = plain(session.turn(f"count {word}"))
+        reply = screen(session.turn(f"count {word}"))
         assert f"You said: count {word}" in reply
         assert STATS.search(reply), reply
     session.leave("quit\r")
@@ -191,7 +197,7 @@ def test_markdown_is_styled_as_it_streams(chat: StartChat) -> None:
     text = "Use **bold** and `code`.\n- first item\n## Heading\n"
     session = chat("-m", "scripted?" + urlencode({"text": text, "delay": "0.01"}))
     reply = session.turn("show me")
-    shown = plain(reply)
+    shown = screen(reply)
     assert "Use bold and code." in shown and "**" not in shown and "`" not in shown
     assert "• first item" in shown and "- first" not in shown
     assert "Heading" in shown and "#" not in shown
@@ -202,7 +208,7 @@ def test_markdown_is_styled_as_it_streams(chat: StartChat) -> None:
 def test_up_arrow_recalls_the_previous_input_even_in_a_new_session(chat: StartChat) -> None:
     session = chat("-m", "scripted")
     session.turn("remember me")
-    assert "[turn 2] You said: remember me" in plain(session.turn("", keys=UP))
+    assert "[turn 2] You said: remember me" in screen(session.turn("", keys=UP))
     assert session.leave("\x04") == 0
     later = chat("-m", "scripted")
     assert "[turn 1] You said: remember me" in plain(later.turn("", keys=UP))
@@ -212,7 +218,7 @@ def test_up_arrow_recalls_the_previous_input_even_in_a_new_session(chat: StartCh
 def test_no_history_keeps_typed_input_off_the_disk(chat: StartChat, tmp_path: Path) -> None:
     session = chat("-m", "scripted", "--no-history")
     session.turn("secret words")
-    assert "[turn 2] You said: secret words" in plain(session.turn("", keys=UP))
+    assert "[turn 2] You said: secret words" in screen(session.turn("", keys=UP))
     assert session.leave("\x04") == 0
     files = [path for path in tmp_path.rglob("*") if path.is_file()]
     assert not [path for path in files if b"secret words" in path.read_bytes()]
@@ -222,7 +228,7 @@ def test_no_history_keeps_typed_input_off_the_disk(chat: StartChat, tmp_path: Pa
 def test_a_turn_on_the_embedded_model(chat: StartChat) -> None:
     session = chat("--max-tokens", "12", "--temperature", "0")
     assert "(local)" in plain(session.screen) or "SmolLM2" in plain(session.screen)
-    reply = plain(session.turn("Say hello."))
+    reply = screen(session.turn("Say hello."))
     assert reply.strip()
     assert session.leave("quit\r") == 0
 

@@ -7,12 +7,14 @@ client is a thin bridge over the async one.
 from __future__ import annotations
 
 import os
+import threading
 import time
+import warnings
 from typing import Any
 
 from . import _bridge
 from .events import Message
-from .providers import resolve
+from .providers import is_known, resolve
 from .providers.local import DEFAULT_LOCAL_MODEL
 from .request import build_request
 from .stream import (
@@ -21,6 +23,28 @@ from .stream import (
     MessageStream,
     MessageStreamManager,
 )
+
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+class UnknownModelWarning(UserWarning):
+    """A request named a model streamchat does not know; the default model answered it."""
+
+
+def warn_unknown_model(requested: str, answering: str) -> None:
+    """Warn once per process and name that an unknown model id is answered by another model
+    (code written for a hosted model runs unchanged, but a typo should not pass unnoticed)."""
+    with _warned_lock:
+        if requested in _warned:
+            return
+        _warned.add(requested)
+    warnings.warn(
+        f"model {requested!r} is not a model streamchat knows; {answering} answers it "
+        "(name a known model or a provider prefix such as openai/ to silence this)",
+        UnknownModelWarning,
+        stacklevel=4,
+    )
 
 
 class AsyncMessages:
@@ -48,6 +72,12 @@ class AsyncMessages:
     ) -> AsyncMessageStream:
         started_at = time.perf_counter()
         provider, model_id = resolve(model, self._client.default_model)
+        if not is_known(model):
+            default = self._client.default_model
+            answering = getattr(provider, "display_name", None) or default
+            warn_unknown_model(
+                model, f"{answering} ({default})" if answering != default else default
+            )
         request = build_request(
             model=model_id,
             messages=messages,

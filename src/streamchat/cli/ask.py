@@ -6,6 +6,9 @@ not the answer: it goes to stderr (dimmed on a terminal), so ``ask ... > answer.
 gets only the answer while a person watching still sees the reasoning. ``--json`` prints every
 canonical event (text, tool input and thinking deltas alike) as JSON lines.
 
+``-f PATH`` (repeatable) attaches text files after the prompt and stdin, each as a fenced block
+headed by its name: ``git diff | streamchat ask -f README.md "review this"``.
+
 Each ask is logged to the history as a one-turn conversation, written as it streams.
 """
 
@@ -18,9 +21,10 @@ from typing import TextIO
 
 from ..client import Client
 from ..errors import InvalidRequestError, StreamchatError
+from .attach import read_attachment, with_attachments
 from .blocks import HELPER_EVENTS, Piece, ReplyView
 from .history import ChatLog, add_history_options, warn
-from .options import add_model_options, conversation_info, request_params
+from .options import add_model_options, check_model, conversation_info, request_params
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,29 +32,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "ask",
         help="ask one question, stream the answer to stdout",
         description="Stream one reply. The prompt comes from the arguments, stdin, or both "
-        "(arguments first, then stdin).",
+        "(arguments first, then stdin), then any files given with -f.",
     )
     parser.add_argument("prompt", nargs="*", help="the prompt ('-' or nothing: read stdin)")
+    parser.add_argument(
+        "-f",
+        "--file",
+        action="append",
+        default=[],
+        metavar="PATH",
+        dest="files",
+        help="attach a text file to the prompt (repeatable)",
+    )
     add_model_options(parser, max_tokens=1024)
     parser.add_argument("--json", action="store_true", help="print canonical events as JSON lines")
     add_history_options(parser)
     parser.set_defaults(func=run)
 
 
-def read_prompt(words: list[str]) -> str:
-    """Arguments, then stdin when it is piped (or when there are no arguments, or '-')."""
+def read_prompt(words: list[str], files: list[str] | None = None) -> str:
+    """Arguments, then stdin when it is piped (or when there are no arguments nor files, or
+    '-'), then the files."""
+    attachments = [read_attachment(path) for path in files or []]  # a bad file: before stdin
     text = " ".join(w for w in words if w != "-")
     stdin = sys.stdin
-    if stdin is not None and (not words or "-" in words or not stdin.isatty()):
+    wanted = (not words and not attachments) or "-" in words
+    if stdin is not None and (wanted or not stdin.isatty()):
         text = f"{text}\n\n{stdin.read()}"
-    prompt = text.strip()
+    prompt = with_attachments(text, attachments)
     if not prompt:
-        raise InvalidRequestError("empty prompt: give it as arguments or on stdin")
+        raise InvalidRequestError("empty prompt: give it as arguments, on stdin or with -f")
     return prompt
 
 
 def run(args: argparse.Namespace) -> int:
-    prompt = read_prompt(args.prompt)
+    check_model(args.model)
+    prompt = read_prompt(args.prompt, args.files)
     client = Client()
     log = ChatLog.open(args, warn)
     log.begin(**conversation_info(args, client.default_model), source="ask")

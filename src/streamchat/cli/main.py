@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args) or 0
     except StreamchatError as error:
         print(f"streamchat: error: {error.message}", file=sys.stderr)
-        return 1
+        return getattr(error, "exit_status", 1)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -9,8 +9,21 @@ import os
 from typing import Any
 
 from ..errors import InvalidRequestError, StreamchatError
-from ..providers import resolve
+from ..providers import is_known, resolve, unknown_model_message
 from ..request import MAX_TOKENS_LIMIT, MIN_THINKING_BUDGET
+
+
+class UsageError(InvalidRequestError):
+    """A mistake on the command line: one line on stderr and exit status 2, as argparse's."""
+
+    exit_status = 2
+
+
+def check_model(model: str | None, option: str = "--model") -> None:
+    """Refuse a model name nothing resolves (the library would answer it with the default
+    model): one line naming the closest known name, the known names and the prefixes."""
+    if not is_known(model):
+        raise UsageError(f"{option}: {unknown_model_message(model or '')}")
 
 
 def bounded(kind: type, low: float, high: float = math.inf):

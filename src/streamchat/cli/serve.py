@@ -56,6 +56,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_base_url_option(parser)
     parser.add_argument(
+        "--strict-models",
+        action="store_true",
+        help="answer a request for a model this server does not serve with a not-found error "
+        "(by default --model answers it, echoing the requested id)",
+    )
+    parser.add_argument(
         "--api-key",
         default=os.environ.get("STREAMCHAT_API_KEY") or None,
         help="require this key (x-api-key / Bearer / AWS access key); env STREAMCHAT_API_KEY",
@@ -196,6 +202,7 @@ def run(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         history_path=server_history_path(args),
         loopback_only=is_loopback(args.host),
+        strict_models=args.strict_models,
         **testbench_config(args),
     )
     if not is_loopback(args.host) and not config.api_key:

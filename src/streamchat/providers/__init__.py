@@ -5,16 +5,18 @@
 - ``scripted`` / ``scripted?options`` → the scripted provider (tests, demos, load)
 - ``<provider>/<id>`` for a registered provider → that provider
 - any other id (e.g. ``anthropic.claude-3-5-sonnet-20241022-v2:0``) → the default model, with the
-  requested id echoed back, so code written for a hosted model runs unchanged
+  requested id echoed back, so code written for a hosted model runs unchanged (the client warns
+  once per such name; the CLI refuses it, see :func:`unknown_model_message`)
 """
 
 from __future__ import annotations
 
+import difflib
 import threading
 from collections.abc import Callable
 
 from .base import Provider
-from .local import DEFAULT_LOCAL_MODEL, is_local_model, local_provider
+from .local import _ALIASES, BUILTIN_MODELS, DEFAULT_LOCAL_MODEL, is_local_model, local_provider
 from .scripted import ScriptedConfig, ScriptedProvider
 
 # prefix -> factory(rest of the model name) ; adding a provider adds one line here
@@ -77,8 +79,56 @@ def resolve(model: str | None, default: str = DEFAULT_LOCAL_MODEL) -> tuple[Prov
     return provider, model or _display(provider, default)
 
 
+def is_known(model: str | None) -> bool:
+    """Whether ``model`` names a model or provider (``None``: the default model) rather than
+    being an id the default model answers in its stead."""
+    return not model or split_model(model) is not None
+
+
+def known_models() -> list[str]:
+    """Model names to suggest: the built-in models and their aliases, then ``scripted``."""
+    return [*BUILTIN_MODELS, *_ALIASES, "scripted"]
+
+
+def provider_prefixes() -> list[str]:
+    return [f"{prefix}/" for prefix in PROVIDERS if prefix != "scripted"]
+
+
+def closest_model(name: str) -> str | None:
+    """The known name (or provider prefix) ``name`` most likely misspells, if any is close."""
+    candidates = known_models() + [p.rstrip("/") for p in provider_prefixes()]
+    lowered = name.lower()
+    prefix, sep, _ = lowered.partition("/")
+    if sep:  # a misspelt provider prefix: suggest the prefix with the same model id
+        match = difflib.get_close_matches(prefix, list(PROVIDERS), n=1, cutoff=0.6)
+        return f"{match[0]}/{name.partition('/')[2]}" if match else None
+    match = difflib.get_close_matches(lowered, candidates, n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+def unknown_model_message(name: str) -> str:
+    """One line: the name is unknown, the closest known one, every known name and prefix."""
+    suggestion = closest_model(name)
+    hint = f" (did you mean {suggestion!r}?)" if suggestion else ""
+    return (
+        f"unknown model {name!r}{hint}; known models: {', '.join(known_models())}; "
+        f"or PATH.gguf, or a provider prefix: {', '.join(provider_prefixes())}"
+    )
+
+
 def _display(provider: Provider, name: str) -> str:
     return getattr(provider, "display_name", None) or name
 
 
-__all__ = ["PROVIDERS", "Provider", "ScriptedProvider", "get_provider", "resolve", "split_model"]
+__all__ = [
+    "PROVIDERS",
+    "Provider",
+    "ScriptedProvider",
+    "closest_model",
+    "get_provider",
+    "is_known",
+    "known_models",
+    "resolve",
+    "split_model",
+    "unknown_model_message",
+]

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup browser chat test docs lint format bench clean
+.PHONY: setup browser nginx chat test docs lint format bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required")'
@@ -27,7 +27,16 @@ browser:
 		else echo "no /usr/bin/chromium (apt-get install chromium as root): browser tests skip"; fi; \
 	fi
 
-test: setup browser
+# The deployment test puts Debian's nginx in front of two replicas (PostgreSQL is Debian's
+# binaries in /usr/lib/postgresql; the test skips, saying why, where either is missing).
+nginx:
+	@if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx; \
+		else echo "no nginx (apt-get install nginx as root): deployment tests skip"; fi; \
+	fi
+
+test: setup browser nginx
 	$(BIN)/ruff check src tests benchmarks
 	$(MAKE) --no-print-directory docs
 	$(BIN)/pytest -q

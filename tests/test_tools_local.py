@@ -449,3 +449,74 @@ def test_base_model_refuses_tools_clearly() -> None:
     assert provider._llama is None
     with pytest.raises(InvalidRequestError, match=r"^tools: model gemma3-270m cannot use tools"):
         Client().messages.create(model="gemma3", messages=ASK, tools=[WEATHER], max_tokens=5)
+
+
+# A GGUF whose own template renders tools (Qwen2.5's shape, condensed): streamchat passes the
+# tools, calls and results to it in the transformers message shape instead of its own format.
+TOOLS_TEMPLATE = """\
+{%- if tools %}<|im_start|>system
+{{ messages[0].content if messages[0].role == 'system' else 'You are a helpful assistant.' }}
+
+# Tools
+<tools>
+{%- for tool in tools %}
+{{ tool | tojson }}
+{%- endfor %}
+</tools>
+For each function call, return a json object with function name and arguments within \
+<tool_call></tool_call> XML tags.<|im_end|>
+{% endif %}
+{%- for message in messages %}
+{%- if message.role == 'system' and tools %}
+{%- elif message.role == 'assistant' and message.tool_calls %}<|im_start|>assistant
+{{ message.content }}{% for call in message.tool_calls %}<tool_call>
+{"name": "{{ call.function.name }}", "arguments": {{ call.function.arguments | tojson }}}
+</tool_call>{% endfor %}<|im_end|>
+{% elif message.role == 'tool' %}<|im_start|>user
+<tool_response>
+{{ message.content }}
+</tool_response><|im_end|>
+{% else %}<|im_start|>{{ message.role }}
+{{ message.content }}<|im_end|>
+{% endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}<|im_start|>assistant
+{% endif %}"""
+
+
+def test_a_template_that_renders_tools_gets_them(
+    client: Client, local_model: LocalProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    formatter = Jinja2ChatFormatter(
+        template=TOOLS_TEMPLATE, eos_token="<|im_end|>", bos_token="", add_generation_prompt=True
+    )
+    monkeypatch.setattr(local_model, "_formatter", formatter)
+    monkeypatch.setattr(local_model, "_template_tools", True)
+    history = [
+        *ASK,
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "tool_use", "id": "toolu_1", "name": "get_weather",
+                 "input": {"city": "Paris"}},
+            ],
+        },
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1",
+                                      "content": "18 degrees Celsius and sunny"}]},
+        {"role": "user", "content": "And in Rome?"},
+    ]  # fmt: skip
+    request = build_request(model="m", messages=history, tools=[WEATHER])
+    tokens, _ = local_model.prompt_tokens(request)
+    prompt = local_model.load().detokenize(tokens, special=True).decode()
+    assert "# Tools\n<tools>" in prompt and '"name": "get_weather"' in prompt
+    assert '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}' in prompt
+    assert "<tool_response>\n18 degrees Celsius and sunny\n</tool_response>" in prompt
+    message = client.messages.create(
+        messages=history, tools=[WEATHER], tool_choice={"type": "any"}, max_tokens=60,
+        temperature=0,
+    )  # fmt: skip
+    assert message.stop_reason == "tool_use"
+    for call in message.tool_calls:
+        jsonschema.validate(call.input, WEATHER["input_schema"])

@@ -58,11 +58,7 @@ _DIRECTIVE = re.compile(r"^<!--\s*example:\s*(skip|file|pytest)\b\s*(.*?)\s*-->$
 
 # README blocks known to be wrong (README.md is the lead's): each must still fail, so that a
 # fix shows up here as a failure asking for its entry to be removed.
-KNOWN_BROKEN = {
-    "async with client.messages.stream(max_tokens=1024": "uses `client` from the block before, "
-    "a sync streamchat.Client: `async with` needs client = streamchat.AsyncClient()",
-    "with pytest.raises(anthropic.APIStatusError)": "uses pytest without importing it",
-}
+KNOWN_BROKEN: dict[str, str] = {}
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ class UnknownModelWarning(UserWarning):
     """A request named a model streamchat does not know; the default model answered it."""
 
 
-def warn_unknown_model(requested: str, answering: str) -> None:
+def warn_unknown_model(requested: str, answering: str, stacklevel: int = 2) -> None:
     """Warn once per process and name that an unknown model id is answered by another model
     (code written for a hosted model runs unchanged, but a typo should not pass unnoticed)."""
     with _warned_lock:
@@ -43,8 +43,19 @@ def warn_unknown_model(requested: str, answering: str) -> None:
         f"model {requested!r} is not a model streamchat knows; {answering} answers it "
         "(name a known model or a provider prefix such as openai/ to silence this)",
         UnknownModelWarning,
-        stacklevel=4,
+        stacklevel=stacklevel + 1,
     )
+
+
+def _check_model(params: dict[str, Any], default: str) -> None:
+    """Called by each public method, so that the warning points at the caller's line."""
+    model = params.get("model")
+    if is_known(model):
+        return
+    provider, _ = resolve(None, default)
+    answering = getattr(provider, "display_name", None) or default
+    named = f"{answering} ({default})" if answering != default else default
+    warn_unknown_model(model, named, stacklevel=3)
 
 
 class AsyncMessages:
@@ -72,12 +83,6 @@ class AsyncMessages:
     ) -> AsyncMessageStream:
         started_at = time.perf_counter()
         provider, model_id = resolve(model, self._client.default_model)
-        if not is_known(model):
-            default = self._client.default_model
-            answering = getattr(provider, "display_name", None) or default
-            warn_unknown_model(
-                model, f"{answering} ({default})" if answering != default else default
-            )
         request = build_request(
             model=model_id,
             messages=messages,
@@ -100,6 +105,7 @@ class AsyncMessages:
 
     async def create(self, *, stream: bool = False, **params: Any) -> Message | AsyncMessageStream:
         """A complete :class:`Message`, or with ``stream=True`` an :class:`AsyncMessageStream`."""
+        _check_model(params, self._client.default_model)
         opened = await self._open(**params)
         if stream:
             return opened
@@ -110,6 +116,7 @@ class AsyncMessages:
 
     def stream(self, **params: Any) -> AsyncMessageStreamManager:
         """``async with client.messages.stream(...) as stream:`` (same parameters as create)."""
+        _check_model(params, self._client.default_model)
         return AsyncMessageStreamManager(lambda: self._open(**params, helper_events=True))
 
 
@@ -138,12 +145,14 @@ class Messages:
 
     def create(self, *, stream: bool = False, **params: Any) -> Message | MessageStream:
         """A complete :class:`Message`, or with ``stream=True`` a :class:`MessageStream`."""
+        _check_model(params, self._inner._client.default_model)
         if stream:
             return MessageStream(_bridge.run(self._inner.create(stream=True, **params)))
         return _bridge.run(self._inner.create(**params))
 
     def stream(self, **params: Any) -> MessageStreamManager:
         """``with client.messages.stream(...) as stream:`` (same parameters as create)."""
+        _check_model(params, self._inner._client.default_model)
         return MessageStreamManager(lambda: self._inner._open(**params, helper_events=True))
 
 

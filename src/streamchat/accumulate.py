@@ -134,6 +134,10 @@ def accumulate_event(snapshot: Message | None, event: StreamEvent) -> Message | 
         snapshot.usage.output_tokens = event.usage.output_tokens
         if event.usage.input_tokens is not None:
             snapshot.usage.input_tokens = event.usage.input_tokens
+        if event.usage.cache_read_input_tokens is not None:
+            snapshot.usage.cache_read_input_tokens = event.usage.cache_read_input_tokens
+        if event.usage.cache_creation_input_tokens is not None:
+            snapshot.usage.cache_creation_input_tokens = event.usage.cache_creation_input_tokens
         return snapshot
     if kind == "error":
         raise error_from_type(event.error.type, event.error.message)

@@ -209,10 +209,13 @@ class MessageDeltaBody:
 
 @dataclass(slots=True)
 class MessageDeltaUsage:
-    """Usage at the end of a stream; ``input_tokens`` is set by backends that report it late."""
+    """Usage at the end of a stream; ``input_tokens`` is set by backends that report it late,
+    and so are the prompt-cache counts (Bedrock and OpenAI give them only at the end)."""
 
     output_tokens: int = 0
     input_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
 
 
 @dataclass(slots=True)
@@ -281,14 +284,16 @@ class MessageDeltaEvent:
                 "stop_reason": self.delta.stop_reason,
                 "stop_sequence": self.delta.stop_sequence,
             },
-            "usage": (
-                {"output_tokens": self.usage.output_tokens}
-                if self.usage.input_tokens is None
-                else {
-                    "input_tokens": self.usage.input_tokens,
-                    "output_tokens": self.usage.output_tokens,
-                }
-            ),
+            "usage": {
+                name: value
+                for name, value in (
+                    ("input_tokens", self.usage.input_tokens),
+                    ("output_tokens", self.usage.output_tokens),
+                    ("cache_read_input_tokens", self.usage.cache_read_input_tokens),
+                    ("cache_creation_input_tokens", self.usage.cache_creation_input_tokens),
+                )
+                if value is not None
+            },
         }
 
 
@@ -417,6 +422,8 @@ def event_from_dict(data: dict[str, Any]) -> StreamEvent:
             usage=MessageDeltaUsage(
                 output_tokens=usage.get("output_tokens") or 0,
                 input_tokens=usage.get("input_tokens"),
+                cache_read_input_tokens=usage.get("cache_read_input_tokens"),
+                cache_creation_input_tokens=usage.get("cache_creation_input_tokens"),
             ),
         )
     if kind == "message_stop":

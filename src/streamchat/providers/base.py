@@ -111,6 +111,17 @@ def message_finish(
     ]
 
 
+def with_cache_counts(
+    events: list[StreamEvent], read: int | None, written: int | None
+) -> list[StreamEvent]:
+    """:func:`message_finish`'s events with a backend's prompt-cache counts (tokens read from
+    and written to its cache) on the message delta; ``None`` where it reports none."""
+    usage = events[0].usage  # type: ignore[union-attr]
+    usage.cache_read_input_tokens = read
+    usage.cache_creation_input_tokens = written
+    return events
+
+
 def message_end(
     stop_reason: StopReason,
     output_tokens: int,

@@ -8,6 +8,8 @@ Configured by the model name, e.g. ``scripted?delay=0.02&error_after=5&error=ove
   ``error`` event after N tokens
 - ``stall_after=N`` (+ ``stall=SECONDS``, default an hour): stop sending after N tokens
 - ``record=PATH``: append each request it receives as a JSON line
+- ``cache_read=N`` / ``cache_write=N``: report N prompt-cache tokens read / written in usage,
+  as a backend with a prompt cache does
 - ``thinking=TEXT``: a thinking block (and its signature) before the reply
 - ``tool_input=JSON`` (default ``{}``), ``calls=N``: when the request offers tools (and its last
   turn is not a tool result) the reply is N calls of the chosen tool (the named one, else the
@@ -72,6 +74,8 @@ class ScriptedConfig:
     calls: int = 1
     tag: str = ""
     context: int = 0  # a context window (input tokens, as counted); 0: unlimited
+    cache_read: int = -1  # prompt-cache tokens to report as read; -1: no prompt cache
+    cache_write: int = -1
 
     @classmethod
     def parse(cls, spec: str) -> ScriptedConfig:
@@ -86,6 +90,8 @@ class ScriptedConfig:
             "stall": float,
             "calls": int,
             "context": int,
+            "cache_read": int,
+            "cache_write": int,
         }
         values: dict[str, Any] = {}
         for key, items in parse_qs(query, keep_blank_values=True).items():
@@ -177,7 +183,12 @@ class ScriptedProvider:
         self.active += 1
         finished = False
         try:
-            yield message_start(request.model, input_tokens)
+            opening = message_start(request.model, input_tokens)
+            if config.cache_read >= 0:
+                opening.message.usage.cache_read_input_tokens = config.cache_read  # type: ignore[attr-defined]
+            if config.cache_write >= 0:
+                opening.message.usage.cache_creation_input_tokens = config.cache_write  # type: ignore[attr-defined]
+            yield opening
             if config.first_delay:
                 await asyncio.sleep(config.first_delay)
             matcher = StopMatcher(request.stop_sequences)

@@ -208,6 +208,8 @@ function renderMarkdown(text, root) {  // a whole text at once (stored replies, 
 
 // ---- incremental rendering ---------------------------------------------------------------
 class MarkdownView {
+  static CHUNK = 32;
+
   // A block is final once the text after it shows it cannot change: a heading, rule or
   // closed fence once its own line is complete; any other block once a complete line
   // follows it (that line was not taken into it). Final blocks stay in the DOM untouched;
@@ -223,6 +225,7 @@ class MarkdownView {
     this.length = 0;
     this.live = [];  // the live tail's nodes, after the final ones
     this.openCode = null;  // the streaming fence's element, kept across frames
+    this.chunk = null;  // the group that final blocks join
   }
 
   update(text, ended = false) {  // the whole text so far: it only grows while streaming
@@ -242,9 +245,20 @@ class MarkdownView {
     if (final) {
       const resume = blocks[final - 1].last + 1;
       this.done += lines.slice(0, resume).reduce((sum, line) => sum + line.length + 1, 0);
+      nodes.slice(0, final).forEach((node) => this.keep(node));
       this.live = nodes.slice(final);
       if (!this.live.includes(this.openCode?.node)) this.openCode = null;
     }
+  }
+
+  keep(node) {
+    // final blocks are grouped (CHUNK to a group) so that laying out the reply as it grows
+    // visits a few groups, not every block of a long reply
+    if (!this.chunk?.isConnected || this.chunk.childElementCount >= MarkdownView.CHUNK) {
+      this.chunk = el("div", "md-chunk");
+      node.before(this.chunk);
+    }
+    this.chunk.append(node);
   }
 
   patch(nodes) {  // replace the previous live nodes with these, keeping any that are the same

@@ -231,3 +231,54 @@ def test_a_prompt_over_the_context_is_prompt_is_too_long(model_server: Server, l
     assert f"tokens > {local_model.n_ctx} maximum" in error["message"]
     told = int(error["message"].split("prompt is too long: ")[1].split()[0])
     assert told > local_model.n_ctx
+
+
+# -- prompt-cache usage from remote providers ----------------------------------------------------
+@pytest.mark.parametrize("provider", ["anthropic", "bedrock", "openai"])
+def test_remote_prompt_cache_usage_passes_through_every_protocol(
+    provider: str, monkeypatch: pytest.MonkeyPatch, fresh_providers: None, sdk_credentials: None
+) -> None:
+    """Client -> streamchat B (remote provider) -> A (a backend with a prompt cache): the cache
+    counts A reports reach each protocol's client in its own names. OpenAI's upstream API has
+    no count of tokens written to the cache (they are prompt tokens there)."""
+    import boto3
+    import openai
+
+    from serving import serve_in_thread
+    from streamchat.server.common import ServerConfig
+
+    spec = "scripted?" + urlencode({"text": TEXT, "cache_read": 7, "cache_write": 3})
+    written = None if provider == "openai" else 3
+    env = {
+        "anthropic": ("ANTHROPIC_BASE_URL", ""),
+        "bedrock": ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", ""),
+        "openai": ("OPENAI_BASE_URL", "/v1"),
+    }[provider]
+    with serve_in_thread(ServerConfig(default_model=spec, models=[])) as upstream:
+        monkeypatch.setenv(env[0], upstream + env[1])
+        with serve("--model", f"{provider}/upstream-model") as gateway:
+            client = anthropic.Anthropic(base_url=gateway.url, api_key="x", max_retries=0)
+            plain = client.messages.create(model="m", max_tokens=50, messages=MESSAGES[1:2])
+            with client.messages.stream(model="m", max_tokens=50, messages=MESSAGES[1:2]) as s:
+                streamed = s.get_final_message()
+            for usage in (plain.usage, streamed.usage):
+                assert (usage.cache_read_input_tokens, usage.cache_creation_input_tokens) == (
+                    7,
+                    written,
+                )
+            bedrock = boto3.client(
+                "bedrock-runtime", endpoint_url=gateway.url, region_name="us-west-2"
+            )
+            converse = bedrock.converse(
+                modelId="m", messages=[{"role": "user", "content": [{"text": "hi"}]}]
+            )
+            assert converse["usage"]["cacheReadInputTokens"] == 7
+            assert converse["usage"].get("cacheWriteInputTokens") == written
+            chat = openai.OpenAI(base_url=gateway.url + "/v1", api_key="x", max_retries=0)
+            completion = chat.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "hi"}]
+            )
+            assert completion.usage.prompt_tokens_details.cached_tokens == 7
+            assert completion.usage.prompt_tokens == completion.usage.total_tokens - len(
+                TEXT.split()
+            )

@@ -27,6 +27,7 @@ from .base import (
     thinking_delta,
     thinking_start,
     tool_use_start,
+    with_cache_counts,
 )
 from .resilience import RetryPolicy, UpstreamError, parse_retry_after, resilient_stream
 
@@ -157,6 +158,7 @@ class AnthropicProvider:
             blocks: dict[int, int] = {}  # upstream index -> our index (blocks we relay)
             stop_reason, stop_sequence = "end_turn", None
             output_tokens, input_tokens = 0, None
+            cache: tuple[int | None, int | None] = (None, None)  # prompt-cache read, written
             async for raw in stream:
                 kind = raw.type
                 if kind == "content_block_delta":
@@ -166,7 +168,11 @@ class AnthropicProvider:
                         yield relay(raw.delta, index)
                 elif kind == "message_start":
                     usage = raw.message.usage
-                    yield message_start(request.model, usage.input_tokens, raw.message.id)
+                    opening = message_start(request.model, usage.input_tokens, raw.message.id)
+                    cache = _cache_counts(usage, cache)
+                    counts = opening.message.usage  # type: ignore[attr-defined]
+                    counts.cache_read_input_tokens, counts.cache_creation_input_tokens = cache
+                    yield opening
                 elif kind == "content_block_start":
                     start = BLOCK_STARTS.get(raw.content_block.type)
                     if start is not None:
@@ -181,9 +187,11 @@ class AnthropicProvider:
                     stop_sequence = raw.delta.stop_sequence
                     output_tokens = raw.usage.output_tokens
                     input_tokens = getattr(raw.usage, "input_tokens", None)
+                    cache = _cache_counts(raw.usage, cache)
                 elif kind == "message_stop":
-                    for event in message_finish(
-                        stop_reason, output_tokens, stop_sequence, input_tokens
+                    for event in with_cache_counts(
+                        message_finish(stop_reason, output_tokens, stop_sequence, input_tokens),
+                        *cache,
                     ):
                         yield event
         finally:
@@ -191,3 +199,12 @@ class AnthropicProvider:
 
     def stream(self, request: MessageRequest) -> AsyncIterator[StreamEvent]:
         return resilient_stream(lambda: self._attempt(request), self.policy, classify)
+
+
+def _cache_counts(
+    usage: Any, before: tuple[int | None, int | None]
+) -> tuple[int | None, int | None]:
+    """The upstream's prompt-cache counts (read, written), where it reports them."""
+    read = getattr(usage, "cache_read_input_tokens", None)
+    written = getattr(usage, "cache_creation_input_tokens", None)
+    return (before[0] if read is None else read, before[1] if written is None else written)

@@ -29,6 +29,7 @@ from .base import (
     thinking_delta,
     thinking_start,
     tool_use_start,
+    with_cache_counts,
 )
 from .resilience import RetryPolicy, UpstreamError, resilient_stream
 
@@ -178,6 +179,7 @@ class BedrockProvider:
         watcher = threading.Thread(target=lambda: cancel.wait() and stream.close(), daemon=True)
         watcher.start()
         stop_reason, output, input_tokens, deltas = "end_turn", None, None, 0
+        cache: tuple[int | None, int | None] = (None, None)  # prompt-cache read, written
         blocks = _Blocks()
         try:
             for item in stream:
@@ -203,12 +205,16 @@ class BedrockProvider:
                 elif "metadata" in item:
                     usage = item["metadata"].get("usage", {})
                     output, input_tokens = usage.get("outputTokens"), usage.get("inputTokens")
+                    cache = usage.get("cacheReadInputTokens"), usage.get("cacheWriteInputTokens")
                     break
         finally:
             stream.close()  # the watcher ends when the consumer's side sets ``cancel``
         yield from blocks.finish()
-        yield from message_finish(
-            stop_reason, deltas if output is None else output, None, input_tokens=input_tokens
+        yield from with_cache_counts(
+            message_finish(
+                stop_reason, deltas if output is None else output, None, input_tokens=input_tokens
+            ),
+            *cache,
         )
 
     def stream(self, request: MessageRequest) -> AsyncIterator[StreamEvent]:

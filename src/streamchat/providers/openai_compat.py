@@ -28,6 +28,7 @@ from .base import (
     thinking_delta,
     thinking_start,
     tool_use_start,
+    with_cache_counts,
 )
 from .resilience import RetryPolicy, UpstreamError, parse_retry_after, resilient_stream
 
@@ -209,7 +210,12 @@ class OpenAIProvider:
                 stop = "tool_use"
             output = usage.completion_tokens if usage is not None else reader.deltas
             input_tokens = usage.prompt_tokens if usage is not None else None
-            for event in message_finish(stop, output, None, input_tokens):
+            details = getattr(usage, "prompt_tokens_details", None)
+            cached = getattr(details, "cached_tokens", None)  # OpenAI's cache: reads only
+            if cached is not None and input_tokens is not None:  # Anthropic's input excludes it
+                input_tokens -= cached
+            finish_events = message_finish(stop, output, None, input_tokens)
+            for event in with_cache_counts(finish_events, cached, None):
                 yield event
         finally:
             await stream.close()

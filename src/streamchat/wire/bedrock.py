@@ -449,9 +449,18 @@ def converse_tool_params(request: MessageRequest) -> dict[str, Any]:
 
 
 # -- responses ---------------------------------------------------------------------------------
-def _usage(input_tokens: int, output_tokens: int) -> dict[str, int]:
-    total = input_tokens + output_tokens
-    return {"inputTokens": input_tokens, "outputTokens": output_tokens, "totalTokens": total}
+def _usage(
+    input_tokens: int, output_tokens: int, read: int | None = None, written: int | None = None
+) -> dict[str, int]:
+    """TokenUsage; the prompt-cache members only where the backend has a cache. As in the
+    canonical (Anthropic) usage, ``inputTokens`` excludes what the cache read or wrote."""
+    total = input_tokens + output_tokens + (read or 0) + (written or 0)
+    usage = {"inputTokens": input_tokens, "outputTokens": output_tokens, "totalTokens": total}
+    if read is not None:
+        usage["cacheReadInputTokens"] = read
+    if written is not None:
+        usage["cacheWriteInputTokens"] = written
+    return usage
 
 
 def _millis(seconds: float) -> int:
@@ -486,7 +495,12 @@ def converse_response(message: Message, latency: float) -> dict[str, Any]:
     return {
         "output": {"message": {"role": "assistant", "content": content}},
         "stopReason": message.stop_reason or "end_turn",
-        "usage": _usage(message.usage.input_tokens, message.usage.output_tokens),
+        "usage": _usage(
+            message.usage.input_tokens,
+            message.usage.output_tokens,
+            message.usage.cache_read_input_tokens,
+            message.usage.cache_creation_input_tokens,
+        ),
         "metrics": {"latencyMs": _millis(latency)},
     }
 
@@ -531,16 +545,25 @@ class _Tally:
     first: float | None = None
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_read: int | None = None
+    cache_written: int | None = None
 
     def see(self, event: StreamEvent) -> None:
         if self.first is None:
             self.first = event.timestamp
         if event.type == "message_start":
-            self.input_tokens = event.message.usage.input_tokens
+            usage = event.message.usage
+            self.input_tokens = usage.input_tokens
+            self.cache_read = usage.cache_read_input_tokens
+            self.cache_written = usage.cache_creation_input_tokens
         elif event.type == "message_delta":
             self.output_tokens = event.usage.output_tokens
             if event.usage.input_tokens is not None:  # backends that count the prompt late
                 self.input_tokens = event.usage.input_tokens
+            if event.usage.cache_read_input_tokens is not None:
+                self.cache_read = event.usage.cache_read_input_tokens
+            if event.usage.cache_creation_input_tokens is not None:
+                self.cache_written = event.usage.cache_creation_input_tokens
 
 
 # canonical delta type -> ContentBlockDelta member
@@ -584,7 +607,7 @@ CONVERSE_EVENTS: dict[str, tuple[str, Callable[[Any, _Tally], dict[str, Any] | N
     "message_stop": (
         "metadata",
         lambda e, t: {
-            "usage": _usage(t.input_tokens, t.output_tokens),
+            "usage": _usage(t.input_tokens, t.output_tokens, t.cache_read, t.cache_written),
             "metrics": {"latencyMs": _millis(e.timestamp - t.started)},
         },
     ),

@@ -342,12 +342,20 @@ def encode_error(error: StreamchatError) -> bytes:
     return _data(error_response(error)[1])
 
 
-def usage_body(input_tokens: int, output_tokens: int) -> dict[str, int]:
-    return {
-        "prompt_tokens": input_tokens,
+def usage_body(
+    input_tokens: int, output_tokens: int, read: int | None = None, written: int | None = None
+) -> dict[str, Any]:
+    """OpenAI's usage: its ``prompt_tokens`` include what the prompt cache served (reported as
+    ``prompt_tokens_details.cached_tokens``), where Anthropic's ``input_tokens`` do not."""
+    prompt = input_tokens + (read or 0) + (written or 0)
+    usage: dict[str, Any] = {
+        "prompt_tokens": prompt,
         "completion_tokens": output_tokens,
-        "total_tokens": input_tokens + output_tokens,
+        "total_tokens": prompt + output_tokens,
     }
+    if read is not None:
+        usage["prompt_tokens_details"] = {"cached_tokens": read}
+    return usage
 
 
 def completion_id(message_id: str) -> str:
@@ -374,6 +382,7 @@ class ChunkEncoder:
         self.id = "chatcmpl-"
         self.input_tokens = 0
         self.output_tokens = 0
+        self.cache: tuple[int | None, int | None] = (None, None)  # prompt cache read, written
         self.calls: dict[int, int] = {}  # content block index -> tool call index
 
     def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
@@ -421,16 +430,24 @@ class ChunkEncoder:
             )
         if kind == "message_start":
             self.id = completion_id(event.message.id)
-            self.input_tokens = event.message.usage.input_tokens
+            usage = event.message.usage
+            self.input_tokens = usage.input_tokens
+            self.cache = (usage.cache_read_input_tokens, usage.cache_creation_input_tokens)
             return self._chunk([self._choice({"role": "assistant", "content": ""})])
         if kind == "message_delta":
             self.output_tokens = event.usage.output_tokens
             if event.usage.input_tokens is not None:  # backends that count the prompt late
                 self.input_tokens = event.usage.input_tokens
+            read = event.usage.cache_read_input_tokens
+            written = event.usage.cache_creation_input_tokens
+            self.cache = (
+                self.cache[0] if read is None else read,
+                self.cache[1] if written is None else written,
+            )
             finish = FINISH_REASONS.get(event.delta.stop_reason, "stop")
             return self._chunk([self._choice({}, finish)])
         if kind == "message_stop":
-            usage = usage_body(self.input_tokens, self.output_tokens)
+            usage = usage_body(self.input_tokens, self.output_tokens, *self.cache)
             tail = self._chunk([], usage=usage) if self.include_usage else b""
             return tail + DONE
         if kind == "error":
@@ -475,7 +492,12 @@ def completion_body(message: Message, model: str, created: int | None = None) ->
                 "finish_reason": FINISH_REASONS.get(message.stop_reason, "stop"),
             }
         ],
-        "usage": usage_body(message.usage.input_tokens, message.usage.output_tokens),
+        "usage": usage_body(
+            message.usage.input_tokens,
+            message.usage.output_tokens,
+            message.usage.cache_read_input_tokens,
+            message.usage.cache_creation_input_tokens,
+        ),
     }
 
 

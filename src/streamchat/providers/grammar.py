@@ -58,16 +58,19 @@ UNSUPPORTED = (
     "$recursiveRef",
 )
 
-# Any JSON value, bounded (``{}`` or a free-form object's values): scalars and short strings.
+# Any JSON value, bounded (``{}`` or a free-form object's values): scalars, short strings and
+# short lists of them.
+SCALARS: list[dict[str, Any]] = [
+    {"type": "string", "maxLength": MAX_STRING},
+    {"type": "number"},
+    {"type": "boolean"},
+    {"type": "null"},
+]
 ANY_VALUE: dict[str, Any] = {
-    "anyOf": [
-        {"type": "string", "maxLength": MAX_STRING},
-        {"type": "number"},
-        {"type": "boolean"},
-        {"type": "null"},
-    ]
+    "anyOf": [*SCALARS, {"type": "array", "items": {"anyOf": SCALARS}, "maxItems": MAX_ITEMS}]
 }
 
+EXPONENT = "([eE] [-+]? [0-9]{1,2})?"  # up to 1e99: always a finite double
 # JSON strings may not hold raw control characters (llama-cpp-python's rule allows them).
 CHAR_RULE = r'[^"\\\x7F\x00-\x1F] | [\\] (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
 
@@ -183,7 +186,7 @@ def _converter_class() -> type:
                     first = "[0-9] | " + first.replace("{0,15}", "{1,15}")
                 rule = f"({first})"
                 if kind == "number":
-                    rule += ' ("." [0-9]{1,16})? ([eE] [-+]? [0-9]{1,3})?'
+                    rule += ' ("." [0-9]{1,16})? ' + EXPONENT
                 return self._add_rule(rule_name, rule + " space")
             return super().visit(schema, name)
 
@@ -200,6 +203,8 @@ def _gbnf(schema_json: str) -> str:
     rules = converter._rules
     if "char" in rules:
         rules["char"] = CHAR_RULE
+    if "number" in rules:  # a 16-digit exponent parses as infinity, which JSON cannot carry
+        rules["number"] = f'("-"? integral-part) ("." decimal-part)? {EXPONENT} space'
     if "string" in rules:  # free-form keys
         rules["string"] = rf'"\"" char{{1,{MAX_KEY}}} "\"" space'
     for name, rule in rules.items():

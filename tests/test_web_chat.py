@@ -24,6 +24,7 @@ import pytest
 
 import test_web
 from serving import received, recording
+from streamchat.server.common import ServerConfig
 from test_web import CHROMIUM, LAST_REPLY, screenshot, send, wait_reply, wait_until
 
 # test_web's fixtures: the browser, a page that fails the test on a JS error or CSP violation,
@@ -40,6 +41,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 JS_CACHE = Path(__file__).parent / ".js"  # npm test tools, ignored by git
+VIEWPORT = {"width": 1100, "height": 900}
 CODE = (
     'def greet(name: str) -> str:\n    # say hello\n    return f"Hello, {name}!"\n\n'
     'print(greet("web"))'
@@ -274,7 +276,7 @@ def test_theme_follows_the_system_and_the_toggle_is_remembered(
     model, _ = scripted(text=RICH)
     colors = {"light": "rgb(247, 247, 248)", "dark": "rgb(22, 24, 28)"}
     other = "dark" if scheme == "light" else "light"
-    page = new_page(start(model), color_scheme=scheme, viewport={"width": 1100, "height": 1200})
+    page = new_page(start(model), color_scheme=scheme, viewport=VIEWPORT)
     assert background(page) == colors[scheme]
     assert page.get_attribute("#theme", "aria-label") == f"Switch to {other} theme"
     send(page, "Show me what you can render.")
@@ -550,3 +552,29 @@ def test_focus_order_follows_the_page(
         "prompt",
         "send",
     ]
+
+
+# -- the real model, for the README ---------------------------------------------------------
+
+
+@pytest.mark.model
+def test_the_embedded_model_reply_in_both_themes(
+    local_model: Any, start: Callable[..., str], new_page: Callable[..., Any]
+) -> None:
+    """A real reply (the embedded model, temperature 0 from the settings panel) with code,
+    screenshotted light and dark: docs/img/ takes these for the README."""
+    small = {"width": 1000, "height": 520}
+    page = new_page(start(ServerConfig().default_model), color_scheme="light", viewport=small)
+    page.evaluate(
+        "localStorage.setItem('streamchat-settings', "
+        "JSON.stringify({temperature: 0, maxTokens: 400}))"
+    )
+    send(page, "Write a short Python function that checks whether a word is a palindrome.")
+    page.wait_for_selector(f"{LAST_REPLY}:not(.streaming)", timeout=300_000)
+    settle(page)
+    assert page.locator(f"{LAST_REPLY} .body").text_content().strip()
+    screenshot(page, "web-model-light.png")
+    page.click("#theme")
+    page.mouse.move(600, 700)  # no hover or focus ring on the toggle in the picture
+    page.evaluate("document.activeElement.blur()")
+    screenshot(page, "web-model-dark.png")

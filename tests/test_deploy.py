@@ -12,8 +12,6 @@ import asyncio
 import contextlib
 import json
 import os
-import re
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -29,21 +27,19 @@ import httpx
 import openai
 import pytest
 
-import postgres_cluster
-from serving import HOST, Server, free_port, serve, wait_healthy
+import deployment as parts
+from serving import Server, serve
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-WHY_NO_POSTGRES = postgres_cluster.unavailable()
+NGINX, CONF = parts.NGINX, parts.NGINX_CONF
+WHY_NO_POSTGRES = parts.unavailable()
+WHY_NO_NGINX = parts.nginx_unavailable()
 
 pytestmark = [
     pytest.mark.deploy,
     pytest.mark.skipif(WHY_NO_POSTGRES is not None, reason=str(WHY_NO_POSTGRES)),
-    pytest.mark.skipif(
-        not Path(NGINX).exists(), reason="no nginx (make test installs it when run as root)"
-    ),
+    pytest.mark.skipif(WHY_NO_NGINX is not None, reason=str(WHY_NO_NGINX)),
 ]
 
-CONF = Path(__file__).parent.parent / "deploy" / "nginx.conf"
 REPEAT = 12  # a reply is 12 x "[turn N] You said: <prompt>": ~70 text deltas
 MODEL = f"scripted?delay=0.02&repeat={REPEAT}"
 STREAMS = 200
@@ -60,7 +56,7 @@ def user(text: str) -> list[dict[str, str]]:
 
 @dataclass
 class Deployment:
-    db: postgres_cluster.Cluster
+    db: parts.Cluster
     url: str  # nginx, in front of a and b
     a: Server
     b: Server
@@ -106,53 +102,13 @@ def replica(db_url: str, name: str, *extra: str) -> contextlib.AbstractContextMa
     )
 
 
-@contextlib.contextmanager
-def nginx(upstreams: list[str]) -> Iterator[str]:
-    """deploy/nginx.conf as shipped, with its upstream servers and listen port on loopback."""
-    directory = Path(tempfile.mkdtemp(prefix="streamchat-nginx-"))
-    port = free_port()
-    text = CONF.read_text()
-    text, replaced = re.subn(r"(?m)^\s*server streamchat-\d:8080([^\n]*)\n", "", text)
-    assert replaced == 2, "deploy/nginx.conf: two upstream servers expected"
-    servers = "".join(f"\n        server {u} max_fails=1 fail_timeout=5s;" for u in upstreams)
-    text = text.replace("least_conn;", "least_conn;" + servers, 1)
-    text, listens = re.subn(r"listen 8080;", f"listen {HOST}:{port};", text)
-    assert listens == 1, "deploy/nginx.conf: one listen 8080 expected"
-    text = text.replace("worker_processes auto;", "worker_processes 1;")
-    temp = "".join(
-        f"\n    {kind}_temp_path {directory / kind};"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    text = text.replace("http {", "http {" + temp, 1)
-    conf = directory / "nginx.conf"
-    conf.write_text(text)
-    settings = f"daemon off; pid {directory}/nginx.pid; error_log {directory}/error.log warn;"
-    process = subprocess.Popen(
-        [NGINX, "-p", str(directory), "-c", str(conf), "-g", settings],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://{HOST}:{port}"
-    try:
-        wait_healthy(url, lambda: process.poll() is None, 20)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        shutil.rmtree(directory, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def deployment() -> Iterator[Deployment]:
     with (
-        postgres_cluster.cluster() as db,
+        parts.cluster() as db,
         replica(db.url, "a") as a,
         replica(db.url, "b") as b,
-        nginx([a.url.removeprefix("http://"), b.url.removeprefix("http://")]) as url,
+        parts.nginx([a.url.removeprefix("http://"), b.url.removeprefix("http://")]) as url,
     ):
         yield Deployment(db, url, a, b)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-import postgres_cluster
+import deployment as postgres_cluster
 from streamchat.errors import ConversationNotFoundError, HistoryError
 from streamchat.history import HistoryUnavailableError, open_store
 from streamchat.history.postgres import SCHEMA_VERSION, PostgresStore

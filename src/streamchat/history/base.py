@@ -143,6 +143,16 @@ class Store:
         raise NotImplementedError
 
 
+def batches(updates: list[tuple[int, dict[str, Any]]]) -> dict[tuple[str, ...], list[tuple]]:
+    """Row updates grouped by the columns they set (one ``executemany`` each): the group
+    commit's interim writes all set the same few columns."""
+    grouped: dict[tuple[str, ...], list[tuple]] = {}
+    for message_id, fields in updates:
+        fields = encode_blocks(dict(fields))
+        grouped.setdefault(tuple(fields), []).append((*fields.values(), message_id))
+    return grouped
+
+
 def encode_blocks(fields: dict[str, Any]) -> dict[str, Any]:
     """``blocks`` (a list of block dicts, or ``None`` for text only) as its JSON column."""
     blocks = fields.get("blocks")

@@ -30,6 +30,7 @@ from ..errors import ConversationNotFoundError, HistoryError
 from .base import (
     HistoryUnavailableError,
     Store,
+    batches,
     decode_conversation,
     decode_message,
     encode_blocks,
@@ -262,11 +263,12 @@ class PostgresStore(Store):
             self._update(db, message_id, fields)
 
     def write_replies(self, updates: list[tuple[int, dict[str, Any]]]) -> None:
-        """The group commit: every streaming reply's new text in one transaction (pipelined:
-        one round trip for the batch)."""
-        with self._connection(transaction=True) as db, db.pipeline():
-            for message_id, fields in updates:
-                self._update(db, message_id, fields)
+        """The group commit: every streaming reply's new text in one transaction, one
+        ``executemany`` (pipelined, a prepared statement) per set of columns."""
+        with self._connection(transaction=True) as db, db.cursor() as cursor:
+            for names, rows in batches(updates).items():
+                assignments = ", ".join(f"{name} = %s" for name in names)
+                cursor.executemany(f"UPDATE messages SET {assignments} WHERE id = %s", rows)
 
     def delete(self, conversation_id: int) -> None:
         with self._connection(transaction=True) as db:

@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConversationNotFoundError, HistoryError
-from .base import Store, decode_conversation, decode_message, encode_blocks, now, private_dir
+from .base import (
+    Store,
+    batches,
+    decode_conversation,
+    decode_message,
+    encode_blocks,
+    now,
+    private_dir,
+)
 
 BUSY_TIMEOUT_MS = 15_000  # generous: a loaded machine must not drop a reply
 
@@ -254,13 +262,9 @@ class HistoryStore(Store):
     def write_replies(self, updates: list[tuple[int, dict[str, Any]]]) -> None:
         """The group commit: every streaming reply's new text in one transaction."""
         with self._errors(), self._transaction() as db:
-            for message_id, fields in updates:
-                fields = encode_blocks(dict(fields))
-                assignments = ", ".join(f"{name} = ?" for name in fields)
-                db.execute(
-                    f"UPDATE messages SET {assignments} WHERE id = ?",
-                    (*fields.values(), message_id),
-                )
+            for names, rows in batches(updates).items():
+                assignments = ", ".join(f"{name} = ?" for name in names)
+                db.executemany(f"UPDATE messages SET {assignments} WHERE id = ?", rows)
 
     def ping(self) -> None:
         with self._errors():

@@ -346,7 +346,12 @@ def test_markdown_renders_code_blocks_and_inline_styles(
 
 def test_page_and_files_carry_strict_security_headers(start: Callable[..., str]) -> None:
     url = start("scripted")
-    for path in ("/", "/static/app.js", "/static/app.css"):
+    page = httpx.get(url + "/").text
+    assets = re.findall(r'(?:src|href)="(/static/[^"]+)"', page)
+    assert {"/static/app.js", "/static/markdown.js", "/static/vendor/highlight.min.js"} <= set(
+        assets
+    )
+    for path in ("/", *assets, "/static/vendor/highlight.js-LICENSE"):
         response = httpx.get(url + path)
         assert response.status_code == 200, path
         assert response.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
@@ -354,7 +359,6 @@ def test_page_and_files_carry_strict_security_headers(start: Callable[..., str])
         assert response.headers["referrer-policy"] == "no-referrer"
     assert "'unsafe-inline'" not in CONTENT_SECURITY_POLICY
     assert "frame-ancestors 'none'" in CONTENT_SECURITY_POLICY
-    page = httpx.get(url + "/").text
     assert "<style" not in page and " style=" not in page and " on" not in page.lower()
     assert all('src="/static/' in tag for tag in re.findall(r"<script[^>]*>", page))
     assert "http" not in page  # no CDN: every asset comes from this server

@@ -1,8 +1,9 @@
 """The web chat page: ``GET /`` and its files under ``/static``, all shipped in the package.
 
-No CDN, so the page works offline. A strict Content-Security-Policy allows only this origin's
-script and style files (nothing inline, no plugins, no framing): model text that ever slipped
-into the DOM as markup still could not run. The page itself inserts model text as text nodes.
+No CDN, so the page works offline: even the code highlighter (highlight.js) is vendored. A
+strict Content-Security-Policy allows only this origin's script and style files (nothing
+inline, no plugins, no framing): model text that ever slipped into the DOM as markup still
+could not run. The page itself inserts model text as text nodes (highlighted code too).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from starlette.staticfiles import StaticFiles
 
 from .common import ServerConfig
 
-WEB_PACKAGE = ("streamchat", "web")  # src/streamchat/web: index.html, app.js, app.css
+WEB_PACKAGE = ("streamchat", "web")  # src/streamchat/web: index.html, its scripts, vendor/
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; "
     "img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"

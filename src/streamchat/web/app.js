@@ -1,7 +1,9 @@
 // streamchat web chat. Replies stream from POST /v1/messages (SSE read from a fetch body);
 // model text only ever reaches the page as text nodes (markdown.js builds Markdown from DOM
-// elements, never innerHTML), and the page's CSP forbids inline script besides. settings.js
-// holds the settings panel and the theme; this file talks to the server and keeps the chat.
+// elements, never innerHTML), and the page's CSP forbids inline script besides. Beside this
+// file (the conversation: sending, streaming, regenerate, edit): api.js talks to the server,
+// history.js keeps the sidebar, settings.js the settings panel and the theme. They are classic
+// scripts sharing one global scope, loaded in order (this one last, as it starts the page).
 "use strict";
 
 const CONVERSATION_HEADER = "x-streamchat-conversation";  // log this turn to that conversation
@@ -11,88 +13,6 @@ const $ = (id) => document.getElementById(id);
 // history logs as a new conversation (found by its content, then adopted by id)
 const state = { turns: [], conversationId: null, historyOn: null, controller: null, branch: false };
 const turnArticles = new WeakMap();  // a turn -> its <article> on the page
-
-// ---- talking to the server --------------------------------------------------------------
-class ChatError extends Error {
-  constructor(type, message) { super(message); this.type = type; }
-}
-const EXPLAIN = {
-  overloaded_error: "The server is overloaded (too many requests at once). Try again in a moment.",
-  rate_limit_error: "Too many requests. Try again in a moment.",
-  request_too_large: "This conversation is too long for the server. Start a new chat.",
-  timeout_error: "The model took too long to answer.",
-};
-
-function describe(error) {
-  if (error.type === "connection") return error.message;
-  return `${EXPLAIN[error.type] ?? "Error."} (${error.type}: ${error.message})`;
-}
-
-let keyPrompt = null;
-function askKey() {  // one prompt, however many requests are waiting for the key
-  keyPrompt ??= new Promise((resolve) => {
-    $("key-form").hidden = false;
-    $("key").focus();
-    $("key-form").onsubmit = (event) => {
-      event.preventDefault();
-      sessionStorage.setItem("streamchat-key", $("key").value);
-      $("key-form").hidden = true;
-      keyPrompt = null;
-      resolve();
-    };
-  });
-  return keyPrompt;
-}
-
-async function api(path, options = {}) {  // fetch with the API key; a 401 asks for the key
-  for (;;) {
-    const key = sessionStorage.getItem("streamchat-key");
-    const headers = { "anthropic-version": "2023-06-01", "content-type": "application/json" };
-    const response = await fetch(path, {
-      ...options, headers: { ...headers, ...(key && { "x-api-key": key }), ...options.headers },
-    }).catch((error) => {
-      if (error.name === "AbortError") throw error;
-      throw new ChatError("connection", "Cannot reach the streamchat server. Is it still running?");
-    });
-    if (response.status !== 401) return response;
-    sessionStorage.removeItem("streamchat-key");
-    await askKey();
-  }
-}
-
-async function failure(response) {  // {"type": "error", "error": {type, message}} -> ChatError
-  const body = await response.json().catch(() => null);
-  const error = body?.error ?? { type: `http_${response.status}`, message: response.statusText };
-  return new ChatError(error.type, error.message);
-}
-
-async function apiJSON(path, options) {  // the JSON body, or the server's error thrown
-  const response = await api(path, options);
-  if (!response.ok) throw await failure(response);
-  return response.json();
-}
-
-async function* serverSentData(body) {  // each SSE frame's data, as the bytes arrive
-  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = "";
-  try {
-    for (;;) {
-      const chunk = await reader.read().catch((error) => {
-        if (error.name === "AbortError") throw error;
-        throw new ChatError("connection", "Lost the connection to the server mid-reply.");
-      });
-      if (chunk.done) return;
-      const frames = (buffer + chunk.value).replace(/\r\n?/g, "\n").split("\n\n");
-      buffer = frames.pop();  // an incomplete frame waits for the next chunk
-      for (const frame of frames) {  // "event:" is ignored: the JSON names its own type
-        const data = frame.split("\n").filter((line) => line.startsWith("data:"));
-        if (data.length) yield data.map((line) => line.slice(5).replace(/^ /, "")).join("\n");
-      }
-    }
-  } finally {
-    reader.cancel().catch(() => {});
-  }
-}
 
 // ---- a reply's blocks: text (Markdown), tool calls (compact), thinking (collapsed) ------
 // Each block keeps one element for its life, so a <details> the reader opened stays open
@@ -437,126 +357,6 @@ function submit() {
   if (!text.trim() || state.controller) return;
   $("prompt").value = "";
   send(text);
-}
-
-// ---- history ----------------------------------------------------------------------------
-function modelTurns(messages) {  // history.turns_for_model: unanswered questions are dropped,
-  const turns = [];                // tool plumbing skipped, an answer after a tool call joined
-  let plumbing = false;
-  for (const { role, text, blocks, node } of messages) {
-    if (!text && blocks?.length) { plumbing = true; continue; }
-    const answered = turns.at(-1)?.role === "user", afterTools = plumbing;
-    plumbing = false;
-    if (role === "user" && answered) turns.pop();
-    if (role === "user" || (text && answered)) turns.push(makeTurn(role, text, node));
-    else if (text && afterTools && turns.length) {
-      turns.at(-1).content += `\n\n${text}`;
-      turnArticles.set(turns.at(-1), node);
-    }
-  }
-  if (turns.at(-1)?.role === "user") turns.pop();
-  return turns;
-}
-
-function newChat() {
-  state.controller?.abort();
-  state.turns = [];
-  state.conversationId = null;
-  state.branch = false;
-  $("messages").replaceChildren($("empty"));
-  $("empty").hidden = false;
-  showStatus("");
-  markCurrent();
-  $("prompt").focus();
-}
-
-async function openConversation(id) {
-  try {
-    const conversation = await apiJSON(`/api/conversations/${id}`);
-    newChat();
-    state.conversationId = id;
-    const messages = conversation.messages.map((message) => {
-      const node = addMessage(message.role, message.text, message.blocks);
-      if (message.role === "assistant") {
-        node.querySelector(".meta").textContent = summary({
-          start: 0, first: (message.ttft ?? 0) * 1000, last: (message.total_time ?? 0) * 1000,
-          tokens: message.output_tokens ?? 0, deltas: 0, note: message.interrupted ? "stopped" : "",
-        });
-        if (message.error) showError(node, message.error);
-      }
-      return { ...message, node };
-    });
-    state.turns = modelTurns(messages);
-    const model = [...$("model").options].find((option) => option.value === conversation.model);
-    if (model) model.selected = true;
-    markCurrent();
-    updateActions();
-  } catch (error) {
-    showStatus(describe(error));
-  }
-}
-
-async function deleteConversation(id) {
-  if (!confirm("Delete this conversation?")) return;
-  try {
-    await apiJSON(`/api/conversations/${id}`, { method: "DELETE" });
-    if (id === state.conversationId) newChat();
-  } catch (error) {
-    showStatus(describe(error));
-  }
-  loadHistory();
-}
-
-function markCurrent() {
-  for (const item of $("conversations").children) {
-    item.classList.toggle("current", Number(item.dataset.id) === state.conversationId);
-  }
-}
-
-function historyItem(conversation) {
-  const item = el("li"), open = el("button", "open"), remove = el("button", "delete", "Delete");
-  item.dataset.id = conversation.id;
-  open.type = remove.type = "button";
-  remove.setAttribute("aria-label", `Delete conversation ${conversation.id}`);
-  const turns = `${conversation.turns} turn${conversation.turns === 1 ? "" : "s"}`;
-  const date = new Date(conversation.updated_at);  // today: the time; before: the date
-  const when = date.toDateString() === new Date().toDateString()
-    ? date.toLocaleTimeString(undefined, { timeStyle: "short" })
-    : date.toLocaleDateString(undefined, { dateStyle: "medium" });
-  open.append(el("span", "", conversation.preview || "(empty)"));
-  open.append(el("small", "", `${when} · ${turns}`));
-  open.onclick = () => openConversation(conversation.id);
-  remove.onclick = () => deleteConversation(conversation.id);
-  item.append(open, remove);
-  return item;
-}
-
-async function loadHistory() {  // the list, or why there is none (history off, no server)
-  const note = $("history-note");
-  try {
-    const { data } = await apiJSON("/api/conversations?limit=50");
-    state.historyOn = true;
-    $("conversations").replaceChildren(...data.map(historyItem));
-    note.textContent = data.length ? "" : "No conversations yet.";
-    markCurrent();
-  } catch (error) {  // history off (a 404 saying so), or no server
-    if (error.type === "not_found_error") state.historyOn = false;
-    $("conversations").replaceChildren();
-    note.textContent = state.historyOn === false ? `${error.message}.` : describe(error);
-  }
-  note.hidden = !note.textContent;
-}
-
-async function loadModels() {
-  try {
-    const { data } = await apiJSON("/v1/models");
-    const label = (m) => (m.display_name === m.id ? m.id : `${m.display_name} (${m.id})`);
-    $("model").replaceChildren(...data.map((m) => new Option(label(m), m.id)));
-    const saved = localStorage.getItem("streamchat-model");
-    if (data.some((m) => m.id === saved)) $("model").value = saved;
-  } catch (error) {
-    showStatus(`Could not list the models. ${describe(error)}`);
-  }
 }
 
 // ---- wiring -----------------------------------------------------------------------------

@@ -153,7 +153,8 @@ def fit_context(
 
 
 def measure(turns: list[dict[str, str]], params: dict[str, Any]) -> ContextUse:
-    """What the next request would use (``/tokens``)."""
+    """What the next request would use with a one-word message (``/tokens``)."""
+    turns = [*turns, {"role": "user", "content": "?"}] if turns else []
     sent, use = fit_context(turns, params)
     if use.tokens is None:
         with contextlib.suppress(LookupError, StreamchatError):

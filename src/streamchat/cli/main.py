@@ -10,6 +10,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from .._extras import MissingExtraError, extra_for
 from ..errors import StreamchatError
 from .options import apply_endpoint
 
@@ -37,8 +38,29 @@ def build_parser(command: str | None = None) -> ArgumentParser:
         if command is not None and name != command:
             subparsers.add_parser(name)
             continue
-        importlib.import_module(f"streamchat.cli.{name}").register(subparsers)
+        try:
+            module = importlib.import_module(f"streamchat.cli.{name}")
+        except ModuleNotFoundError as error:  # a lean install: the command needs an extra
+            if (extra := extra_for(error.name)) is None:
+                raise
+            _needs_extra(subparsers, name, extra)
+            continue
+        module.register(subparsers)
     return parser
+
+
+def _needs_extra(subparsers: argparse._SubParsersAction, name: str, extra: str) -> None:
+    """A stand-in for a command whose extra is missing: any use of it, ``--help`` included,
+    is the one-line error naming the install."""
+    error = MissingExtraError(extra, f"streamchat {name}")
+    # every argument is taken as a positional (no option prefix), so none is "unrecognized"
+    stub = subparsers.add_parser(name, help=error.message, add_help=False, prefix_chars="\0")
+    stub.add_argument("rest", nargs="*")
+
+    def fail(args: argparse.Namespace) -> int:
+        raise error
+
+    stub.set_defaults(func=fail)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -55,6 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StreamchatError as error:
         print(f"streamchat: error: {error.message}", file=sys.stderr)
         return getattr(error, "exit_status", 1)
+    except ModuleNotFoundError as error:  # an extra's module imported without require()
+        if (extra := extra_for(error.name)) is None:
+            raise
+        print(f"streamchat: error: {MissingExtraError(extra).message}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -15,10 +15,12 @@ import threading
 import time
 import webbrowser
 
+from .._extras import require
 from ..errors import InvalidRequestError
-from . import serve
+from .options import bounded
 
 HOST = "127.0.0.1"
+PORT = bounded(int, 1, 65_535)  # as serve's; serve itself is imported only for --web (an extra)
 
 
 def add_web_options(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +28,7 @@ def add_web_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--web", action="store_true", help="chat in the browser: serve the page on 127.0.0.1"
     )
-    group.add_argument("--port", type=serve.PORT, help="port for --web (default: a free one)")
+    group.add_argument("--port", type=PORT, help="port for --web (default: a free one)")
 
 
 def free_port() -> int:
@@ -43,6 +45,8 @@ def serve_args(args: argparse.Namespace, port: int) -> argparse.Namespace:
     argv += ["--no-history"] if args.no_history else ["--history"]
     if args.db and not args.no_history:
         argv += ["--db", args.db]
+    from . import serve
+
     parser = argparse.ArgumentParser(prog="streamchat chat --web")
     serve.register(parser.add_subparsers())
     return parser.parse_args(argv)
@@ -73,6 +77,9 @@ def open_when_ready(url: str, timeout: float = 30) -> None:
 def run_web(args: argparse.Namespace) -> int:
     if args.continue_ or args.resume is not None:
         raise InvalidRequestError("--web: open earlier conversations from the page's list")
+    require("server", "streamchat chat --web")
+    from . import serve
+
     port = args.port or free_port()
     url = f"http://{HOST}:{port}/"
     parsed = serve_args(args, port)

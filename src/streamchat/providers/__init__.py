@@ -23,21 +23,24 @@ from .scripted import ScriptedConfig, ScriptedProvider
 PROVIDERS: dict[str, Callable[[str], Provider]] = {
     "local": lambda name: local_provider(name or DEFAULT_LOCAL_MODEL),
     "scripted": lambda spec: ScriptedProvider(ScriptedConfig.parse(spec)),
-    "bedrock": lambda model_id: _remote("bedrock", "BedrockProvider", model_id),
-    "anthropic": lambda model_id: _remote("anthropic", "AnthropicProvider", model_id),
-    "openai": lambda model_id: _remote("openai_compat", "OpenAIProvider", model_id),
+    "bedrock": lambda model_id: _remote("bedrock", "BedrockProvider", model_id, "bedrock"),
+    "anthropic": lambda model_id: _remote("anthropic", "AnthropicProvider", model_id, "anthropic"),
+    "openai": lambda model_id: _remote("openai_compat", "OpenAIProvider", model_id, "openai"),
     "replay": lambda directory: _remote("replay", "ReplayProvider", directory),
 }
 
 
-def _remote(module: str, cls: str, model_id: str) -> Provider:
-    """Import a remote provider only when used: its SDK costs start-up time."""
+def _remote(module: str, cls: str, model_id: str, extra: str | None = None) -> Provider:
+    """Import a remote provider only when used: its SDK costs start-up time, and is an extra."""
     import importlib
 
+    from .._extras import require
     from ..errors import InvalidRequestError
 
     if not model_id:
         raise InvalidRequestError("model: name the remote model, e.g. openai/<model-id>")
+    if extra:
+        require(extra, f"the model {extra}/{model_id}")
     return getattr(importlib.import_module(f".{module}", __name__), cls)(model_id)
 
 

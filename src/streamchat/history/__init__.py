@@ -48,6 +48,9 @@ __all__ = [
 def open_store(target: str | os.PathLike[str], *, readonly: bool = False) -> Store:
     """The store at ``target``: PostgreSQL for a ``postgresql://`` URL, else a SQLite file."""
     if is_postgres(target):
+        from .._extras import require
+
+        require("postgres", "a postgresql:// history")
         from .postgres import PostgresStore  # psycopg is imported only when it is used
 
         return PostgresStore(str(target), readonly=readonly)

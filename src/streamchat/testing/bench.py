@@ -265,8 +265,10 @@ def start_server(
 
     ``workdir`` holds its request log, fault log and tapes (a temporary folder by default).
     """
+    from .._extras import require
     from ._serve import FAULT_LOG_ENV
 
+    require("server", "streamchat's test servers")
     options = (options or ServeOptions()).merged(overrides)
     with contextlib.ExitStack() as stack:
         if workdir is None:

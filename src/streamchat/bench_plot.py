@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from textwrap import wrap
 
+from ._extras import require
 from .bench import BenchResult, Mode
 
 PLOT_SIZE_PX = (1200, 500)
@@ -23,6 +24,7 @@ def _seconds(value: float) -> str:
 
 def plot(result: BenchResult, path: str | Path) -> Path:
     """Write a PNG of ``PLOT_SIZE_PX`` pixels to ``path``; returns the path."""
+    require("bench", "the bench plot")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
+from ._extras import require
 from .bench import BenchRequest, Measurement, Mode, Target
 from .errors import InvalidRequestError
 
@@ -252,6 +253,8 @@ def endpoint_target(
     protocol: str, base_url: str, model: str, api_key: str | None = None, workers: int = 16
 ) -> Target:
     """The target for ``protocol`` at ``base_url``; ``workers`` bounds boto3's threads."""
+    if protocol in PROTOCOLS:  # each protocol's SDK is the extra of the same name
+        require(protocol, f"benchmarking the {protocol} protocol")
     if protocol == "anthropic":
         return AnthropicTarget(base_url, model, api_key)
     if protocol == "openai":

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from .._extras import require
 from ..bench import (
     MODES,
     NOTEBOOK_MAX_TOKENS,
@@ -216,6 +217,8 @@ def render_table(result: BenchResult) -> Table:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.plot is not None:  # before the measurement, not after it
+        require("bench", "streamchat bench --plot")
     config = config_from(args)
     target = make_target(args)
     stderr = Console(stderr=True)

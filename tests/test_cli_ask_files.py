@@ -1,0 +1,79 @@
+"""``ask -f PATH`` (repeatable): files attached after the prompt and stdin, each fenced under
+its name, through a real process; a file that cannot be attached is one line, nothing sent."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pexpect
+
+from serving import received, recording
+from test_cli_ask import command, env
+
+
+def ask(tmp_path: Path, *args: str | Path, stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run(
+        command("ask", "--no-history", *args),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env(tmp_path),
+        timeout=60,
+    )
+
+
+def prompt_of(record: Path) -> str:
+    (request,) = received(record)
+    (turn,) = request["messages"]
+    return turn["content"]
+
+
+def test_prompt_then_stdin_then_each_file(tmp_path: Path) -> None:
+    readme, code = tmp_path / "README.md", tmp_path / "tool.py"
+    readme.write_text("# Tool\n\nIt does things.\n")
+    code.write_text("print('```')")  # no final newline, and a fence inside
+    record = tmp_path / "r.jsonl"
+    result = ask(tmp_path, "-m", recording(record), "-f", readme, "--file", code, "review this",
+                 stdin="diff --git a/x b/x\n+new line\n")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert prompt_of(record) == (
+        "review this\n\ndiff --git a/x b/x\n+new line\n\n"
+        f"File {readme}:\n```markdown\n# Tool\n\nIt does things.\n```\n\n"
+        f"File {code}:\n````python\nprint('```')\n````"
+    )
+    assert result.stdout.startswith("[turn 1] You said: review this")
+
+
+def test_files_alone_are_the_prompt_and_a_terminal_stdin_is_not_waited_for(
+    tmp_path: Path,
+) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("buy milk\n")
+    record = tmp_path / "r.jsonl"
+    argv = command("ask", "--no-history", "-m", recording(record), "-f", notes)
+    child = pexpect.spawn(argv[0], argv[1:], env=env(tmp_path), encoding="utf-8", timeout=30)
+    child.expect(pexpect.EOF)  # stdin is a terminal: nothing is read from it
+    child.close()
+    assert child.exitstatus == 0
+    assert prompt_of(record) == f"File {notes}:\n```txt\nbuy milk\n```"
+
+
+def test_a_file_that_cannot_be_attached_is_one_line_and_nothing_is_sent(tmp_path: Path) -> None:
+    record = tmp_path / "r.jsonl"
+    binary = tmp_path / "image.png"
+    binary.write_bytes(b"\x89PNG\x00\x00")
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("café".encode("latin-1"))
+    for path, message in (
+        (tmp_path / "missing.txt", "cannot read"),
+        (binary, "not a text file"),
+        (latin, "not UTF-8 text"),
+        (tmp_path, "is a directory"),
+    ):
+        result = ask(tmp_path, "-m", recording(record), "-f", path, "summarise")
+        assert result.returncode == 1
+        assert result.stdout == ""
+        (line,) = result.stderr.splitlines()
+        assert line.startswith("streamchat: error:") and message in line, line
+    assert received(record) == []

@@ -371,6 +371,7 @@ def test_edit_a_previous_turn_and_resend_from_there(
     box = first_turn.get_by_role("textbox", name="Edit your message")
     assert box.input_value() == "first question"
     assert page.evaluate("document.activeElement.getAttribute('aria-label')") == "Edit your message"
+    screenshot(page, "web-edit.png")
     box.press("Escape")  # cancel: nothing changes
     assert first_turn.locator(".body").text_content() == "first question"
     assert page.locator("#messages article").count() == 4
@@ -418,6 +419,7 @@ def test_settings_are_applied_to_the_request_and_remembered(
     page.fill("#system", "You answer like a pirate.")
     page.fill("#temperature", "1.5")  # out of range: the form refuses it
     page.fill("#max-tokens", "77")
+    screenshot(page, "web-settings.png")
     page.click("#settings-save")
     assert page.is_visible("#settings")
     page.fill("#temperature", "0.3")

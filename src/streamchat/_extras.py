@@ -8,11 +8,9 @@ traceback. :data:`EXTRAS` is the single table of which import needs which extra.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-from collections.abc import Iterator
 
-from .errors import StreamchatError
+from .errors import MissingExtraError
 
 # extra -> (what it installs, in words; the top-level modules it installs)
 EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -28,18 +26,11 @@ EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
-class MissingExtraError(StreamchatError, ImportError):
-    """A feature needs an extra that is not installed (also an ImportError, for code that
-    already catches that)."""
-
-    error_type = "api_error"
-    exit_status = 1
-
-    def __init__(self, extra: str, feature: str | None = None) -> None:
-        purpose, _ = EXTRAS[extra]
-        needs = f"{feature} needs {purpose}" if feature else f"{purpose} is not installed"
-        super().__init__(f"{needs}: pip install 'streamchat[{extra}]'")
-        self.extra = extra
+def missing_extra(extra: str, feature: str | None = None) -> MissingExtraError:
+    """The error for ``extra`` missing: one line, naming the install that fixes it."""
+    purpose, _ = EXTRAS[extra]
+    needs = f"{feature} needs {purpose}" if feature else f"{purpose} is not installed"
+    return MissingExtraError(f"{needs}: pip install 'streamchat[{extra}]'", extra)
 
 
 def missing(extra: str) -> list[str]:
@@ -50,23 +41,10 @@ def missing(extra: str) -> list[str]:
 def require(extra: str, feature: str | None = None) -> None:
     """Raise :class:`MissingExtraError` unless every module of ``extra`` is installed."""
     if missing(extra):
-        raise MissingExtraError(extra, feature)
+        raise missing_extra(extra, feature)
 
 
 def extra_for(module: str | None) -> str | None:
     """The extra that installs ``module`` (a dotted name; its top level decides), if any."""
     top = (module or "").partition(".")[0]
     return next((extra for extra, (_, mods) in EXTRAS.items() if top in mods), None)
-
-
-@contextlib.contextmanager
-def needs(feature: str | None = None) -> Iterator[None]:
-    """Turn a ``ModuleNotFoundError`` for an extra's module into :class:`MissingExtraError`;
-    any other missing module is a real bug and propagates."""
-    try:
-        yield
-    except ModuleNotFoundError as error:
-        extra = extra_for(error.name)
-        if extra is None:
-            raise
-        raise MissingExtraError(extra, feature) from None

@@ -10,7 +10,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from .._extras import MissingExtraError, extra_for
+from .._extras import extra_for, missing_extra
 from ..errors import StreamchatError
 from .options import apply_endpoint
 
@@ -52,7 +52,7 @@ def build_parser(command: str | None = None) -> ArgumentParser:
 def _needs_extra(subparsers: argparse._SubParsersAction, name: str, extra: str) -> None:
     """A stand-in for a command whose extra is missing: any use of it, ``--help`` included,
     is the one-line error naming the install."""
-    error = MissingExtraError(extra, f"streamchat {name}")
+    error = missing_extra(extra, f"streamchat {name}")
     # every argument is taken as a positional (no option prefix), so none is "unrecognized"
     stub = subparsers.add_parser(name, help=error.message, add_help=False, prefix_chars="\0")
     stub.add_argument("rest", nargs="*")
@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModuleNotFoundError as error:  # an extra's module imported without require()
         if (extra := extra_for(error.name)) is None:
             raise
-        print(f"streamchat: error: {MissingExtraError(extra).message}", file=sys.stderr)
+        print(f"streamchat: error: {missing_extra(extra).message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

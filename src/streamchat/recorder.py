@@ -58,6 +58,7 @@ class GroupCommit:
         self._waiters: list[concurrent.futures.Future[bool]] = []
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._idle = False  # the writer waits for a first mark (only then is waking it useful)
 
     def mark(self, recorder: ReplyRecorder) -> None:
         """``recorder`` has news for the next commit (O(1); no I/O)."""
@@ -65,7 +66,8 @@ class GroupCommit:
             return
         with self._wake:
             self._dirty[id(recorder)] = recorder
-            self._wake.notify()
+            if self._idle:  # else it is gathering an interval's marks: a wake-up per token
+                self._wake.notify()  # would cost more than the write
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="streamchat-group-commit", daemon=True
@@ -93,7 +95,9 @@ class GroupCommit:
         pause = self.interval
         while True:
             with self._wake:
+                self._idle = True
                 self._wake.wait_for(lambda: self._dirty or self._waiters)
+                self._idle = False
                 if not self._waiters:  # gather an interval's worth of tokens (or a waiter)
                     self._wake.wait_for(lambda: self._waiters, timeout=pause)
                 batch, self._dirty = self._dirty, {}

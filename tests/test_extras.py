@@ -15,6 +15,7 @@ Two kinds of test:
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -229,13 +230,16 @@ def clean_venv(wheel: Path, extras: str) -> Path:
     name = extras or "core"
     folder = CACHE / f"{pyproject_key()}-{name}"
     python = folder / "bin" / "python"
-    if not (folder / ".complete").exists():
-        for old in CACHE.glob(f"*-{name}"):  # a previous pyproject's venv
-            shutil.rmtree(old, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True, timeout=300)
-        pip(python, "install", f"{wheel}[{extras}]" if extras else str(wheel))
-        (folder / ".complete").touch()
-    pip(python, "install", "--no-deps", "--force-reinstall", str(wheel))
+    CACHE.mkdir(exist_ok=True)
+    with (CACHE / f".{name}.lock").open("w") as lock:  # one builder at a time (xdist workers)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / ".complete").exists():
+            for old in CACHE.glob(f"*-{name}"):  # a previous pyproject's venv (or a broken one)
+                shutil.rmtree(old, ignore_errors=True)
+            subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True, timeout=300)
+            pip(python, "install", f"{wheel}[{extras}]" if extras else str(wheel))
+            (folder / ".complete").touch()
+        pip(python, "install", "--no-deps", "--force-reinstall", str(wheel))
     return folder
 
 
@@ -285,7 +289,11 @@ def test_core_install_has_no_extra_and_asks_the_embedded_model(core_venv: Path) 
     )  # fmt: skip
     assert reply.returncode == 0, reply.stderr
     assert reply.stdout.strip(), "no reply text"
-    assert "tokens" in reply.stderr  # --stats: the embedded model really generated
+    assert " out tokens" in reply.stderr  # --stats: the embedded model really generated
+    for args in (["chat", "--help"], ["history", "list"]):  # the other core commands
+        assert venv_run(core_venv, "streamchat", *args).returncode == 0, args
+    listing = venv_run(core_venv, "streamchat", "--help")
+    assert "pip install 'streamchat[server]'" in " ".join(listing.stdout.split())
 
 
 @pytest.mark.extras

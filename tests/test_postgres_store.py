@@ -203,6 +203,8 @@ def cli(
 
 
 def test_ask_chat_and_history_commands_on_postgresql(url: str, tmp_path: Path) -> None:
+    empty = cli("history", "list", "--history", url)  # a new database reads as empty
+    assert (empty.returncode, empty.stderr.strip()) == (0, "no conversations yet"), empty
     asked = cli("ask", "--history", url, "--model", "scripted", "hello postgres")
     assert asked.returncode == 0, asked.stderr
     environment = {"STREAMCHAT_DB": url, "XDG_DATA_HOME": str(tmp_path)}

@@ -342,7 +342,8 @@ class ReplyRecorder:
                 self._write(lambda: self.store.update_message(self.message_id, **self._fields()))
                 return
             self.committer.mark(self)
-        self.committer.sync().result(timeout=FINISH_WAIT_SECONDS)
+        with suppress(concurrent.futures.TimeoutError):
+            self.committer.sync().result(timeout=FINISH_WAIT_SECONDS)
 
     def _create(self) -> None:
         fields = self._fields()

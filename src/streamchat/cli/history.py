@@ -344,9 +344,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def open_history(args: argparse.Namespace, *, write: bool = False) -> Store | None:
     """The database, or ``None`` when there is no SQLite file yet; reading works on a
-    read-only file."""
+    read-only file. A PostgreSQL database is opened as ``serve`` opens it (its tables created
+    if it is new), so an empty one reads as empty."""
     target = db_target(args.db)
-    if not is_postgres(target) and not target.exists():
+    if is_postgres(target):
+        return open_store(target)
+    if not target.exists():
         return None
     return open_store(target, readonly=not write)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import llama_cpp
@@ -22,32 +21,29 @@ ESSAY = [{"role": "user", "content": "Write me a long essay about the history of
 
 
 class GenerateSpy:
-    """Wraps the model's ``generate`` to see every token llama.cpp produces.
+    """Watches every token the engine samples (its ``observe`` hook, on the scheduler thread).
 
     ``hold_after=N`` makes generation wait after its N-th token until :meth:`release`, so a test
     can act while a generation is certainly still running.
     """
 
-    def __init__(self, llama: Any, hold_after: int | None = None):
-        self.llama = llama
-        self._generate = llama.generate
+    def __init__(self, provider: LocalProvider, hold_after: int | None = None):
+        self.llama = provider.load()
         self.tokens: list[int] = []
         self.hold_after = hold_after
         self.holding = threading.Event()
         self._release = threading.Event()
         self.finished = threading.Event()
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Iterator[int]:
-        self.finished.clear()
-        try:
-            for token in self._generate(*args, **kwargs):
-                self.tokens.append(token)
-                yield token
-                if len(self.tokens) == self.hold_after:
-                    self.holding.set()
-                    assert self._release.wait(timeout=60), "the test never released generation"
-        finally:
+    def __call__(self, run: Any, token: int | None) -> None:
+        if token is None:  # the run left the engine
             self.finished.set()
+            return
+        self.finished.clear()
+        self.tokens.append(token)
+        if len(self.tokens) == self.hold_after:
+            self.holding.set()
+            assert self._release.wait(timeout=60), "the test never released generation"
 
     def release(self) -> None:
         self._release.set()
@@ -59,14 +55,19 @@ class GenerateSpy:
 
 @pytest.fixture
 def spy(local_model: LocalProvider, monkeypatch: pytest.MonkeyPatch) -> GenerateSpy:
-    spy = GenerateSpy(local_model.load())
-    monkeypatch.setattr(local_model.load(), "generate", spy)
+    spy = GenerateSpy(local_model)
+    monkeypatch.setattr(local_model.engine, "observe", spy)
     return spy
 
 
 @pytest.fixture
 def client(local_model: LocalProvider) -> Client:
     return Client()
+
+
+def prompt_in(usage: Any) -> int:
+    """The whole prompt: the input tokens, and those a slot's cells served (prompt-cache reads)."""
+    return usage.input_tokens + (usage.cache_read_input_tokens or 0)
 
 
 def prompt_length(provider: LocalProvider, messages: list, system: str | None = None) -> int:
@@ -85,7 +86,7 @@ def test_create_returns_text_with_real_usage(
     )
     assert message.text.strip()
     assert message.model == local_model.display_name == "SmolLM2-135M-Instruct"
-    assert message.usage.input_tokens == prompt_length(
+    assert prompt_in(message.usage) == prompt_length(
         local_model, [{"role": "user", "content": "Say hello."}], system="You are terse."
     )
     assert message.usage.output_tokens == len(spy.text_tokens()) <= 12
@@ -121,7 +122,9 @@ def test_temperature_zero_is_deterministic(client: Client) -> None:
     first = client.messages.create(messages=STORY, max_tokens=16, temperature=0)
     second = client.messages.create(messages=STORY, max_tokens=16, temperature=0)
     assert first.text == second.text
-    assert first.usage == second.usage
+    assert first.usage.output_tokens == second.usage.output_tokens
+    assert prompt_in(first.usage) == prompt_in(second.usage)
+    assert second.usage.cache_read_input_tokens == prompt_in(second.usage) - 1  # all but the last
 
 
 def test_seed_makes_sampling_reproducible(client: Client) -> None:
@@ -162,7 +165,7 @@ async def test_async_streaming_on_the_local_model(local_model: LocalProvider) ->
     assert len(pieces) > 1
     assert "".join(pieces) == message.text
     assert 0 < message.usage.output_tokens <= 12
-    assert message.usage.input_tokens == prompt_length(local_model, STORY)
+    assert prompt_in(message.usage) == prompt_length(local_model, STORY)
     assert stream.metrics.ttft is not None
 
 
@@ -215,8 +218,8 @@ def test_prompt_longer_than_the_context_is_an_invalid_request(
 def test_closed_stream_stops_generation_within_one_token(
     client: Client, local_model: LocalProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spy = GenerateSpy(local_model.load(), hold_after=5)
-    monkeypatch.setattr(local_model.load(), "generate", spy)
+    spy = GenerateSpy(local_model, hold_after=5)
+    monkeypatch.setattr(local_model.engine, "observe", spy)
     stream = client.messages.create(messages=ESSAY, max_tokens=200, temperature=0, stream=True)
     first = next(text for text in stream.text_stream)
     assert first
@@ -234,10 +237,10 @@ def test_closed_stream_stops_generation_within_one_token(
 def test_second_generation_is_refused_when_none_may_wait(
     client: Client, local_model: LocalProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    strict = LocalProvider(DEFAULT_LOCAL_MODEL, max_waiting=0)
+    strict = LocalProvider(DEFAULT_LOCAL_MODEL, max_waiting=0, parallel=1)  # one slot
     monkeypatch.setattr(local_model, "admission", strict.admission)
-    spy = GenerateSpy(local_model.load(), hold_after=1)
-    monkeypatch.setattr(local_model.load(), "generate", spy)
+    spy = GenerateSpy(local_model, hold_after=1)
+    monkeypatch.setattr(local_model.engine, "observe", spy)
     first = client.messages.create(messages=STORY, max_tokens=4, temperature=0, stream=True)
     assert spy.holding.wait(timeout=30)
     with pytest.raises(OverloadedError, match="busy"):

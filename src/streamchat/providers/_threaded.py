@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-_DONE = object()
+DONE = _DONE = object()  # the producer finished (with the error it raised, if any)
 
 
 class _Handoff:
@@ -44,6 +44,9 @@ class _Handoff:
                     return self._items.popleft()
                 waiter = self._waiter = self._loop.create_future()
             await waiter
+
+
+Handoff = _Handoff  # public: the batching scheduler hands each stream's events over with it
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:

@@ -1,10 +1,13 @@
 """The embedded model: llama.cpp (llama-cpp-python) running a small GGUF shipped on PyPI.
 
-One ``Llama`` per model file per process, loaded on first use. Generation runs token by token
-(``Llama.generate``) on one long-lived worker thread per model, so usage counts are exact and a
-closed stream stops within one token. One llama.cpp context serves one generation at a time: the
-worker runs them in order, and a bounded admission count turns excess load into
-``OverloadedError`` instead of an endless wait.
+One model per file per process, loaded on first use. Generation is continuously batched
+(:mod:`.batching`): one llama.cpp context holds ``parallel`` sequences (slots) of ``n_ctx``
+tokens each, and one scheduler thread decodes every running stream's next token in one
+``llama_decode`` per step, so many users are served at once; usage counts stay exact and a closed
+stream leaves within one step. Requests beyond the slots wait in line, and a bounded admission
+count turns excess load into ``OverloadedError`` instead of an endless wait. A conversation's
+next turn lands on the slot whose cells hold its prefix; those tokens are reported as prompt-cache
+reads (``cache_read_input_tokens``).
 
 Tool calls and JSON output are decoded under a grammar built from the JSON Schema
 (:mod:`.grammar`), token by token with a low-level sampler (sample, then check the grammar), so a
@@ -13,6 +16,7 @@ call's input always validates; the prompt format for tools is :mod:`.tool_prompt
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import os
 import threading
@@ -28,7 +32,7 @@ from ..events import StreamEvent
 from ..request import MessageRequest, Turn, prompt_too_long
 from ..stop_sequences import StopMatcher
 from . import tool_prompt
-from ._threaded import SerialWorker, iterate_in_thread
+from ._threaded import DONE, Handoff
 from .base import (
     block_stop,
     input_json_delta,
@@ -39,12 +43,14 @@ from .base import (
     text_delta,
     tool_use_start,
 )
+from .batching import Engine, Run
 from .grammar import GrammarCache, JSONEnd, TokenSampler, choice_gbnf, schema_gbnf
 
 DEFAULT_LOCAL_MODEL = "smollm2"
 TRANSCRIPT_SYSTEM = "A conversation between a curious user and a helpful, friendly assistant."
 TRANSCRIPT_EXAMPLE = [Turn("user", "Hello!"), Turn("assistant", "Hi! How can I help you today?")]
 MAX_WAITING = 16  # requests that may queue per model by default (``serve --max-waiting``)
+PARALLEL = 4  # streams decoded together per model by default (``serve --parallel``)
 MAX_CALLS = 4  # tool calls in one reply when parallel calls are allowed
 PEEK_TOKENS = 6  # after a call: tokens to see whether the model starts another
 ANSWER_START = r"root ::= [^<\x00-\x20] [\x01-\U0010FFFF]*"  # text that does not open a call
@@ -114,6 +120,16 @@ def _capture_llama_log() -> None:
         llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
 
 
+class _Idle:
+    busy = False
+
+
+def _close(engine: Engine, llama: Any) -> None:
+    engine.close()
+    if not engine.busy:  # a decode may still be running on the daemon thread at exit
+        llama.close()
+
+
 def is_local_model(name: str) -> bool:
     lowered = name.lower()
     return lowered in BUILTIN_MODELS or lowered in _ALIASES or lowered.endswith(".gguf")
@@ -163,6 +179,7 @@ class LocalProvider:
         n_ctx: int = 4096,
         n_threads: int | None = None,
         max_waiting: int | None = None,
+        parallel: int | None = None,
     ):
         key = _ALIASES.get(model.lower(), model.lower())
         builtin = BUILTIN_MODELS.get(key)
@@ -185,8 +202,10 @@ class LocalProvider:
         # STREAMCHAT_THREADS overrides it on a quiet machine.
         threads = n_threads or int(os.environ.get("STREAMCHAT_THREADS") or 0)
         self.n_threads = threads or max(1, (os.cpu_count() or 1) // 2)
-        self.admission = _Admission(1 + (MAX_WAITING if max_waiting is None else max_waiting))
-        self.worker = SerialWorker(f"streamchat-llama-{Path(self.path).stem}")
+        self.parallel = max(1, parallel or int(os.environ.get("STREAMCHAT_PARALLEL") or PARALLEL))
+        waiting = MAX_WAITING if max_waiting is None else max_waiting
+        self.admission = _Admission(self.parallel + waiting)
+        self.engine: Engine | None = None
         self._load_lock = threading.Lock()
         self._llama: Any = None
         self._formatter: Any = None
@@ -204,14 +223,8 @@ class LocalProvider:
 
                 _capture_llama_log()
                 _llama_log.clear()
-                try:
-                    llama = llama_cpp.Llama(
-                        model_path=self.path,
-                        n_ctx=self.n_ctx,
-                        n_threads=self.n_threads,
-                        n_threads_batch=self.n_threads,
-                        verbose=False,
-                    )
+                try:  # the Llama object tokenizes; the engine's context decodes
+                    llama = llama_cpp.Llama(model_path=self.path, n_ctx=256, verbose=False)
                 except (ValueError, RuntimeError, OSError) as error:
                     detail = next((line for line in _llama_log if line), str(error))
                     detail = detail.split(": ", 1)[-1]
@@ -230,11 +243,23 @@ class LocalProvider:
                     )
                     self._template_tools = "tools" in template
                 self.grammars = GrammarCache(llama._model.vocab)
+                self.engine = Engine(
+                    llama._model.model,
+                    slots=self.parallel,
+                    window=self.n_ctx,
+                    threads=self.n_threads,
+                    name=f"streamchat-llama-{Path(self.path).stem}",
+                )
                 self._llama = llama
                 # Free it with the provider, or at exit while llama.cpp's bindings still exist
                 # (Llama.__del__ during interpreter teardown prints a TypeError traceback).
-                weakref.finalize(self, llama.close)
+                weakref.finalize(self, _close, self.engine, llama)
             return self._llama
+
+    @property
+    def worker(self) -> Engine | _Idle:
+        """What runs the generations (``.busy`` while any runs or waits)."""
+        return self.engine if self.engine is not None else _Idle()
 
     @staticmethod
     def _token_text(llama: Any, token: int) -> str:
@@ -284,73 +309,58 @@ class LocalProvider:
         return len(self.prompt_tokens(request)[0])
 
     # -- generation ----------------------------------------------------------------------------
-    def _generate(self, request: MessageRequest, cancel: threading.Event) -> Iterator[StreamEvent]:
-        """Runs on the serial worker (one generation at a time): llama.cpp output as events."""
+    def _prepare(self, request: MessageRequest) -> tuple[Run, Callable[[Run], Iterator[Any]]]:
+        """Everything before the first event, off the scheduler thread: grammars compiled and the
+        prompt tokenized, so a bad schema or a prompt too long is an error before any work."""
         import llama_cpp
 
-        if request.wants_tools or request.output_format is not None:
-            self.grammar_plan(request)  # an unsupported schema is a 400 on every path
-        if request.wants_tools or request.output_format is not None:
-            yield from self._generate_structured(request, cancel)
-            return
+        structured = request.wants_tools or request.output_format is not None
+        grammars = self.grammar_plan(request) if structured else {}  # a bad schema is a 400
         llama = self.load()
+        assert self.grammars is not None and self.engine is not None
+        for where, gbnf in grammars.items():  # compile now: an invalid grammar is a 400
+            self.grammars.compile(gbnf, f"tools.{where}" if where else "output_format")
         tokens, format_stops = self.prompt_tokens(request)
-        room = self.n_ctx - len(tokens)
+        window = min(self.n_ctx, self.engine.window)
+        room = window - len(tokens)
         if room < 1:
-            raise prompt_too_long(len(tokens), self.n_ctx)
-        # Unseeded requests must not replay the seed of an earlier request on this model.
-        seed = request.seed if request.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED
-        llama.set_seed(seed)
-        yield message_start(request.model or self.display_name, len(tokens))
-        yield text_block_start()
-        matcher = StopMatcher([*request.stop_sequences, *format_stops])
-        user_stops = set(request.stop_sequences)
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        vocab = llama._model.vocab
-        limit = min(request.max_tokens, room)
+            raise prompt_too_long(len(tokens), window)
         temperature = (
             request.temperature if request.temperature is not None else self.default_temperature
         )
-        output_tokens = 0
-        stop_reason, stop_sequence = "max_tokens", None
-        lstrip = self._formatter is None
-        generator = llama.generate(
-            tokens,
-            temp=temperature,
+        sampler = TokenSampler(
+            llama.n_vocab(),
+            # Unseeded requests must not replay the seed of an earlier request on this model.
+            seed=request.seed if request.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED,
+            temperature=temperature,
             top_p=request.top_p if request.top_p is not None else 0.95,
             top_k=request.top_k if request.top_k is not None else 40,
             repeat_penalty=self.repeat_penalty,
+            penalty_last_n=llama.last_n_tokens_size,
         )
-        try:
-            for token in generator:
-                if cancel.is_set():
-                    return
-                if llama_cpp.llama_vocab_is_eog(vocab, token):
-                    stop_reason = "end_turn"
-                    break
-                output_tokens += 1
-                piece = decoder.decode(llama.detokenize([token]))
-                text, hit = matcher.feed(piece)
-                if lstrip and text:
-                    text = text.lstrip()
-                    lstrip = not text
-                if text:
-                    yield text_delta(text)
-                if hit is not None:
-                    if hit in user_stops:
-                        stop_reason, stop_sequence = "stop_sequence", hit
-                    else:
-                        stop_reason = "end_turn"
-                    break
-                if output_tokens >= limit:
-                    break
-        finally:
-            generator.close()
-        if stop_reason != "stop_sequence":
-            tail = matcher.flush() + decoder.decode(b"", final=True)
-            if tail and not (lstrip and not tail.strip()):
-                yield text_delta(tail)
-        yield from message_end(stop_reason, output_tokens, stop_sequence)
+        vocab = llama._model.vocab
+        run = Run(
+            tokens,
+            sampler,
+            min(request.max_tokens, room),
+            window,
+            self.grammars,
+            lambda text: llama.tokenize(text.encode("utf-8"), add_bos=False, special=True),
+            lambda token: llama.detokenize([token]),
+            lambda token: llama_cpp.llama_vocab_is_eog(vocab, token),
+        )
+        model = request.model or self.display_name
+
+        def program(run: Run) -> Iterator[Any]:
+            yield _opening(model, run)
+            if request.wants_tools:
+                yield from _ToolReply(run, request, grammars, format_stops).events()
+            elif request.output_format is not None:
+                yield from _json_reply(run, grammars[""])
+            else:
+                yield from _text_reply(run, request, format_stops, self._formatter is None)
+
+        return run, program
 
     def grammar_plan(self, request: MessageRequest) -> dict[str, str]:
         """The grammars a request needs, compiled (or found in the cache) before the first event,
@@ -364,163 +374,91 @@ class LocalProvider:
         assert request.output_format is not None
         return {"": schema_gbnf(request.output_format.schema, "output_format.schema")}
 
-    def _generate_structured(
-        self, request: MessageRequest, cancel: threading.Event
-    ) -> Iterator[StreamEvent]:
-        """Tool calls (forced or the model's choice) and JSON output, under grammars."""
-        import llama_cpp
-
-        llama = self.load()
-        grammars = self.grammar_plan(request)
-        assert self.grammars is not None
-        for where, gbnf in grammars.items():  # compile now: an invalid grammar is a 400
-            self.grammars.compile(gbnf, f"tools.{where}" if where else "output_format")
-        tokens, format_stops = self.prompt_tokens(request)
-        room = self.n_ctx - len(tokens)
-        if room < 1:
-            raise prompt_too_long(len(tokens), self.n_ctx)
-        temperature = (
-            request.temperature if request.temperature is not None else self.default_temperature
-        )
-        sampler = TokenSampler(
-            llama.n_vocab(),
-            seed=request.seed if request.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED,
-            temperature=temperature,
-            top_p=request.top_p if request.top_p is not None else 0.95,
-            top_k=request.top_k if request.top_k is not None else 40,
-            repeat_penalty=self.repeat_penalty,
-            penalty_last_n=llama.last_n_tokens_size,
-        )
-        run = _Decoding(llama, sampler, cancel, min(request.max_tokens, room), self.grammars)
-        try:
-            run.start(tokens)
-            yield message_start(request.model or self.display_name, len(tokens))
-            if request.wants_tools:
-                yield from _ToolReply(run, request, grammars, format_stops).events()
-            else:
-                yield from _json_reply(run, grammars[""])
-        finally:
-            sampler.close()
-
     async def stream(self, request: MessageRequest) -> AsyncIterator[StreamEvent]:
         release = self.admission.acquire()  # overload is refused here, before any work
         try:
-            events = iterate_in_thread(
-                lambda cancel: self._generate(request, cancel), self.worker.submit
-            )
+            run, program = await asyncio.to_thread(self._prepare, request)
+            engine = self.engine
+            assert engine is not None
+            cancel = threading.Event()
+            handoff = Handoff(asyncio.get_running_loop(), cancel)
+            emit = lambda item, error: handoff.put(DONE if item is None else item, error)  # noqa: E731
+            engine.submit(run, program, emit, cancel)
             try:
-                async for event in events:
-                    if event.type == "message_stop":
+                while True:
+                    item, error = await handoff.get()
+                    if item is DONE:
+                        if error is not None:
+                            raise error
+                        return
+                    if item.type == "message_stop":
                         release()  # free before the client sees the end: it may ask again now
-                    yield event
+                    yield item
             finally:
-                await events.aclose()
+                cancel.set()  # the scheduler drops the sequence at its next step
+                engine.wake()
         finally:
             release()
 
 
-class _Cancelled(Exception):
-    """The consumer went away: stop decoding now."""
+def _opening(model: str, run: Run) -> StreamEvent:
+    """``message_start``: prompt tokens served from the slot's cells are prompt-cache reads, not
+    input (as the real services count their prompt caches)."""
+    event = message_start(model, len(run.prompt) - run.reused)
+    if run.reused:
+        event.message.usage.cache_read_input_tokens = run.reused  # type: ignore[attr-defined]
+    return event
 
 
-class _Decoding:
-    """One sequence decoded token by token with a :class:`TokenSampler`: sampled tokens are
-    evaluated lazily, together with any text the reply format adds (prefill)."""
-
-    EOG = -1
-    LIMIT = -2
-
-    def __init__(
-        self,
-        llama: Any,
-        sampler: TokenSampler,
-        cancel: threading.Event,
-        limit: int,
-        grammars: GrammarCache,
-    ):
-        import llama_cpp
-
-        self.llama = llama
-        self.sampler = sampler
-        self.cancel = cancel
-        self.limit = limit
-        self.grammars = grammars
-        self.output_tokens = 0
-        self._pending: list[int] = []
-        self._vocab = llama._model.vocab
-        self._is_eog = llama_cpp.llama_vocab_is_eog
-
-    def start(self, tokens: list[int]) -> None:
-        """Queue the prompt, reusing the longest cached prefix (as ``Llama.generate`` does)."""
-        llama = self.llama
-        cached = llama.input_ids[: llama.n_tokens].tolist()
-        prefix = 0
-        for a, b in zip(cached, tokens, strict=False):
-            if a != b:
-                break
-            prefix += 1
-        prefix = min(prefix, len(tokens) - 1)  # the last prompt token is decoded for its logits
-        if prefix > 0 and llama._ctx.kv_cache_seq_rm(-1, prefix, -1):
-            llama.n_tokens = prefix
-        else:
-            llama.reset()
-        # Evaluated with the first token's request, in one batch with any prefilled call opening.
-        self._pending = list(tokens[llama.n_tokens :])
-
-    def prefill(self, text: str) -> None:
-        """Text the format dictates (not sampled, not counted): evaluated before the next token."""
+def _text_reply(
+    run: Run, request: MessageRequest, format_stops: list[str], lstrip: bool
+) -> Iterator[Any]:
+    """A plain text reply: one text block, ended by the model, a stop sequence or max_tokens."""
+    yield text_block_start()
+    matcher = StopMatcher([*request.stop_sequences, *format_stops])
+    user_stops = set(request.stop_sequences)
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    stop_reason, stop_sequence = "max_tokens", None
+    while (token := (yield from run.next_token())) >= 0:
+        text, hit = matcher.feed(decoder.decode(run.piece(token)))
+        if lstrip and text:
+            text = text.lstrip()
+            lstrip = not text
         if text:
-            self._pending += self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=True)
-
-    def constrain(self, gbnf: str | None) -> None:
-        self.sampler.set_grammar(None if gbnf is None else self.grammars.sampler(gbnf, "grammar"))
-
-    def next_token(self) -> int:
-        """The next sampled token, or :attr:`EOG` / :attr:`LIMIT`; raises when cancelled."""
-        if self.cancel.is_set():
-            raise _Cancelled
-        if self.output_tokens >= self.limit:
-            return self.LIMIT
-        if self._pending:
-            room = self.llama.n_ctx() - self.llama.n_tokens
-            if len(self._pending) > room:
-                return self.LIMIT
-            self.llama.eval(self._pending)
-            self._pending = []
-        token = self.sampler.sample(self.llama._ctx.ctx, -1)
-        if self.cancel.is_set():
-            raise _Cancelled
-        if self._is_eog(self._vocab, token):
-            return self.EOG
-        self.output_tokens += 1
-        self._pending.append(token)
-        return token
-
-    def piece(self, token: int) -> bytes:
-        return self.llama.detokenize([token])
+            yield text_delta(text)
+        if hit is not None:
+            if hit in user_stops:
+                stop_reason, stop_sequence = "stop_sequence", hit
+            else:
+                stop_reason = "end_turn"
+            break
+    if token == run.EOG:
+        stop_reason = "end_turn"
+    if stop_reason != "stop_sequence":
+        tail = matcher.flush() + decoder.decode(b"", final=True)
+        if tail and not (lstrip and not tail.strip()):
+            yield text_delta(tail)
+    yield from message_end(stop_reason, run.output_tokens, stop_sequence)  # type: ignore[arg-type]
 
 
-def _json_reply(run: _Decoding, gbnf: str) -> Iterator[StreamEvent]:
+def _json_reply(run: Run, gbnf: str) -> Iterator[Any]:
     """JSON output: one text block, constrained from the first token, ending with the object."""
     yield text_block_start(0)
     run.constrain(gbnf)
     end, decoder = JSONEnd(), codecs.getincrementaldecoder("utf-8")(errors="replace")
     stop_reason = "max_tokens"
-    try:
-        while (token := run.next_token()) >= 0:
-            text = decoder.decode(run.piece(token))
-            at = end.feed(text)
-            if at >= 0:
-                text, stop_reason = text[:at], "end_turn"
-            if text:
-                yield text_delta(text)
-            if at >= 0:
-                break
-        if token == run.EOG:
-            stop_reason = "end_turn"
-    except _Cancelled:
-        return
-    yield from message_end(stop_reason, run.output_tokens)
+    while (token := (yield from run.next_token())) >= 0:
+        text = decoder.decode(run.piece(token))
+        at = end.feed(text)
+        if at >= 0:
+            text, stop_reason = text[:at], "end_turn"
+        if text:
+            yield text_delta(text)
+        if at >= 0:
+            break
+    if token == run.EOG:
+        stop_reason = "end_turn"
+    yield from message_end(stop_reason, run.output_tokens)  # type: ignore[arg-type]
 
 
 class _ToolReply:
@@ -534,7 +472,7 @@ class _ToolReply:
 
     def __init__(
         self,
-        run: _Decoding,
+        run: Run,
         request: MessageRequest,
         grammars: dict[str, str],
         format_stops: list[str],
@@ -554,16 +492,13 @@ class _ToolReply:
         self.stop_reason: str = "end_turn"
         self.stop_sequence: str | None = None
 
-    def events(self) -> Iterator[StreamEvent]:
-        try:
-            if self.forced:
-                done = yield from self._call(tool_prompt.CALL_OPEN + tool_prompt.NAME_PREFIX)
-            else:
-                done = yield from self._text()
-            while done and self.calls < self.max_calls and (yield from self._another()):
-                done = yield from self._call(tool_prompt.NAME_PREFIX)
-        except _Cancelled:
-            return
+    def events(self) -> Iterator[Any]:
+        if self.forced:
+            done = yield from self._call(tool_prompt.CALL_OPEN + tool_prompt.NAME_PREFIX)
+        else:
+            done = yield from self._text()
+        while done and self.calls < self.max_calls and (yield from self._another()):
+            done = yield from self._call(tool_prompt.NAME_PREFIX)
         if self.index < 0:
             self.index = 0
             yield text_block_start(0)
@@ -572,7 +507,7 @@ class _ToolReply:
             self.stop_reason = "tool_use"
         yield from message_finish(self.stop_reason, self.run.output_tokens, self.stop_sequence)  # type: ignore[arg-type]
 
-    def _text(self) -> Iterator[StreamEvent]:
+    def _text(self) -> Iterator[Any]:
         """Free text until the end, a stop sequence, or ``<tool_call>`` (then True)."""
         run = self.run
         matcher = StopMatcher([tool_prompt.CALL_OPEN, *self.user_stops, *self.format_stops])
@@ -581,7 +516,7 @@ class _ToolReply:
         if not self.may_call:  # the answer may not open with a call (the model's habit)
             run.constrain(ANSWER_START)
         while True:
-            token = run.next_token()
+            token = yield from run.next_token()
             run.constrain(None)
             if token < 0:
                 self.stop_reason = "max_tokens" if token == run.LIMIT else "end_turn"
@@ -623,7 +558,7 @@ class _ToolReply:
             run.constrain(choice_gbnf(self.names, '"'))
             written = b""
             while not written.endswith(b'"'):
-                token = run.next_token()
+                token = yield from run.next_token()
                 if token < 0:  # cut before the name was known: no block was started
                     run.constrain(None)
                     self.stop_reason = "max_tokens"
@@ -636,7 +571,7 @@ class _ToolReply:
         run.constrain(self.grammars[name])
         end, decoder = JSONEnd(), codecs.getincrementaldecoder("utf-8")(errors="replace")
         closed = False
-        while (token := run.next_token()) >= 0:
+        while (token := (yield from run.next_token())) >= 0:
             text = decoder.decode(run.piece(token))
             at = end.feed(text)
             if at >= 0:
@@ -659,7 +594,7 @@ class _ToolReply:
         run.prefill(tool_prompt.CALL_SUFFIX + "\n")
         written = ""
         for _ in range(PEEK_TOKENS):
-            token = run.next_token()
+            token = yield from run.next_token()
             if token < 0:
                 return False
             written += run.piece(token).decode("utf-8", errors="replace")
@@ -669,7 +604,6 @@ class _ToolReply:
             if not tool_prompt.CALL_OPEN.startswith(stripped):
                 return False
         return False
-        yield  # a generator, like the other steps
 
 
 _instances: dict[str, LocalProvider] = {}

@@ -163,6 +163,20 @@ def test_pytest_plugin_loads_without_any_extra() -> None:
     ), result.stderr
 
 
+def test_importing_the_server_without_its_extra_names_the_install() -> None:
+    code = (
+        "try:\n"
+        "    from streamchat.server.app import create_app\n"
+        "except ImportError as error:\n"
+        "    print(type(error).__name__, error)\n"
+    )
+    result = run_blocked(["starlette"], code)
+    assert result.stdout == (
+        "MissingExtraError streamchat.server needs the HTTP server stack: "
+        "pip install 'streamchat[server]'\n"
+    ), result.stderr
+
+
 def test_library_raises_missing_extra_error() -> None:
     code = (
         "import streamchat\n"

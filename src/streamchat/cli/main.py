@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from .._extras import extra_for, missing_extra
-from ..errors import StreamchatError
+from ..errors import MissingExtraError, StreamchatError
 from .options import apply_endpoint
 
 COMMANDS = ("chat", "ask", "serve", "bench", "history")
@@ -40,7 +40,10 @@ def build_parser(command: str | None = None) -> ArgumentParser:
             continue
         try:
             module = importlib.import_module(f"streamchat.cli.{name}")
-        except ModuleNotFoundError as error:  # a lean install: the command needs an extra
+        except MissingExtraError as error:  # a lean install: the command needs an extra
+            _needs_extra(subparsers, name, error.extra)
+            continue
+        except ModuleNotFoundError as error:
             if (extra := extra_for(error.name)) is None:
                 raise
             _needs_extra(subparsers, name, extra)

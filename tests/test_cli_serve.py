@@ -5,16 +5,25 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import uvicorn
 
 from serving import serve
 from streamchat.cli.main import main
+from streamchat.server import listen
 
 
 @pytest.fixture
 def uvicorn_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """What serve hands its ASGI server (``listen.run``), as uvicorn's option names."""
     calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append({"app": app, **kw}))
+
+    def run(app: Any, listener: listen.Listener, server: str = "dual") -> None:
+        calls.append({
+            "app": app, "host": listener.host, "port": listener.port,
+            "log_level": listener.log_level, "backlog": listener.backlog,
+            "timeout_graceful_shutdown": listener.graceful_seconds, "http_server": server,
+        })  # fmt: skip
+
+    monkeypatch.setattr(listen, "run", run)
     monkeypatch.delenv("STREAMCHAT_API_KEY", raising=False)
     return calls
 

@@ -37,6 +37,7 @@ from streamchat.providers import ScriptedProvider, local
 from streamchat.providers.base import message_end, message_start, text_block_start, text_delta
 from streamchat.providers.local import DEFAULT_LOCAL_MODEL, LocalProvider
 from streamchat.request import MessageRequest
+from streamchat.server import listen
 from streamchat.server.app import create_app
 from streamchat.server.common import ServerConfig
 
@@ -389,7 +390,7 @@ def test_max_waiting_sets_the_admission_limit_of_every_embedded_model(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(local, "MAX_WAITING", local.MAX_WAITING)  # put back after the test
-    monkeypatch.setattr(uvicorn, "run", lambda app, **options: None)
+    monkeypatch.setattr(listen, "run", lambda app, listener, server="dual": None)
     monkeypatch.delenv("STREAMCHAT_API_KEY", raising=False)
     assert main(["serve", "--model", "scripted", "--max-waiting", "0"]) == 0
     assert LocalProvider(DEFAULT_LOCAL_MODEL).admission.limit == 1

@@ -146,16 +146,14 @@ def test_a_client_that_gives_up_on_a_whole_reply_stops_its_generation(
 
 
 class CountingGenerate:
-    """Wraps llama.cpp's ``generate`` to count the tokens it produces."""
+    """Counts the tokens the embedded model's engine samples (its ``observe`` hook)."""
 
-    def __init__(self, generate: Callable[..., Iterator[int]]):
-        self.generate = generate
+    def __init__(self) -> None:
         self.tokens = 0
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Iterator[int]:
-        for token in self.generate(*args, **kwargs):
+    def __call__(self, run: Any, token: int | None) -> None:
+        if token is not None:
             self.tokens += 1
-            yield token
 
 
 def workers() -> list[threading.Thread]:
@@ -167,9 +165,9 @@ def workers() -> list[threading.Thread]:
 def test_disconnects_end_the_embedded_models_worker_threads(
     local_model: LocalProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    llama = local_model.load()
-    counter = CountingGenerate(llama.generate)
-    monkeypatch.setattr(llama, "generate", counter)
+    local_model.load()
+    counter = CountingGenerate()
+    monkeypatch.setattr(local_model.engine, "observe", counter)
     essay = "Write me a long essay about the history of bread."
     config = ServerConfig(default_model=DEFAULT_LOCAL_MODEL)
     with app_in_thread(config) as (url, _), httpx.Client(base_url=url, timeout=60) as http:
@@ -184,6 +182,7 @@ def test_disconnects_end_the_embedded_models_worker_threads(
             idle = lambda: not local_model.worker.busy and local_model.admission.count == 0  # noqa: E731
             assert wait_for(idle, 30)
             assert counter.tokens - at_close <= 16, "generation went on after the client left"
+        assert counter.tokens > 0  # the hook saw the generations
 
 
 # -- a client that stops reading ------------------------------------------------------------------
@@ -392,16 +391,21 @@ def test_max_waiting_sets_the_admission_limit_of_every_embedded_model(
     monkeypatch.setattr(local, "MAX_WAITING", local.MAX_WAITING)  # put back after the test
     monkeypatch.setattr(listen, "run", lambda app, listener, server="dual": None)
     monkeypatch.delenv("STREAMCHAT_API_KEY", raising=False)
+    monkeypatch.setattr(local, "PARALLEL", local.PARALLEL)
+    slots = local.DEFAULT_PARALLEL  # the requests in flight, one per slot, come first
+    monkeypatch.delenv("STREAMCHAT_PARALLEL", raising=False)
     assert main(["serve", "--model", "scripted", "--max-waiting", "0"]) == 0
-    assert LocalProvider(DEFAULT_LOCAL_MODEL).admission.limit == 1
+    assert LocalProvider(DEFAULT_LOCAL_MODEL).admission.limit == slots
     assert main(["serve", "--model", "scripted", "--max-waiting", "3"]) == 0
-    assert LocalProvider(DEFAULT_LOCAL_MODEL).admission.limit == 4
+    assert LocalProvider(DEFAULT_LOCAL_MODEL).admission.limit == slots + 3
+    assert main(["serve", "--model", "scripted", "--parallel", "2", "--max-waiting", "3"]) == 0
+    assert LocalProvider(DEFAULT_LOCAL_MODEL).admission.limit == 2 + 3
 
 
 @pytest.fixture(scope="module")
 def busy_model() -> Iterator[Server]:
     """The real model behind ``serve --max-waiting 1``: one generating, one waiting."""
-    with serve("--model", DEFAULT_LOCAL_MODEL, "--max-waiting", "1") as server:
+    with serve("--model", DEFAULT_LOCAL_MODEL, "--parallel", "1", "--max-waiting", "1") as server:
         protocol = PROTOCOLS["anthropic"]  # load the model before the tests count anything
         httpx.post(server.url + protocol.plain_path, json=protocol.body("hi", 2, stream=False),
                    timeout=120).raise_for_status()  # fmt: skip

@@ -80,6 +80,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         f"overload error (default {local.MAX_WAITING})",
     )
     parser.add_argument(
+        "--parallel",
+        type=bounded(int, 1),
+        metavar="N",
+        help=f"streams an embedded model decodes together (continuous batching; its context "
+        f"holds N x the window); env STREAMCHAT_PARALLEL (default {local.DEFAULT_PARALLEL})",
+    )
+    parser.add_argument(
         "--backlog",
         type=bounded(int, 1),
         default=BACKLOG,
@@ -195,6 +202,8 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidRequestError(f"--model: unknown model {args.model!r}")
     if args.max_waiting is not None:  # before any embedded model is created
         local.MAX_WAITING = args.max_waiting
+    if args.parallel is not None:
+        local.PARALLEL = args.parallel
     get_provider(args.model)  # a missing model file or bad option fails here, in one line
     config = ServerConfig(
         default_model=args.model,

@@ -50,7 +50,8 @@ DEFAULT_LOCAL_MODEL = "smollm2"
 TRANSCRIPT_SYSTEM = "A conversation between a curious user and a helpful, friendly assistant."
 TRANSCRIPT_EXAMPLE = [Turn("user", "Hello!"), Turn("assistant", "Hi! How can I help you today?")]
 MAX_WAITING = 16  # requests that may queue per model by default (``serve --max-waiting``)
-PARALLEL = 4  # streams decoded together per model by default (``serve --parallel``)
+DEFAULT_PARALLEL = 4  # streams decoded together per model (slots)
+PARALLEL: int | None = None  # ``serve --parallel``; else STREAMCHAT_PARALLEL, else the default
 MAX_CALLS = 4  # tool calls in one reply when parallel calls are allowed
 PEEK_TOKENS = 6  # after a call: tokens to see whether the model starts another
 ANSWER_START = r"root ::= [^<\x00-\x20] [\x01-\U0010FFFF]*"  # text that does not open a call
@@ -202,7 +203,8 @@ class LocalProvider:
         # STREAMCHAT_THREADS overrides it on a quiet machine.
         threads = n_threads or int(os.environ.get("STREAMCHAT_THREADS") or 0)
         self.n_threads = threads or max(1, (os.cpu_count() or 1) // 2)
-        self.parallel = max(1, parallel or int(os.environ.get("STREAMCHAT_PARALLEL") or PARALLEL))
+        parallel = parallel or PARALLEL or int(os.environ.get("STREAMCHAT_PARALLEL") or 0)
+        self.parallel = max(1, parallel or DEFAULT_PARALLEL)
         waiting = MAX_WAITING if max_waiting is None else max_waiting
         self.admission = _Admission(self.parallel + waiting)
         self.engine: Engine | None = None

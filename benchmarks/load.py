@@ -33,18 +33,31 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
 import h11
 from rich.console import Console
 from rich.table import Table
 
-from _common import machine, median, percentile, write_json
+from _common import machine, percentile, write_json
 from protocols import PROTOCOLS, Protocol
+from report import row as comparison
 from serving import serve
 from streamchat.cli.serve import raise_open_files_limit
+from streamchat.server.listen import SERVERS
 
 HOST = "127.0.0.1"
 TARGET_P99_EXTRA_MS = 100.0
 WAVES = ("anthropic", "openai", "bedrock", "invoke", "mixed")
+# h1: one HTTP/1.1 connection per stream; h2-shared: many HTTP/2 streams per connection (prior
+# knowledge); h2-each: one HTTP/2 connection per stream
+TRANSPORTS = ("h1", "h2-shared", "h2-each")
+H2_REQUEST_WINDOW = 60_000  # requests sent at once must fit the server's first 64 KB window
+H2_MAX_STREAMS_PER_CONNECTION = 100
+BARE_APP = Path(__file__).parent / "bare_app.py"
 PREFIX = "[turn 1] You said: "  # the scripted provider's echo; 4 word tokens
 PREFIX_TOKENS = 4
 
@@ -75,6 +88,10 @@ class Raw:
     started: float = 0.0
     reads: list[tuple[float, bytes]] = field(default_factory=list)
     failure: str | None = None  # connect error or timeout
+    # HTTP/2: the stream's status, DATA payloads and END_STREAM, decoded after the wave
+    status: int | None = None
+    body: list[tuple[float, bytes]] | None = None
+    complete: bool = False
 
 
 def prompt_for(index: int, tokens: int) -> str:
@@ -110,6 +127,103 @@ async def run_stream(raw: Raw, tokens: int, port: int, timeout: float) -> None:
         raw.failure = f"timeout after {timeout:.0f}s"
         transport.abort()
     raw.reads = collector.reads
+
+
+def _h2_connection(raws: list[Raw], tokens: int, port: int) -> h2.connection.H2Connection:
+    """A client connection that has sent every request of ``raws`` (prior knowledge), with
+    windows so large that the server never waits for this client to acknowledge data."""
+    config = h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+    conn = h2.connection.H2Connection(config)
+    conn.initiate_connection()
+    conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
+    conn.increment_flow_control_window(2**31 - 1 - 65_535)
+    for raw in raws:
+        body = json.dumps(raw.protocol.body(raw.prompt, tokens + 8)).encode()
+        stream_id = conn.get_next_available_stream_id()
+        conn.send_headers(stream_id, [
+            (":method", "POST"), (":path", raw.protocol.stream_path), (":scheme", "http"),
+            (":authority", f"{HOST}:{port}"), ("content-type", "application/json"),
+            ("content-length", str(len(body))),
+        ])  # fmt: skip
+        conn.send_data(stream_id, body, end_stream=True)
+    return conn
+
+
+async def run_h2_connection(raws: list[Raw], tokens: int, port: int, timeout: float) -> None:
+    """The streams of ``raws`` on one HTTP/2 connection: every request, then a graceful GOAWAY
+    (the server finishes them and closes); reads are kept and decoded after the wave."""
+    conn = _h2_connection(raws, tokens, port)
+    conn.close_connection()
+    payload = conn.data_to_send()
+    loop = asyncio.get_running_loop()
+    closed: asyncio.Future[None] = loop.create_future()
+    started = time.perf_counter()
+    for raw in raws:
+        raw.started = started
+    try:
+        transport, collector = await asyncio.wait_for(
+            loop.create_connection(lambda: _Collector(closed), HOST, port), timeout
+        )
+    except (OSError, TimeoutError) as error:
+        for raw in raws:
+            raw.failure = f"connect: {type(error).__name__}: {error}"
+        return
+    transport.write(payload)
+    try:
+        await asyncio.wait_for(closed, timeout)
+    except TimeoutError:
+        for raw in raws:
+            raw.failure = f"timeout after {timeout:.0f}s"
+        transport.abort()
+    for raw in raws:
+        raw.reads = collector.reads  # the connection's, shared; decode_h2 splits them
+
+
+def decode_h2(raws: list[Raw], tokens: int, port: int) -> None:
+    """Split one connection's reads into each stream's status, DATA and end."""
+    if not raws or raws[0].failure:
+        return
+    conn = _h2_connection(raws, tokens, port)  # the same client state, to decode the replies
+    conn.data_to_send()
+    by_id = {2 * i + 1: raw for i, raw in enumerate(raws)}
+    for raw in raws:
+        raw.body = []
+    for arrived, data in raws[0].reads:
+        try:
+            events = conn.receive_data(data)
+        except h2.exceptions.ProtocolError as error:
+            for raw in raws:
+                raw.failure = raw.failure or f"HTTP/2 protocol error: {error}"
+            return
+        for event in events:
+            raw = by_id.get(getattr(event, "stream_id", 0) or 0)
+            if raw is None:
+                continue
+            if isinstance(event, h2.events.ResponseReceived):
+                raw.status = int(dict(event.headers)[":status"])
+            elif isinstance(event, h2.events.DataReceived):
+                raw.body.append((arrived, event.data))  # type: ignore[union-attr]
+            elif isinstance(event, h2.events.StreamEnded):
+                raw.complete = True
+        conn.data_to_send()
+
+
+def h2_groups(raws: list[Raw], tokens: int, shared: bool) -> list[list[Raw]]:
+    """Connections for an HTTP/2 wave: as many streams per connection as fit the window."""
+    if not shared:
+        return [[raw] for raw in raws]
+    groups: list[list[Raw]] = [[]]
+    size = 0
+    for raw in raws:
+        length = len(json.dumps(raw.protocol.body(raw.prompt, tokens + 8))) + 64
+        if groups[-1] and (
+            size + length > H2_REQUEST_WINDOW or len(groups[-1]) >= H2_MAX_STREAMS_PER_CONNECTION
+        ):
+            groups.append([])
+            size = 0
+        groups[-1].append(raw)
+        size += length
+    return groups
 
 
 # -- checking it ---------------------------------------------------------------------------------
@@ -148,16 +262,13 @@ def classify(text: str, expected: str, index: int) -> str:
     return "reordered" if sorted(got) == sorted(want) else "crossed"
 
 
-def check(raw: Raw, tokens: int) -> Checked:
-    """Parse HTTP (h11) then the protocol; compare against what the script must produce."""
-    if raw.failure:
-        return Checked("failed", set(), None, [], raw.failure)
+def http1_body(raw: Raw) -> tuple[int, bool, list[tuple[float, bytes]]]:
+    """Status, completeness and timed body bytes of an HTTP/1.1 response (h11)."""
     http = h11.Connection(h11.CLIENT)
     headers = [("Host", HOST), ("Content-Length", "0")]
     http.send(h11.Request(method="POST", target="/", headers=headers))
     http.send(h11.EndOfMessage())
-    reader = raw.protocol.reader()
-    status, complete, times = 0, False, []
+    status, complete, body = 0, False, []
     for arrived, data in raw.reads:
         http.receive_data(data)
         while not complete:
@@ -167,9 +278,25 @@ def check(raw: Raw, tokens: int) -> Checked:
             if isinstance(event, h11.Response):
                 status = event.status_code
             elif isinstance(event, h11.Data):
-                times += [arrived] * reader.feed(bytes(event.data))
+                body.append((arrived, bytes(event.data)))
             elif isinstance(event, h11.EndOfMessage):
                 complete = True
+    return status, complete, body
+
+
+def check(raw: Raw, tokens: int) -> Checked:
+    """Parse HTTP (h11, or the HTTP/2 frames already split) then the protocol; compare against
+    what the script must produce."""
+    if raw.failure:
+        return Checked("failed", set(), None, [], raw.failure)
+    if raw.body is None:
+        status, complete, body = http1_body(raw)
+    else:
+        status, complete, body = raw.status or 0, raw.complete, raw.body
+    reader = raw.protocol.reader()
+    times: list[float] = []
+    for arrived, data in body:
+        times += [arrived] * reader.feed(data)
     gaps = [b - a for a, b in itertools.pairwise(times)]
     ttft = times[0] - raw.started if times else None
     expected = PREFIX + raw.prompt
@@ -215,6 +342,7 @@ async def sample_rss(pid: int, peak: list[float], stop: asyncio.Event) -> None:
 @dataclass
 class Wave:
     name: str
+    transport: str
     streams: int
     verdicts: Counter[str]
     problems: list[str]
@@ -251,10 +379,17 @@ def peak_overlap(raws: list[Raw]) -> int:
 
 
 async def run_wave(
-    name: str, port: int, pid: int, *, streams: int, tokens: int, delay: float
+    name: str,
+    port: int,
+    pid: int,
+    *,
+    streams: int,
+    tokens: int,
+    delay: float,
+    transport: str = "h1",
 ) -> Wave:
     """``streams`` concurrent streams of ``tokens`` tokens each; ``name`` is a protocol or
-    ``mixed`` (all four, round robin)."""
+    ``mixed`` (all four, round robin); ``transport`` one of :data:`TRANSPORTS`."""
     names = list(PROTOCOLS) if name == "mixed" else [name]
     raws = [Raw(PROTOCOLS[names[i % len(names)]], i, prompt_for(i, tokens)) for i in range(streams)]
     timeout = 30 + tokens * delay * 4
@@ -266,7 +401,13 @@ async def run_wave(
     gc.disable()  # a full collection over a thousand streams' reads would pause this client
     try:
         started, client_before = time.perf_counter(), time.process_time()
-        await asyncio.gather(*(run_stream(raw, tokens, port, timeout) for raw in raws))
+        if transport == "h1":
+            await asyncio.gather(*(run_stream(raw, tokens, port, timeout) for raw in raws))
+        else:
+            groups = h2_groups(raws, tokens, shared=transport == "h2-shared")
+            await asyncio.gather(
+                *(run_h2_connection(group, tokens, port, timeout) for group in groups)
+            )
         seconds, client_cpu = time.perf_counter() - started, time.process_time() - client_before
     finally:
         gc.enable()
@@ -274,6 +415,9 @@ async def run_wave(
     stop.set()
     await sampler
     check_before = time.process_time()
+    if transport != "h1":
+        for group in groups:
+            decode_h2(group, tokens, port)
     results = [check(raw, tokens) for raw in raws]
     check_cpu = time.process_time() - check_before
     ids = Counter(i for result in results for i in result.ids)
@@ -284,6 +428,7 @@ async def run_wave(
     ]
     return Wave(
         name=name,
+        transport=transport,
         streams=streams,
         verdicts=Counter(result.verdict for result in results),
         problems=problems,
@@ -306,9 +451,12 @@ async def run_wave(
 def summary(wave: Wave, delay: float) -> dict[str, Any]:
     extra = [(gap - delay) * 1000 for gap in wave.gaps]
     text_tokens = wave.verdicts["ok"] * wave.tokens
+    events = len(wave.gaps) + len(wave.ttft)  # text deltas received
     return {
         "protocol": wave.name,
+        "transport": wave.transport,
         "streams": wave.streams,
+        "events_per_s": events / wave.seconds if wave.seconds else float("nan"),
         "ok": wave.verdicts["ok"],
         "verdicts": dict(wave.verdicts),
         "duplicate_message_ids": wave.duplicate_ids,
@@ -333,25 +481,86 @@ def summary(wave: Wave, delay: float) -> dict[str, Any]:
 
 
 async def run_all(
-    url: str, pid: int, waves: list[str], *, streams: int, tokens: int, delay: float
+    url: str,
+    pid: int,
+    waves: list[tuple[str, str]],
+    *,
+    streams: int,
+    tokens: int,
+    delay: float,
 ) -> tuple[list[Wave], float]:
-    """A small warm-up wave (imports, caches, allocator), then each wave in turn."""
+    """A small warm-up wave (imports, caches, allocator), then each ``(protocol, transport)``
+    wave in turn."""
     port = int(url.rsplit(":", 1)[1])
-    await run_wave("mixed", port, pid, streams=min(streams, 40), tokens=tokens, delay=delay)
+    warm = waves[0][0] if len({name for name, _ in waves}) == 1 else "mixed"
+    await run_wave(warm, port, pid, streams=min(streams, 40), tokens=tokens, delay=delay)
     rss_start = server_rss_mb(pid)
     results = []
-    for name in waves:
-        results.append(await run_wave(name, port, pid, streams=streams, tokens=tokens, delay=delay))
+    for name, transport in waves:
+        results.append(
+            await run_wave(
+                name, port, pid, streams=streams, tokens=tokens, delay=delay, transport=transport
+            )
+        )
     return results, rss_start
+
+
+def serve_waves(
+    app: str, server: str, waves: list[tuple[str, str]], args: argparse.Namespace
+) -> tuple[list[dict[str, Any]], float, float]:
+    """Start ``streamchat serve`` (or the bare app) on ``server`` and run ``waves`` against it."""
+    backlog = str(max(2048, args.streams * 2))
+    options = ["--backlog", backlog, "--http-server", server]
+    if app == "bare":
+        command = [sys.executable, str(BARE_APP)]
+        context = serve(*options, "--delay", str(args.delay), command=command)
+    else:
+        context = serve("--model", f"scripted?delay={args.delay}", *options)
+    with context as running:
+        pid = running.process.pid
+        results, rss_start = asyncio.run(
+            run_all(
+                running.url, pid, waves, streams=args.streams, tokens=args.tokens, delay=args.delay
+            )
+        )
+        rss_end = server_rss_mb(pid)
+    rows = [{"app": app, "server": server, **summary(wave, args.delay)} for wave in results]
+    return rows, rss_start, rss_end
+
+
+def comparisons(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """streamchat against the bare app on the same server and transport, same run."""
+    out = []
+    for ours in rows:
+        if ours["app"] != "streamchat" or ours["protocol"] != "anthropic":
+            continue
+        bare = next(
+            (r for r in rows if r["app"] == "bare" and r["server"] == ours["server"]
+             and r["transport"] == ours["transport"]),
+            None,
+        )  # fmt: skip
+        if bare is None:
+            continue
+        where = f"{ours['streams']} streams, {ours['transport']}, {ours['server']}"
+        out.append(comparison(
+            f"extra gap p99 (ms), {where}", "bare Starlette app", bare["extra_gap_ms_p99"],
+            "streamchat serve", ours["extra_gap_ms_p99"], better="lower", target=1.5,
+        ))  # fmt: skip
+        out.append(comparison(
+            f"events/s, {where}", "bare Starlette app", bare["events_per_s"],
+            "streamchat serve", ours["events_per_s"], better="higher", target=0.9,
+        ))  # fmt: skip
+    return out
 
 
 def table(rows: list[dict[str, Any]], streams: int, tokens: int, delay: float) -> Table:
     title = (
         f"{streams} concurrent streams x {tokens} tokens, {delay * 1000:.0f} ms/token "
-        f"(scripted), one `streamchat serve` on {os.cpu_count()} cores"
+        f"(scripted), `streamchat serve` and the bare app on {os.cpu_count()} cores"
     )
     out = Table(title=title)
-    columns = ["protocol", "ok", "lost/dup/order/cross/err", "peak open", "TTFT p50/p99 ms",
+    columns = ["app", "server", "http", "protocol", "ok", "lost/dup/order/cross/err", "peak open",
+               "events/s", "TTFT p50/p99 ms",
                "extra gap p50/p99 ms", f"p99 ≤ {TARGET_P99_EXTRA_MS:.0f}", "server µs/token",
                "server CPU", "server RSS MB before→peak→after", "client CPU",
                "load avg"]  # fmt: skip
@@ -364,10 +573,14 @@ def table(rows: list[dict[str, Any]], streams: int, tokens: int, delay: float) -
         )
         incomplete = v.get("incomplete", 0) + v.get("failed", 0)
         out.add_row(
+            row["app"],
+            row["server"],
+            row["transport"],
             row["protocol"],
             f"{row['ok']}/{row['streams']}" + (f" ({incomplete} cut)" if incomplete else ""),
             bad + (f" +{row['duplicate_message_ids']} ids" if row["duplicate_message_ids"] else ""),
             str(row["peak_concurrent"]),
+            f"{row['events_per_s']:.0f}",
             f"{row['ttft_ms_p50']:.0f} / {row['ttft_ms_p99']:.0f}",
             f"{row['extra_gap_ms_p50']:.1f} / {row['extra_gap_ms_p99']:.1f}",
             "yes" if row["extra_gap_ms_p99"] <= TARGET_P99_EXTRA_MS else "no",
@@ -387,8 +600,20 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=100, help="text tokens per stream (>= 5)")
     parser.add_argument("--delay", type=float, default=0.05, help="seconds per token (scripted)")
     parser.add_argument(
-        "--protocol", choices=[*WAVES, "all"], default="all", help="which wave(s) to run"
+        "--protocol", choices=[*WAVES, "all"], default="all", help="which HTTP/1.1 wave(s) to run"
     )
+    parser.add_argument(
+        "--servers",
+        default="dual",
+        help=f"comma-separated ASGI servers to compare ({', '.join(SERVERS)}; default dual)",
+    )
+    parser.add_argument(
+        "--transports",
+        default=",".join(TRANSPORTS),
+        help=f"comma-separated transports ({', '.join(TRANSPORTS)}); HTTP/2 waves run the "
+        "anthropic and mixed protocols",
+    )
+    parser.add_argument("--no-bare", action="store_true", help="skip the bare-app baseline")
     parser.add_argument("--quick", action="store_true", help="100 streams x 20 tokens")
     parser.add_argument("--json", help="output path (default results/load.json)")
     args = parser.parse_args()
@@ -396,40 +621,52 @@ def main() -> int:
         args.streams, args.tokens = 100, 20
     if args.tokens <= PREFIX_TOKENS:
         parser.error(f"--tokens must be more than {PREFIX_TOKENS}")
-    waves = list(WAVES) if args.protocol == "all" else [args.protocol]
+    servers = [name for name in args.servers.split(",") if name]
+    transports = [name for name in args.transports.split(",") if name]
+    for name in servers:
+        if name not in SERVERS:
+            parser.error(f"--servers: unknown server {name!r}")
+    for name in transports:
+        if name not in TRANSPORTS:
+            parser.error(f"--transports: unknown transport {name!r}")
+    protocols = list(WAVES) if args.protocol == "all" else [args.protocol]
     raise_open_files_limit()  # this process holds one socket per stream too
-    spec = f"scripted?delay={args.delay}"
-    backlog = str(max(2048, args.streams * 2))
-    with serve("--model", spec, "--backlog", backlog) as server:
-        pid = server.process.pid
-        results, rss_start = asyncio.run(
-            run_all(
-                server.url, pid, waves, streams=args.streams, tokens=args.tokens, delay=args.delay
-            )
+    rows: list[dict[str, Any]] = []
+    rss: dict[str, Any] = {}
+    for server in servers:
+        usable = [t for t in transports if t == "h1" or server != "uvicorn"]  # uvicorn: 1.1
+        ours = [(p, "h1") for p in protocols if "h1" in usable]
+        ours += [(p, t) for t in usable if t != "h1" for p in ("anthropic", "mixed")]
+        if ours:
+            got, start, end = serve_waves("streamchat", server, ours, args)
+            rows += got
+            rss[server] = {"after_warmup": start, "end": end}
+        if not args.no_bare:
+            got, _, _ = serve_waves("bare", server, [("anthropic", t) for t in usable], args)
+            rows += got
+    Console(width=220).print(table(rows, args.streams, args.tokens, args.delay))
+    compared = comparisons(rows)
+    for item in compared:
+        print(
+            f"  {item['metric']}: bare {item['baseline_value']:.1f}, "
+            f"streamchat {item['streamchat_value']:.1f} (x{item['ratio']:.2f}, "
+            f"target {'<=' if item['better'] == 'lower' else '>='} {item['target']})"
         )
-        rss_end = server_rss_mb(pid)
-    rows = [summary(wave, args.delay) for wave in results]
-    Console(width=200).print(table(rows, args.streams, args.tokens, args.delay))
-    print(
-        f"server RSS after warm-up {rss_start:.0f} MB, after all waves {rss_end:.0f} MB; "
-        f"client CPU while streaming: median {median([r['client_cpu_cores'] for r in rows]):.2f} "
-        "cores (parsing and checking happen after each wave)"
-    )
     for row in rows:
         for problem in row["problems"]:
-            print(f"  {row['protocol']}: {problem}")
+            print(f"  {row['app']} {row['server']} {row['transport']} {row['protocol']}: {problem}")
     data = {
         "streams": args.streams,
         "tokens": args.tokens,
         "delay": args.delay,
         "target_p99_extra_ms": TARGET_P99_EXTRA_MS,
-        "server_rss_mb_after_warmup": rss_start,
-        "server_rss_mb_end": rss_end,
+        "server_rss_mb": rss,
         "waves": rows,
+        "comparisons": compared,
         "machine": machine(),
     }
     print(f"wrote {write_json('load', data, args.json)}")
-    return 0 if all(wave.correct for wave in results) else 1
+    return 0 if all(row["ok"] == row["streams"] for row in rows) else 1
 
 
 if __name__ == "__main__":

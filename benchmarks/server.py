@@ -57,7 +57,8 @@ from streamchat.providers.local import BUILTIN_MODELS, local_provider
 MODEL = "smollm2"
 N_CTX = 4096
 RAW, LCS, OURS = "raw llama-cpp-python", "llama_cpp.server", "streamchat serve"
-SIDES = (RAW, LCS, OURS)
+OURS_H2 = "streamchat serve, HTTP/2"  # the same server, the openai SDK on httpx's HTTP/2
+SIDES = (RAW, LCS, OURS, OURS_H2)
 PAUSE = 0.3  # seconds after each sample: idle OpenMP pools stop spinning
 console = Console(width=None if sys.stdout.isatty() else 120)
 Sample = dict[str, Any]
@@ -132,17 +133,21 @@ def measure(runs: int, max_tokens: int, threads: int | None) -> dict[str, Any]:
     with llama_cpp_server(path, n) as lcs_url, serve("--model", MODEL) as ours:
         lcs = openai.OpenAI(base_url=f"{lcs_url}/v1", api_key="x", max_retries=0)
         sc = openai.OpenAI(base_url=f"{ours.url}/v1", api_key="x", max_retries=0)
+        h2 = httpx.Client(http1=False, http2=True, timeout=120)  # prior knowledge
+        sc2 = openai.OpenAI(base_url=f"{ours.url}/v1", api_key="x", max_retries=0, http_client=h2)
         runners: dict[str, Callable[[], Sample]] = {
             RAW: lambda: in_fresh_thread(lambda: raw_run(raw, msgs, max_tokens)),
             LCS: lambda: sdk_run(lcs, msgs, max_tokens, {"repeat_penalty": penalty}),
             OURS: lambda: sdk_run(sc, msgs, max_tokens, {}),
+            OURS_H2: lambda: sdk_run(sc2, msgs, max_tokens, {}),
         }
         for name in SIDES:  # warm-up: model loads, connections, each KV cache holds the prompt
             runners[name]()
             time.sleep(PAUSE)
         samples: dict[str, list[Sample]] = {name: [] for name in SIDES}
         for i in range(runs):
-            for name in SIDES[i % 3 :] + SIDES[: i % 3]:  # rotate who goes first
+            turn = i % len(SIDES)
+            for name in SIDES[turn:] + SIDES[:turn]:  # rotate who goes first
                 samples[name].append(runners[name]() | {"round": i})
                 time.sleep(PAUSE)
             cells = [f"{s} {samples[s][-1]['ttft'] * 1000:.1f} ms "
@@ -181,6 +186,7 @@ def report(result: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]
                       f"{min(rates):.1f}–{max(rates):.1f}")  # fmt: skip
     d_lcs = (med[LCS]["ttft"] - base["ttft"]) * 1000
     d_ours = (med[OURS]["ttft"] - base["ttft"]) * 1000
+    d_h2 = (med[OURS_H2]["ttft"] - base["ttft"]) * 1000
     table.add_section()
     table.add_row(f"{OURS} vs {LCS}", f"÷ {med[OURS]['ttft'] / med[LCS]['ttft']:.3f}",
                   f"{d_ours - d_lcs:+.1f}", "",
@@ -199,13 +205,21 @@ def report(result: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]
     console.print(table)
     summary = {"median_ttft_ms": {s: med[s]["ttft"] * 1000 for s in SIDES},
                "median_decode_tps": {s: med[s]["decode_tps"] for s in SIDES},
-               "ttft_added_vs_raw_ms": {LCS: d_lcs, OURS: d_ours},
+               "ttft_added_vs_raw_ms": {LCS: d_lcs, OURS: d_ours, OURS_H2: d_h2},
                "tokens": tokens, "retokenized": retok, "identical_text": len(texts) == 1,
                "finish": stops}  # fmt: skip
 
-    def row(metric: str, unit: str, baseline: str, ours: float, theirs: float, better: str):
+    def row(
+        metric: str,
+        unit: str,
+        baseline: str,
+        ours: float,
+        theirs: float,
+        better: str,
+        side: str = OURS,
+    ):
         return {"metric": metric, "unit": unit, "baseline": baseline, "baseline_value": theirs,
-                "streamchat": OURS, "streamchat_value": ours,
+                "streamchat": side, "streamchat_value": ours,
                 "ratio": ours / theirs if theirs else float("nan"), "better": better,
                 "target": None}  # fmt: skip
 
@@ -219,6 +233,10 @@ def report(result: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]
             "higher"),
         row("decode tokens/s", "tokens/s", LCS, med[OURS]["decode_tps"],
             med[LCS]["decode_tps"], "higher"),
+        row("TTFT added over raw llama-cpp-python (ms)", "ms", LCS, d_h2, d_lcs, "lower",
+            OURS_H2),
+        row("decode tokens/s", "tokens/s", RAW, med[OURS_H2]["decode_tps"], base["decode_tps"],
+            "higher", OURS_H2),
     ]  # fmt: skip
     return comparisons, summary
 

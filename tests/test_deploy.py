@@ -326,3 +326,51 @@ def test_sigterm_drains_then_ends_the_rest_with_each_protocols_error_frame(
     long_reply = deployment.reply_to("long")
     assert long_reply["interrupted"] and long_reply["text"].startswith("[turn 1] You said: long")
     assert not deployment.reply_to("short")["interrupted"]
+
+
+@pytest.mark.model
+def test_two_replicas_on_the_embedded_model_behind_nginx() -> None:
+    """The same deployment on the real embedded model: both replicas answer, byte for byte
+    alike at temperature 0, and both log to the one PostgreSQL history."""
+    prompt = [{"role": "user", "content": "Name a colour."}]
+    with (
+        parts.cluster() as db,
+        serve("--history", db.url, "--replica", "m1", timeout=120) as one,
+        serve("--history", db.url, "--replica", "m2", timeout=120) as two,
+        parts.nginx([one.url.removeprefix("http://"), two.url.removeprefix("http://")]) as url,
+    ):
+
+        async def ask_all() -> list[tuple[str, str]]:
+            async with anthropic.AsyncAnthropic(
+                base_url=url, api_key="x", max_retries=0, timeout=120
+            ) as client:
+
+                async def one_stream() -> tuple[str, str]:
+                    raw = await client.messages.with_raw_response.create(
+                        model="claude-any",
+                        max_tokens=8,
+                        messages=prompt,
+                        stream=True,
+                        extra_body={"temperature": 0},  # the current SDK dropped the argument
+                    )
+                    parts_ = [
+                        event.delta.text
+                        async for event in await raw.parse()
+                        if event.type == "content_block_delta"
+                    ]
+                    return "".join(parts_), raw.headers[REPLICA]
+
+                return await asyncio.gather(*(one_stream() for _ in range(4)))
+
+        answers = asyncio.run(ask_all())
+        texts = {text for text, _ in answers}
+        assert len(texts) == 1 and next(iter(texts)).strip(), answers
+        assert {name for _, name in answers} == {"m1", "m2"}
+        stored = wait_for(
+            lambda: (
+                db.sql("SELECT count(*) FROM messages WHERE role = 'assistant' AND interrupted = 0")
+                == "4"
+            ),
+            what="four replies in PostgreSQL",
+        )
+        assert stored

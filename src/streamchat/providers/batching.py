@@ -10,9 +10,8 @@ generator that yields events for its client and :data:`NEED` when it wants its n
 1. drops cancelled programs (their slot's KV cells freed at once) and admits waiting ones into
    free slots, the slot whose cells already hold the longest prefix of the prompt first (its
    cells are reused: a chat's next turn prefills only the new tokens);
-2. builds one ``llama_batch``: every decoding sequence's pending token(s), then up to
-   ``chunk`` tokens of pending prompts (chunked prefill: a long prompt never freezes the
-   streams in flight);
+2. builds one ``llama_batch``: every decoding sequence's pending token(s), then a bounded chunk
+   of pending prompts (chunked prefill: a long prompt never freezes the streams in flight);
 3. decodes once, samples each finished sequence with its own :class:`TokenSampler` (its chain,
    seed and grammar), and resumes its program until it needs a token again.
 
@@ -33,7 +32,13 @@ from ..errors import ModelError
 from .grammar import GrammarCache, TokenSampler
 
 NEED = object()  # yielded by a program: "decode my pending tokens and send me the next one"
-PREFILL_CHUNK = 256  # prompt tokens per step, across all prompts being prefilled
+# Prompt tokens per step. On a small model a CPU is compute-bound at batch 1 already, so a step
+# costs about its token count: a prompt chunk of P tokens beside D decoding streams makes their
+# next token (P + D) / D times later. While streams decode, each prompt being prefilled gets
+# ``PREFILL_CHUNK`` tokens a step (many new prompts together still go in one step: TTFT); with
+# none decoding, ``PREFILL_BURST``.
+PREFILL_CHUNK = 32
+PREFILL_BURST = 512
 STEP_EXTRA = 16  # batch room per slot for a decoding sequence's token and format prefill
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 PREFILL_BUCKETS = (0, 16, 64, 128, 256, 512, 1024)
@@ -76,6 +81,7 @@ class Run:
         self.reused = 0  # prompt tokens found in the slot's cells (not prefilled again)
         self.cells = len(prompt)  # cells the sequence holds once its pending tokens are decoded
         self.prompting = True  # no token sampled yet: the prompt is prefilled in chunks
+        self.seq_id = -1  # the slot (llama.cpp sequence) it runs in, once admitted
 
     def prefill(self, text: str) -> None:
         """Text the reply format dictates (not sampled, not counted): decoded before the next
@@ -132,6 +138,7 @@ class EngineStats:
     batch_sum: int = 0  # sequences summed over steps
     prefill_buckets: list[int] = field(default_factory=lambda: [0] * (len(PREFILL_BUCKETS) + 1))
     prefill_sum: int = 0
+    prefill_steps: int = 0  # steps that prefilled prompt tokens
 
 
 def _bucket(counts: list[int], bounds: tuple[int, ...], value: int) -> None:
@@ -162,13 +169,14 @@ class Engine:
         window: int,
         threads: int,
         chunk: int = PREFILL_CHUNK,
+        burst: int = PREFILL_BURST,
         name: str = "streamchat-batch",
     ):
         import llama_cpp
 
         self.slots = [_Slot(i) for i in range(slots)]
-        self.chunk = chunk
-        self.n_batch = chunk + slots * STEP_EXTRA
+        self.chunk, self.burst = chunk, burst
+        self.n_batch = burst + slots * STEP_EXTRA
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = slots * window
         params.n_batch = self.n_batch
@@ -186,6 +194,7 @@ class Engine:
         self.memory = llama_cpp.llama_get_memory(ctx)
         self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         self.stats = EngineStats()
+        self.batch_bounds, self.prefill_bounds = BATCH_BUCKETS, PREFILL_BUCKETS
         self.active = 0  # slots running a request
         self._waiting: deque[_Job] = deque()
         self._cond = threading.Condition()
@@ -259,10 +268,17 @@ class Engine:
                             self._finish(slot, error, keep=False)
 
     def _place(self, job: _Job) -> _Slot:
-        """The free slot holding the longest prefix of the prompt; else the least recently used."""
+        """The free slot whose cells this prompt continues (a conversation's next turn, the same
+        prompt again); else an empty slot, else the least recently used. A prompt that shares only
+        a little with a slot (the system prompt) must not wipe that slot's longer conversation."""
         prompt = job.run.prompt
         free = [slot for slot in self.slots if slot.job is None]
-        return max(free, key=lambda s: (common_prefix(s.tokens, prompt), -s.used_at))
+        best = max(free, key=lambda s: (common_prefix(s.tokens, prompt), -s.used_at))
+        shared = common_prefix(best.tokens, prompt)
+        if shared and 2 * shared >= len(best.tokens):
+            return best
+        empty = [slot for slot in free if not slot.tokens]
+        return empty[0] if empty else min(free, key=lambda s: s.used_at)
 
     def _start(self, job: _Job) -> None:
         import llama_cpp
@@ -270,6 +286,7 @@ class Engine:
         slot = self._place(job)
         slot.job, job.slot = job, slot
         run = job.run
+        run.seq_id = slot.seq_id
         prefix = min(common_prefix(slot.tokens, run.prompt), len(run.prompt) - 1)
         seq = slot.seq_id
         if prefix > 0 and self.n_swa > 0:  # sliding-window layers may have dropped old cells
@@ -324,9 +341,9 @@ class Engine:
             error = error or close_error
         finally:
             job.run.sampler.close()
-            job.emit(None, error)
             if self.observe is not None:
                 self.observe(job.run, None)
+            job.emit(None, error)
 
     def _step(self) -> None:
         import llama_cpp
@@ -377,6 +394,7 @@ class Engine:
         stats.decoded_tokens += n
         stats.prefill_tokens += prefilled
         stats.prefill_sum += prefilled
+        stats.prefill_steps += prefilled > 0
         _bucket(stats.prefill_buckets, PREFILL_BUCKETS, prefilled)
         stats.batch_sum += members
         _bucket(stats.batch_buckets, BATCH_BUCKETS, members)

@@ -1,0 +1,317 @@
+"""Continuous batching in the embedded engine (issue 15), through the library: one llama.cpp
+context with 16 slots, every running stream decoded in one ``llama_decode`` per step.
+
+Each batched reply is checked against the same request run alone; the engine's own counters
+(steps, batch sizes, prefill and reused tokens) and its ``observe`` hook show what it did.
+Timing checks are ratios between two runs on this machine, never absolute times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import statistics
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import jsonschema
+import llama_cpp
+import pytest
+
+from streamchat import InvalidRequestError
+from streamchat.accumulate import accumulate
+from streamchat.events import Message
+from streamchat.providers.batching import BATCH_BUCKETS, Run
+from streamchat.providers.local import DEFAULT_LOCAL_MODEL, LocalProvider
+from streamchat.request import build_request
+
+pytestmark = [pytest.mark.model, pytest.mark.anyio]
+
+SLOTS = 16
+WINDOW = 1024
+TOPICS = [
+    "rivers", "bread", "the moon", "cats", "trains", "music", "winter", "coffee",
+    "volcanoes", "libraries", "bees", "chess", "the ocean", "bicycles", "clocks", "tea",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def engine_model() -> Iterator[LocalProvider]:
+    """Its own provider (16 slots of 1024 tokens), so the session's default model is untouched."""
+    provider = LocalProvider(DEFAULT_LOCAL_MODEL, parallel=SLOTS, n_ctx=WINDOW)
+    provider.load()
+    yield provider
+
+
+@pytest.fixture
+def watch(engine_model: LocalProvider) -> Iterator[dict[Run, list[tuple[float, int | None]]]]:
+    """Every sampled token per run, with the scheduler's clock (``None``: the run left)."""
+    seen: dict[Run, list[tuple[float, int | None]]] = {}
+    engine = engine_model.engine
+    assert engine is not None
+
+    def observe(run: Run, token: int | None) -> None:
+        seen.setdefault(run, []).append((time.perf_counter(), token))
+
+    engine.observe = observe
+    yield seen
+    engine.observe = None
+
+
+def ask(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+async def reply(provider: LocalProvider, messages: Any, **options: Any) -> Message:
+    options.setdefault("max_tokens", 24)
+    options.setdefault("temperature", 0)
+    request = build_request(model=DEFAULT_LOCAL_MODEL, messages=messages, **options)
+    return accumulate([event async for event in provider.stream(request)])
+
+
+def whole_prompt(message: Message) -> int:
+    return message.usage.input_tokens + (message.usage.cache_read_input_tokens or 0)
+
+
+def same(batched: Message, alone: Message) -> None:
+    assert batched.text == alone.text
+    assert batched.stop_reason == alone.stop_reason
+    assert batched.stop_sequence == alone.stop_sequence
+    assert batched.usage.output_tokens == alone.usage.output_tokens
+    assert whole_prompt(batched) == whole_prompt(alone)
+
+
+async def test_sixteen_concurrent_streams_each_get_their_own_reply(
+    engine_model: LocalProvider,
+) -> None:
+    prompts = [ask(f"Write one sentence about {topic}.") for topic in TOPICS]
+    alone = [await reply(engine_model, p) for p in prompts]
+    stats = engine_model.engine.stats  # type: ignore[union-attr]
+    full_steps = stats.batch_buckets[BATCH_BUCKETS.index(16)]
+    batched = await asyncio.gather(*(reply(engine_model, p) for p in prompts))
+    for one, other in zip(batched, alone, strict=True):
+        same(one, other)  # no crossed tokens: each is its prompt's reply
+    assert len({m.text for m in batched}) == SLOTS
+    assert stats.batch_buckets[BATCH_BUCKETS.index(16)] > full_steps  # 9-16 sequences per step
+
+
+async def test_stop_sequences_and_max_tokens_hold_per_stream(engine_model: LocalProvider) -> None:
+    count = ask("List the numbers 1 to 20 on one line.")
+    cases = [
+        {"messages": count, "max_tokens": 30, "stop_sequences": ["7"]},
+        {"messages": count, "max_tokens": 5},
+        {"messages": ask("Tell me a short story about a cat."), "max_tokens": 20},
+        {"messages": count, "max_tokens": 30},
+    ]
+    alone = [await reply(engine_model, **case) for case in cases]
+    batched = await asyncio.gather(*(reply(engine_model, **case) for case in cases))
+    for one, other in zip(batched, alone, strict=True):
+        same(one, other)
+    stopped, cut, _, full = batched
+    assert stopped.stop_reason == "stop_sequence" and stopped.stop_sequence == "7"
+    assert "7" not in stopped.text and full.text.startswith(stopped.text)
+    assert cut.stop_reason == "max_tokens" and cut.usage.output_tokens == 5
+
+
+async def test_seeds_reproduce_per_stream_whoever_shares_the_batch(
+    engine_model: LocalProvider,
+) -> None:
+    story = ask("Tell me a short story about a dragon.")
+    seeds = [1, 2, 3, 4, 5]
+    options = {"max_tokens": 16, "temperature": 1.0}
+    first = await asyncio.gather(*(reply(engine_model, story, seed=s, **options) for s in seeds))
+    second = await asyncio.gather(
+        *(reply(engine_model, story, seed=s, **options) for s in reversed(seeds))
+    )
+    alone = await reply(engine_model, story, seed=3, **options)
+    for one, other in zip(first, reversed(second), strict=True):
+        assert one.text == other.text
+    assert alone.text == first[2].text
+    assert len({m.text for m in first}) > 1  # the seeds do sample differently
+
+
+async def test_cancelling_one_stream_frees_its_slot_for_a_waiting_request(
+    engine_model: LocalProvider,
+) -> None:
+    engine = engine_model.engine
+    assert engine is not None
+    prompts = [ask(f"Write a long essay about {topic}.") for topic in TOPICS]
+    started = [asyncio.Event() for _ in prompts]
+    finished: list[str] = []  # who ended, in order
+    cancel_victim = asyncio.Event()
+
+    async def stream(i: int, max_tokens: int) -> Message | None:
+        request = build_request(model="m", messages=prompts[i % SLOTS], max_tokens=max_tokens,
+                                temperature=0)  # fmt: skip
+        events = []
+        source = engine_model.stream(request)
+        try:
+            async for event in source:
+                events.append(event)
+                if event.type == "content_block_delta" and i < SLOTS:
+                    started[i].set()
+                    if i == 0 and cancel_victim.is_set():
+                        return None  # the client goes away mid-stream
+                if event.type == "message_start" and i == SLOTS:
+                    finished.append("17th started")
+        finally:
+            await source.aclose()
+        finished.append(str(i))
+        return accumulate(events)
+
+    tasks = [asyncio.create_task(stream(i, 60)) for i in range(SLOTS)]
+    await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started)), 120)
+    assert engine.active == SLOTS
+    seventeenth = asyncio.create_task(stream(SLOTS, 8))
+    await asyncio.sleep(0.2)
+    assert "17th started" not in finished  # every slot is taken: it waits in line
+    cancel_victim.set()
+    results = await asyncio.gather(*tasks, seventeenth)
+    assert results[0] is None
+    before = finished[: finished.index("17th started")]
+    assert len(set(before) - {"0"}) <= 3, finished  # the others were still decoding
+    late = results[-1]
+    assert late is not None and late.usage.output_tokens > 0
+    assert all(m is not None and m.usage.output_tokens > 0 for m in results[1:SLOTS])
+    assert engine.active == 0
+
+
+async def test_a_cancelled_streams_cells_are_freed_at_once(engine_model: LocalProvider) -> None:
+    engine = engine_model.engine
+    assert engine is not None
+    cells: list[int] = []
+
+    def observe(run: Run, token: int | None) -> None:
+        if token is None:  # leaving: what its sequence still holds
+            cells.append(llama_cpp.llama_memory_seq_pos_max(engine.memory, run.seq_id))
+
+    engine.observe = observe
+    try:
+        request = build_request(model="m", messages=ask("Write a long essay about tea."),
+                                max_tokens=200, temperature=0)  # fmt: skip
+        source = engine_model.stream(request)
+        async for event in source:
+            if event.type == "content_block_delta":
+                break
+        await source.aclose()
+        for _ in range(200):
+            if cells:
+                break
+            await asyncio.sleep(0.01)
+        assert cells == [-1]  # nothing left in its cells
+        await reply(engine_model, ask("Say hi."), max_tokens=4)
+        assert cells[-1] >= 0, cells  # a completed reply keeps its cells for the next turn
+    finally:
+        engine.observe = None
+
+
+async def test_a_long_prompt_joining_does_not_stall_decoding_streams(
+    engine_model: LocalProvider, watch: dict[Run, list[tuple[float, int | None]]]
+) -> None:
+    engine = engine_model.engine
+    assert engine is not None
+    prompts = [ask(f"Write a long essay about {topic}.") for topic in TOPICS[:8]]
+    long_text = " ".join(f"Fact {i}: the {TOPICS[i % 16]} are nice." for i in range(80))
+    long_prompt = ask(long_text + "\nSummarise these facts.")
+
+    async def decode(join: bool) -> list[float]:
+        watch.clear()
+        tasks = [asyncio.create_task(reply(engine_model, p, max_tokens=40)) for p in prompts]
+        if join:
+            while sum(1 for seen in watch.values() if len(seen) >= 5) < 8:
+                await asyncio.sleep(0.005)
+            tasks.append(asyncio.create_task(reply(engine_model, long_prompt, max_tokens=2)))
+        await asyncio.gather(*tasks)
+        gaps = []
+        for run, seen in watch.items():
+            if len(run.prompt) > 400:
+                continue  # the joining request itself
+            times = [t for t, token in seen if token is not None]
+            gaps += [b - a for a, b in itertools.pairwise(times)]
+        return gaps
+
+    long_tokens = len(engine_model.prompt_tokens(build_request(model="m", messages=long_prompt))[0])
+    await decode(join=False)  # warm
+    alone = await decode(join=False)
+    steps = engine.stats.prefill_steps
+    joined = await decode(join=True)
+    assert engine.stats.prefill_steps - steps > long_tokens // engine.chunk  # a chunk a step
+    p99 = lambda gaps: statistics.quantiles(gaps, n=100)[98]  # noqa: E731
+    ratio = p99(joined) / p99(alone)
+    # Unchunked, the whole prompt would sit in one step: a gap of the full prefill time.
+    print(f"inter-token gap p99: {p99(alone) * 1e3:.0f} ms alone, {p99(joined) * 1e3:.0f} ms with "
+          f"a {long_tokens}-token prompt joining (x{ratio:.2f})")  # fmt: skip
+    assert ratio < 8, (ratio, p99(joined), p99(alone), max(joined))
+
+
+async def test_a_next_turn_prefills_only_its_new_tokens(engine_model: LocalProvider) -> None:
+    engine = engine_model.engine
+    assert engine is not None
+    first_question = ask("What is the capital of France?")
+    first = await reply(engine_model, first_question, max_tokens=16)
+    other = await reply(engine_model, ask("Name three colours."), max_tokens=8)  # another slot
+    assert other.text
+    turn2 = [
+        *first_question,
+        {"role": "assistant", "content": first.text},
+        {"role": "user", "content": "And of Italy?"},
+    ]
+    prompt1 = engine_model.prompt_tokens(build_request(model="m", messages=first_question))[0]
+    prompt2 = engine_model.prompt_tokens(build_request(model="m", messages=turn2))[0]
+    prefilled, reused = engine.stats.prefill_tokens, engine.stats.reused_tokens
+    second = await reply(engine_model, turn2, max_tokens=8)
+    prefilled = engine.stats.prefill_tokens - prefilled
+    reused = engine.stats.reused_tokens - reused
+    assert reused >= len(prompt1)  # the whole first turn came from the slot's cells
+    assert prefilled == len(prompt2) - reused == second.usage.input_tokens
+    assert second.usage.cache_read_input_tokens == reused
+    assert whole_prompt(second) == len(prompt2)
+
+
+async def test_tool_calls_and_json_output_work_batched(engine_model: LocalProvider) -> None:
+    weather = {
+        "name": "get_weather",
+        "description": "Weather for a city",
+        "input_schema": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    }
+    person = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+    }
+    cases = [
+        {"messages": ask("What is the weather in Paris?"), "tools": [weather],
+         "tool_choice": {"type": "any"}, "max_tokens": 40},
+        {"messages": ask("Invent a person."), "max_tokens": 40,
+         "output_format": {"type": "json_schema", "schema": person}},
+        {"messages": ask("Write one sentence about rivers."), "max_tokens": 20},
+        {"messages": ask("What is the weather in Rome?"), "tools": [weather],
+         "tool_choice": {"type": "any"}, "max_tokens": 40},
+    ]  # fmt: skip
+    alone = [await reply(engine_model, **case) for case in cases]
+    batched = await asyncio.gather(*(reply(engine_model, **case) for case in cases))
+    content = lambda m: [{k: v for k, v in b.items() if k != "id"} for b in m.to_dict()["content"]]  # noqa: E731
+    for one, other in zip(batched, alone, strict=True):
+        assert content(one) == content(other)
+        assert one.stop_reason == other.stop_reason
+    for index in (0, 3):
+        (call,) = batched[index].tool_calls
+        jsonschema.validate(call.input, weather["input_schema"])
+        assert batched[index].stop_reason == "tool_use"
+    jsonschema.validate(json.loads(batched[1].text), person)
+    assert batched[2].text == alone[2].text
+
+
+async def test_a_prompt_longer_than_the_per_stream_window_is_refused(
+    engine_model: LocalProvider,
+) -> None:
+    with pytest.raises(InvalidRequestError, match="prompt is too long") as info:
+        await reply(engine_model, ask("hello " * (WINDOW + 50)))
+    assert f"> {WINDOW} maximum" in info.value.message
+    assert engine_model.admission.count == 0

@@ -310,7 +310,7 @@ def main() -> int:
     if why:
         print(f"scaleout: skipped: {why}", file=sys.stderr)
         return 0
-    levels = [50, 100] if args.quick else [100, 200, 400]
+    levels = [50, 100] if args.quick else [100, 200, 400, 800]
     import tempfile
 
     with deployment.cluster() as db, tempfile.TemporaryDirectory() as tmp:

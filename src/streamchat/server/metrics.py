@@ -22,7 +22,12 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -72,14 +77,60 @@ class _QueueDepth(Collector):
             labels=["model"],
         )
 
-    def describe(self) -> Iterator[GaugeMetricFamily]:
+    def describe(self) -> Iterator[Metric]:
         yield self._family()
+        yield from self._engine_families()
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         family = self._family()
         for model, provider in list(self._providers.items()):
             family.add_metric([model], provider.admission.count)
         yield family
+        families = self._engine_families()
+        slots, active, batch, prefill, steps, reused = families
+        for model, provider in list(self._providers.items()):
+            engine = getattr(provider, "engine", None)
+            if engine is None:  # not loaded yet
+                continue
+            stats = engine.stats
+            slots.add_metric([model], len(engine.slots))
+            active.add_metric([model], engine.active)
+            batch.add_metric([model], _buckets(engine.batch_bounds, stats.batch_buckets),
+                             stats.batch_sum)  # fmt: skip
+            prefill.add_metric([model], _buckets(engine.prefill_bounds, stats.prefill_buckets),
+                               stats.prefill_sum)  # fmt: skip
+            steps.add_metric([model], stats.steps)
+            reused.add_metric([model], stats.reused_tokens)
+        yield from families
+
+    @staticmethod
+    def _engine_families() -> list[Metric]:
+        """The batching engine of each loaded local model (continuous batching, issue 15)."""
+        return [
+            GaugeMetricFamily("streamchat_local_slots", "Sequences a local model decodes "
+                              "together (serve --parallel)", labels=["model"]),
+            GaugeMetricFamily("streamchat_local_active_slots", "Slots running a request now",
+                              labels=["model"]),
+            HistogramMetricFamily("streamchat_local_batch_size", "Sequences in each decode "
+                                  "step (llama_decode call)", labels=["model"]),
+            HistogramMetricFamily("streamchat_local_prefill_tokens_per_step", "Prompt tokens "
+                                  "prefilled in each decode step (chunked prefill)",
+                                  labels=["model"]),
+            CounterMetricFamily("streamchat_local_decode_steps", "Decode steps (one "
+                                "llama_decode each)", labels=["model"]),
+            CounterMetricFamily("streamchat_local_prompt_tokens_reused", "Prompt tokens served "
+                                "from a slot's cells instead of prefilled (prefix reuse)",
+                                labels=["model"]),
+        ]  # fmt: skip
+
+
+def _buckets(bounds: tuple[int, ...], counts: list[int]) -> list[tuple[str, float]]:
+    """Per-bucket counts (the last one past every bound) as Prometheus' cumulative buckets."""
+    cumulative, total = [], 0
+    for bound, count in zip([*map(str, bounds), "+Inf"], counts, strict=True):
+        total += count
+        cumulative.append((bound, float(total)))
+    return cumulative
 
 
 class ServerMetrics:

@@ -9,7 +9,9 @@ the same app whole on one server, so that benchmarks can compare them side by si
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -73,7 +75,10 @@ def _uvicorn(app: ASGIApp, listener: Listener, *, http2: bool) -> None:
     )
     server = uvicorn.Server(config)
     server.handle_exit = _first(listener, server.handle_exit)  # type: ignore[method-assign]
-    server.run()
+    with contextlib.suppress(KeyboardInterrupt):  # what uvicorn.run does around Server.run
+        server.run()
+    if not server.started:
+        sys.exit(3)  # uvicorn's STARTUP_FAILURE
 
 
 def _hypercorn(app: ASGIApp, listener: Listener) -> None:

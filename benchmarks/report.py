@@ -1,7 +1,8 @@
 """Render ``benchmarks/RESULTS.md`` from ``benchmarks/results/*.json``: one table per benchmark.
 
 Each row puts a baseline beside streamchat with the ratio streamchat ÷ baseline. A result file
-may carry its rows ready-made under ``"comparisons"``, a list of::
+may carry its rows ready-made under ``"comparisons"`` (and tables of its own under ``"tables"``,
+remarks under ``"notes"``), a list of::
 
     {"metric": str, "unit": str, "baseline": str, "baseline_value": float,
      "streamchat": str, "streamchat_value": float, "ratio": float,
@@ -151,9 +152,10 @@ def section(name: str, data: dict[str, Any]) -> list[str]:
     if data.get("quick"):
         facts.append("`--quick`")
     lines += [" · ".join(facts), "", f"Machine: {describe_machine(data.get('machine'))}", ""]
+    lines += [*(f"{note}\n" for note in data.get("notes", []))]  # the run's own remarks
     rows = rows_of(name, data)
     if not rows:
-        return [*lines, "No comparison in this result; see its JSON file.", ""]
+        return [*lines, "No comparison in this result; see its JSON file.", "", *tables(data)]
     lines += [
         "| metric | baseline | baseline value | streamchat | streamchat value "
         "| ratio (streamchat ÷ baseline) | better | target |",
@@ -171,7 +173,19 @@ def section(name: str, data: dict[str, Any]) -> list[str]:
             verdict(item),
         ]
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
-    return [*lines, ""]
+    return [*lines, "", *tables(data)]
+
+
+def tables(data: dict[str, Any]) -> list[str]:
+    """A result's own tables (``"tables": [{"title", "columns", "rows"}]``), as they are."""
+    lines: list[str] = []
+    for spec in data.get("tables", []):
+        lines += [f"**{spec['title']}**", "", "| " + " | ".join(spec["columns"]) + " |",
+                  "|" + "---|" * len(spec["columns"])]  # fmt: skip
+        for cells in spec["rows"]:
+            lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+        lines.append("")
+    return lines
 
 
 def render(results: Path) -> str:

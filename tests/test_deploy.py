@@ -30,6 +30,7 @@ import pytest
 import deployment as parts
 from serving import Server, serve
 
+pytest.importorskip("psycopg", reason="the postgres extra is not installed")
 NGINX, CONF = parts.NGINX, parts.NGINX_CONF
 WHY_NO_POSTGRES = parts.unavailable()
 WHY_NO_NGINX = parts.nginx_unavailable()

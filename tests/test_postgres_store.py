@@ -18,6 +18,8 @@ import pytest
 import deployment as postgres_cluster
 from streamchat.errors import ConversationNotFoundError, HistoryError
 from streamchat.history import HistoryUnavailableError, open_store
+
+pytest.importorskip("psycopg", reason="the postgres extra is not installed")
 from streamchat.history.postgres import SCHEMA_VERSION, PostgresStore
 from streamchat.providers.base import message_end, message_start, text_block_start, text_delta
 from streamchat.recorder import GroupCommit, ReplyRecorder

@@ -23,9 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
+import boto3
 import httpx
 import openai
 import pytest
+from botocore.config import Config
+from botocore.exceptions import EventStreamError
 
 import deployment as parts
 from serving import Server, serve
@@ -314,11 +317,27 @@ def test_sigterm_drains_then_ends_the_rest_with_each_protocols_error_frame(
             lines = {name: stream.iter_lines() for name, stream in streams.items()}
             for name, stream_lines in lines.items():  # each has started
                 wait_for(lambda it=stream_lines: "delta" in next(it), what=name)
+            bedrock = boto3.client(
+                "bedrock-runtime",
+                endpoint_url=c.url,
+                region_name="us-west-2",
+                aws_access_key_id="x",
+                aws_secret_access_key="x",
+                config=Config(retries={"total_max_attempts": 1}),
+            )
+            converse = bedrock.converse_stream(
+                modelId="m", messages=[{"role": "user", "content": [{"text": "long bedrock"}]}]
+            )
+            events = iter(converse["stream"])
+            wait_for(lambda: "contentBlockDelta" in next(events), what="bedrock")
             c.process.send_signal(signal.SIGTERM)
             time.sleep(0.3)
             with pytest.raises(httpx.ConnectError):  # no longer accepting
                 httpx.get(f"{c.url}/healthz", timeout=2)
             rest = {name: "\n".join(stream_lines) for name, stream_lines in lines.items()}
+            with pytest.raises(EventStreamError, match="shutting down"):
+                for _ in events:  # the official client raises the error frame it reads
+                    pass
         assert c.process.wait(15) == 0
     assert "event: message_stop" in rest["short"]  # finished within the grace period
     assert "event: error" in rest["long"] and "overloaded_error" in rest["long"]

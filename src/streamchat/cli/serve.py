@@ -102,9 +102,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--http-server",
         choices=SERVERS,
-        default="dual",
+        default=os.environ.get("STREAMCHAT_HTTP_SERVER") or "dual",
         help="ASGI server: dual (default) = uvicorn for HTTP/1.1 and hypercorn's HTTP/2 on one "
-        "port; uvicorn (HTTP/1.1 only), hypercorn or granian serve everything (benchmarks)",
+        "port; uvicorn (HTTP/1.1 only), hypercorn or granian (no h2c upgrade) serve everything; "
+        "env STREAMCHAT_HTTP_SERVER",
     )
     parser.add_argument(
         "--replica",

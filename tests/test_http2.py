@@ -350,3 +350,47 @@ def test_tls_negotiates_http2_by_alpn_and_http1_without_it(certificate: tuple[Pa
     finally:
         process.terminate()
         process.wait(timeout=15)
+
+
+def test_web_page_metrics_and_models_over_http2(server: Server) -> None:
+    with httpx.Client(http1=False, http2=True, timeout=30) as client:
+        page = client.get(server.url + "/")
+        assert page.status_code == 200 and page.http_version == "HTTP/2"
+        assert "<html" in page.text.lower()
+        client.post(server.url + "/v1/messages", json=PROTOCOLS["anthropic"].body("hi", 10))
+        metrics = client.get(server.url + "/metrics")
+        assert metrics.status_code == 200 and "streamchat" in metrics.text
+
+
+def test_api_key_is_required_over_http2() -> None:
+    with serve("--model", "scripted", "--api-key", "sekrit") as locked:
+        with httpx.Client(http1=False, http2=True, timeout=30) as client:
+            body = PROTOCOLS["anthropic"].body("hi", 10, stream=False)
+            refused = client.post(locked.url + "/v1/messages", json=body)
+            assert refused.status_code == 401 and refused.http_version == "HTTP/2"
+            allowed = client.post(
+                locked.url + "/v1/messages", json=body, headers={"x-api-key": "sekrit"}
+            )
+            assert allowed.status_code == 200
+
+
+def test_sigterm_lets_an_http2_stream_finish_then_exits() -> None:
+    """Graceful shutdown: a stream in flight on an HTTP/2 connection ends normally (within the
+    grace period), then the process exits cleanly."""
+    import signal
+
+    spec = "scripted?" + urlencode({"text": " ".join(f"w{i}" for i in range(20)), "delay": 0.1})
+    with serve("--model", spec) as running:
+        reader = PROTOCOLS["anthropic"].reader()
+        with httpx.Client(http1=False, http2=True, timeout=30) as client:
+            body = PROTOCOLS["anthropic"].body("go", 100)
+            with client.stream("POST", running.url + "/v1/messages", json=body) as reply:
+                chunks = reply.iter_bytes()
+                while not reader.texts:
+                    reader.feed(next(chunks))
+                running.process.send_signal(signal.SIGTERM)
+                for chunk in chunks:
+                    reader.feed(chunk)
+        assert reader.done and reader.error is None
+        assert len(reader.texts) == 20
+        assert running.process.wait(timeout=30) == 0

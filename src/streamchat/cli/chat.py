@@ -119,7 +119,7 @@ class Terminal:
         return self.session.prompt(HTML("<ansibrightblue><b>You:</b></ansibrightblue> "))
 
     def start_reply(self, label: str) -> None:
-        self.console.print(f"{label}:", style="bold green")
+        self.console.print(f"{label}: ", style="bold green")  # the answer starts below
         self.at_line_start = True
 
     def write(self, text: str) -> None:

@@ -274,3 +274,22 @@ def test_a_model_that_cannot_load_is_one_line_before_any_prompt(tmp_path: Path) 
     ((line),) = result.stderr.splitlines()
     assert line.startswith("streamchat: error:") and "GGUF" in line
     assert result.stdout == ""
+
+
+def test_a_reply_ends_up_on_screen_as_rich_renders_it(chat: StartChat) -> None:
+    """Code highlighted, a table aligned, a long paragraph wrapped at words: what the terminal
+    shows once the reply is done (its previews erased) is rich's rendering of the whole text."""
+    from test_markdown_stream import rich_lines, shown_lines
+
+    text = (
+        "Here is **code**:\n\n```python\ndef add(a, b):\n    return a + b  # sum\n```\n\n"
+        "| name | qty |\n|------|----:|\n| apple | 3 |\n| kiwi | 12 |\n\n"
+        + "A long sentence that wraps at the edge of the terminal without cutting words. "
+        * 4
+    )
+    session = chat("-m", "scripted?" + urlencode({"text": text, "delay": "0.005"}))
+    reply = session.turn("show me")
+    first, *lines = screen(reply).splitlines()  # the rest of the label's line, then the reply
+    assert first == "" and lines == shown_lines(rich_lines(text, 120))
+    assert re.search(r"\x1b\[[\d;]*38;[25];[\d;]+mdef", reply)  # a keyword's colour
+    session.leave("quit\r")

@@ -475,9 +475,9 @@ class ChatSession:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_model(args.model)
     if args.web:
         return run_web(args)
-    check_model(args.model)
     resuming = args.continue_ or args.resume is not None
     if resuming and args.no_history:
         raise InvalidRequestError("--continue/--resume read the history: drop --no-history")

@@ -282,3 +282,44 @@ def test_remote_prompt_cache_usage_passes_through_every_protocol(
             assert completion.usage.prompt_tokens == completion.usage.total_tokens - len(
                 TEXT.split()
             )
+
+
+# -- the same principle for OpenAI and Bedrock ------------------------------------------------
+def test_openai_fields_it_cannot_honour_are_accepted(server: Server) -> None:
+    import openai
+
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+    reply = client.chat.completions.create(
+        model="gpt-5",
+        messages=[{"role": "developer", "content": "Be brief."}, {"role": "user", "content": "hi"}],
+        store=True,
+        metadata={"run": "42"},
+        user="user-42",
+        service_tier="auto",
+        reasoning_effort="low",
+        prediction={"type": "content", "content": "a guess"},
+        safety_identifier="hashed-user",
+        prompt_cache_key="conversation-1",
+        verbosity="low",
+    )
+    assert reply.choices[0].message.content == TEXT
+
+
+def test_bedrock_fields_it_cannot_honour_are_accepted(
+    server: Server, sdk_credentials: None
+) -> None:
+    import boto3
+
+    client = boto3.client("bedrock-runtime", endpoint_url=server.url, region_name="us-west-2")
+    reply = client.converse(
+        modelId="anthropic.claude-sonnet-4-5-20250929-v1:0",
+        messages=[
+            {"role": "user", "content": [{"text": "hi"}, {"cachePoint": {"type": "default"}}]}
+        ],
+        system=[{"text": "Be brief."}, {"cachePoint": {"type": "default"}}],
+        additionalModelRequestFields={"top_k": 5, "anthropic_beta": ["context-1m-2025-08-07"]},
+        performanceConfig={"latency": "optimized"},
+        requestMetadata={"team": "search"},
+        promptVariables={"topic": {"text": "rivers"}},
+    )
+    assert reply["output"]["message"]["content"][0]["text"] == TEXT

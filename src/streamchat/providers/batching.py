@@ -248,8 +248,9 @@ class Engine:
                 waiting = self._waiting
                 arrived: list[_Job] = []
                 for job in list(waiting):
-                    if job.cancel.is_set():
+                    if job.cancel.is_set():  # its client left while it waited
                         waiting.remove(job)
+                        job.run.sampler.close()
                         job.emit(None, None)
                 while waiting and self.active < len(self.slots):
                     arrived.append(waiting.popleft())

@@ -17,6 +17,9 @@ Per stream: TTFT = request sent -> first content chunk; tok/s = (tokens - 1) / (
 first chunk). Per level: aggregate tok/s = all tokens / (last chunk of any stream - first
 request). Tokens are the usage's completion tokens where the server reports them, else content
 chunks. TTFT percentiles pool the streams of every round; throughputs are medians over rounds.
+Server CPU ms per token = the server process's CPU time (all threads, /proc) over the level /
+its tokens: on a shared machine the steadiest measure of how much work a token costs (llama.cpp
+threads that spin-wait for a descheduled peer count too).
 
 ``--divergence N``: greedy text batched (16 at a time) vs alone over N prompts, in process.
 ``--thread-sweep``: streamchat batched at 1 and 16 streams with 1 and 2 threads (the default).
@@ -63,6 +66,13 @@ BUILD_HINT = """llama-server is not built; to add its column (~13 min on 2 cores
   then LLAMA_SERVER=$PWD/build/bin/llama-server python benchmarks/concurrency.py
 (see /work/shared/TESTING.md for the full recipe)"""
 console = Console(stderr=True)
+PIDS: dict[str, int] = {}  # server URL -> its process, for CPU time
+
+
+def cpu_seconds(url: str) -> float:
+    """User + system CPU time of the server's process (all threads) so far."""
+    fields = Path(f"/proc/{PIDS[url]}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def prompt(i: int) -> str:
@@ -79,6 +89,7 @@ def process_server(command: list[str], env: dict[str, str], ready: str,
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                    env={**os.environ, **env})  # fmt: skip
         url = f"http://{HOST}:{port}"
+        PIDS[url] = process.pid
         try:
             deadline = time.monotonic() + timeout
             while True:
@@ -110,6 +121,7 @@ def streamchat_server(parallel: int, threads: int, src: Path | None = None) -> I
     else:
         args += ["--parallel", str(parallel)]
     with serve(*args, env=env, timeout=180) as server:
+        PIDS[server.url] = server.process.pid
         yield server.url
 
 
@@ -170,6 +182,7 @@ async def level(url: str, streams: int) -> dict[str, Any]:
         "ttft": [r["ttft"] for r in done],
         "tps": [r["tps"] for r in done if r.get("tps")],
         "aggregate_tps": sum(r["tokens"] for r in done) / (end - started) if done else 0.0,
+        "tokens": sum(r["tokens"] for r in done),
         "errors": [r["error"] for r in results if "error" in r][:3],
     }
 
@@ -187,7 +200,10 @@ def measure(servers: dict[str, str], rounds: int, levels: tuple[int, ...]) -> di
         order = names if r % 2 == 0 else names[::-1]
         for streams in levels:
             for name in order:
+                cpu = cpu_seconds(servers[name])
                 result = asyncio.run(level(servers[name], streams))
+                used = cpu_seconds(servers[name]) - cpu
+                result["cpu_ms_per_token"] = 1000 * used / max(1, result["tokens"])
                 raw[name][streams].append(result)
                 console.log(f"round {r + 1}/{rounds}, {streams} streams, {name}: "
                             f"{result['completed']}/{streams} done, TTFT p99 "
@@ -204,6 +220,7 @@ def measure(servers: dict[str, str], rounds: int, levels: tuple[int, ...]) -> di
                 "ttft_p99": percentile(ttft, 99),
                 "aggregate_tps": median([r["aggregate_tps"] for r in runs]),
                 "per_stream_tps": median([t for run in runs for t in run["tps"]]),
+                "cpu_ms_per_token": median([r["cpu_ms_per_token"] for r in runs]),
                 "errors": [e for run in runs for e in run["errors"]][:3],
             }
     return {"summary": summary, "raw": raw}
@@ -286,7 +303,7 @@ def comparisons(summary: dict[str, Any], llama_server_name: str | None) -> list[
 
 def table(summary: dict[str, Any]) -> dict[str, Any]:
     columns = ["server", "streams", "completed", "TTFT p50 (s)", "TTFT p99 (s)",
-               "aggregate tok/s", "per-stream tok/s"]  # fmt: skip
+               "aggregate tok/s", "per-stream tok/s", "server CPU ms/token"]  # fmt: skip
     rows = []
     for streams in map(str, LEVELS):
         for name, levels in summary.items():
@@ -294,7 +311,8 @@ def table(summary: dict[str, Any]) -> dict[str, Any]:
                 s = levels[streams]
                 rows.append([name, streams, s["completed"], round(s["ttft_p50"], 2),
                              round(s["ttft_p99"], 2), round(s["aggregate_tps"], 1),
-                             round(s["per_stream_tps"], 1)])  # fmt: skip
+                             round(s["per_stream_tps"], 1),
+                             round(s.get("cpu_ms_per_token", float("nan")), 2)])  # fmt: skip
     return {"title": "Concurrent streams, side by side", "columns": columns, "rows": rows}
 
 
@@ -368,19 +386,25 @@ def main() -> int:
         data["summary"], data["raw"] = measured["summary"], measured["raw"]
     data["comparisons"] = comparisons(data["summary"], llama_server_name)
     data["tables"] = [table(data["summary"])]
-    if args.thread_sweep:
-        sweep = {}
-        for threads in (1, 2):
-            with streamchat_server(SLOTS, threads) as url:
+    if args.thread_sweep:  # both servers up, alternating, as the main comparison
+        with contextlib.ExitStack() as stack:
+            sweep_servers = {
+                f"{threads} thread{'s' * (threads > 1)}": stack.enter_context(
+                    streamchat_server(SLOTS, threads)
+                )
+                for threads in (1, 2)
+            }
+            for url in sweep_servers.values():
                 warm(url)
-                sweep[str(threads)] = measure({"batched": url}, rounds, (1, 16))["summary"]
+            sweep = measure(sweep_servers, rounds, (1, SLOTS))["summary"]
         data["thread_sweep"] = sweep
         data["tables"].append({
-            "title": "streamchat batched by thread count (STREAMCHAT_THREADS)",
-            "columns": ["threads", "streams", "TTFT p99 (s)", "aggregate tok/s"],
-            "rows": [[t, n, round(s["batched"][n]["ttft_p99"], 2),
-                      round(s["batched"][n]["aggregate_tps"], 1)]
-                     for t, s in sweep.items() for n in ("1", "16")],
+            "title": "streamchat batched by thread count (STREAMCHAT_THREADS), alternating",
+            "columns": ["threads", "streams", "TTFT p99 (s)", "aggregate tok/s",
+                        "server CPU ms/token"],
+            "rows": [[name, n, round(s[n]["ttft_p99"], 2), round(s[n]["aggregate_tps"], 1),
+                      round(s[n]["cpu_ms_per_token"], 2)]
+                     for n in ("1", str(SLOTS)) for name, s in sweep.items()],
         })  # fmt: skip
     if args.divergence:
         data["divergence"] = divergence(args.divergence, args.threads)

@@ -31,7 +31,12 @@ KEY = "k-0123456789"
 IDS = list(PROTOCOLS)
 # Routes anyone may call. Each is here on purpose: the page and its files hold no data (the page
 # asks for the key and sends it with every API call); /healthz is for liveness probes.
-PUBLIC = {"/healthz": "liveness", "/": "the chat page", "/static": "the page's files"}
+PUBLIC = {
+    "/healthz": "liveness",
+    "/readyz": "readiness (probes send no key)",
+    "/": "the chat page",
+    "/static": "the page's files",
+}
 
 
 # -- binding ---------------------------------------------------------------------------------------

@@ -22,7 +22,10 @@ its tokens: on a shared machine the steadiest measure of how much work a token c
 threads that spin-wait for a descheduled peer count too).
 
 ``--divergence N``: greedy text batched (16 at a time) vs alone over N prompts, in process.
-``--thread-sweep``: streamchat batched at 1 and 16 streams with 1 and 2 threads (the default).
+Threads: ``--threads`` for a step of one token, ``--threads-batch`` for a step of more (llama.cpp's
+``n_threads`` / ``n_threads_batch``; ``-t`` / ``-tb``), the same on every side; by default
+streamchat's own (half the cores / all of them).
+``--thread-sweep``: streamchat batched at 1 and 16 streams with 1/1, 1/all and all/all threads.
 The machine is shared (2 cores here): figures are noisy; compare columns of one run.
 """
 
@@ -113,8 +116,10 @@ def process_server(command: list[str], env: dict[str, str], ready: str,
 
 
 @contextlib.contextmanager
-def streamchat_server(parallel: int, threads: int, src: Path | None = None) -> Iterator[str]:
-    env = {"STREAMCHAT_THREADS": str(threads)}
+def streamchat_server(
+    parallel: int, threads: int, batch: int, src: Path | None = None
+) -> Iterator[str]:
+    env = {"STREAMCHAT_THREADS": str(threads), "STREAMCHAT_THREADS_BATCH": str(batch)}
     args = ["--model", "smollm2", "--max-waiting", "64", "--log-level", "warning"]
     if src is not None:  # an older checkout: no --parallel there
         env["PYTHONPATH"] = str(src)
@@ -125,16 +130,18 @@ def streamchat_server(parallel: int, threads: int, src: Path | None = None) -> I
         yield server.url
 
 
-def llama_cpp_server(path: str, threads: int) -> contextlib.AbstractContextManager[str]:
+def llama_cpp_server(path: str, threads: int, batch: int) -> contextlib.AbstractContextManager[str]:
     return process_server(
         [sys.executable, "-m", "llama_cpp.server", "--model", path, "--n_threads", str(threads),
-         "--n_threads_batch", str(threads), "--n_ctx", "4096", "--host", HOST, "--port", "{port}"],
+         "--n_threads_batch", str(batch), "--n_ctx", "4096", "--host", HOST, "--port", "{port}"],
         {}, "/v1/models")  # fmt: skip
 
 
-def llama_server(binary: str, path: str, threads: int) -> contextlib.AbstractContextManager[str]:
+def llama_server(
+    binary: str, path: str, threads: int, batch: int
+) -> contextlib.AbstractContextManager[str]:
     return process_server(
-        [binary, "-m", path, "-t", str(threads), "-tb", str(threads), "-np", str(SLOTS),
+        [binary, "-m", path, "-t", str(threads), "-tb", str(batch), "-np", str(SLOTS),
          "-c", str(1024 * SLOTS), "--host", HOST, "--port", "{port}"],
         {"LD_LIBRARY_PATH": str(Path(binary).parent)}, "/health")  # fmt: skip
 
@@ -328,7 +335,19 @@ def show(data: dict[str, Any]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=2)
+    cores = os.cpu_count() or 1
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=max(1, cores // 2),
+        help="threads for a one-token step, every side (default: streamchat's)",
+    )
+    parser.add_argument(
+        "--threads-batch",
+        type=int,
+        default=cores,
+        help="threads for a step of more tokens, every side (default: streamchat's)",
+    )
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--llama-server", default=os.environ.get("LLAMA_SERVER"))
     parser.add_argument("--before", help="git revision of streamchat before batching")
@@ -344,6 +363,7 @@ def main() -> int:
     data: dict[str, Any] = {
         "model": Path(path).name,
         "threads": args.threads,
+        "threads_batch": args.threads_batch,
         "rounds": rounds,
         "max_tokens": MAX_TOKENS,
         "levels": levels,
@@ -354,11 +374,11 @@ def main() -> int:
         wanted = lambda name: name not in args.skip  # noqa: E731
         if wanted("streamchat batched"):
             servers["streamchat batched"] = stack.enter_context(
-                streamchat_server(SLOTS, args.threads)
+                streamchat_server(SLOTS, args.threads, args.threads_batch)
             )
         if wanted("streamchat --parallel 1"):
             servers["streamchat --parallel 1"] = stack.enter_context(
-                streamchat_server(1, args.threads)
+                streamchat_server(1, args.threads, args.threads_batch)
             )
         if args.before:
             src = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sc-before-")))
@@ -366,17 +386,19 @@ def main() -> int:
                                      capture_output=True).stdout  # fmt: skip
             subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
             servers["streamchat before batching"] = stack.enter_context(
-                streamchat_server(1, args.threads, src / "src")
+                streamchat_server(1, args.threads, args.threads_batch, src / "src")
             )
             data["before"] = args.before
         if wanted("llama_cpp.server"):
-            servers["llama_cpp.server"] = stack.enter_context(llama_cpp_server(path, args.threads))
+            servers["llama_cpp.server"] = stack.enter_context(
+                llama_cpp_server(path, args.threads, args.threads_batch)
+            )
         llama_server_name = None
         binary = args.llama_server
         if binary and shutil.which(binary) and wanted("llama-server"):
             llama_server_name = f"llama-server -np {SLOTS}"
             servers[llama_server_name] = stack.enter_context(
-                llama_server(binary, path, args.threads)
+                llama_server(binary, path, args.threads, args.threads_batch)
             )
         else:
             console.print(BUILD_HINT)
@@ -389,17 +411,16 @@ def main() -> int:
     if args.thread_sweep:  # both servers up, alternating, as the main comparison
         with contextlib.ExitStack() as stack:
             sweep_servers = {
-                f"{threads} thread{'s' * (threads > 1)}": stack.enter_context(
-                    streamchat_server(SLOTS, threads)
-                )
-                for threads in (1, 2)
+                f"{threads}/{batch}": stack.enter_context(streamchat_server(SLOTS, threads, batch))
+                for threads, batch in ((1, 1), (1, cores), (cores, cores))
             }
             for url in sweep_servers.values():
                 warm(url)
             sweep = measure(sweep_servers, rounds, (1, SLOTS))["summary"]
         data["thread_sweep"] = sweep
         data["tables"].append({
-            "title": "streamchat batched by thread count (STREAMCHAT_THREADS), alternating",
+            "title": "streamchat batched by threads for one-token / batched steps "
+                     "(STREAMCHAT_THREADS / STREAMCHAT_THREADS_BATCH), alternating",
             "columns": ["threads", "streams", "TTFT p99 (s)", "aggregate tok/s",
                         "server CPU ms/token"],
             "rows": [[name, n, round(s[n]["ttft_p99"], 2), round(s[n]["aggregate_tps"], 1),

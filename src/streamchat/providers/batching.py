@@ -159,7 +159,8 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 
 
 class Engine:
-    """``slots`` sequences of ``window`` tokens each in one context, on one scheduler thread."""
+    """``slots`` sequences of ``window`` tokens each in one context, on one scheduler thread;
+    ``threads`` decode a step of one token, ``batch_threads`` a step of more."""
 
     def __init__(
         self,
@@ -168,6 +169,7 @@ class Engine:
         slots: int,
         window: int,
         threads: int,
+        batch_threads: int | None = None,
         chunk: int = PREFILL_CHUNK,
         burst: int = PREFILL_BURST,
         name: str = "streamchat-batch",
@@ -183,7 +185,8 @@ class Engine:
         params.n_ubatch = min(self.n_batch, 512)
         params.n_seq_max = slots
         params.kv_unified = False  # each sequence attends over its own cells only
-        params.n_threads = params.n_threads_batch = threads
+        params.n_threads = threads  # llama.cpp uses it for a step of one token,
+        params.n_threads_batch = batch_threads or threads  # this for a step of more
         params.no_perf = True
         ctx = llama_cpp.llama_init_from_model(model, params)
         if not ctx:

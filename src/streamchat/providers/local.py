@@ -198,11 +198,17 @@ class LocalProvider:
         if not os.path.isfile(self.path):
             raise ModelError(f"model file not found: {self.path}")
         self.n_ctx = n_ctx
-        # Half the cores, as llama-cpp-python does: llama.cpp threads spin-wait for each other, so
-        # using every core makes each token wait on whatever else the machine runs (20x slower).
-        # STREAMCHAT_THREADS overrides it on a quiet machine.
+        # A step decoding one token uses half the cores, as llama-cpp-python does: llama.cpp
+        # threads spin-wait for each other, so using every core for a tiny matmul makes each
+        # token wait on whatever else runs, the server's own event loop included (measured: one
+        # stream at 2 threads of 2 cores ran at 0.03-0.6x the speed of 1 thread). A step with
+        # more tokens (batched streams, prefill) has enough work per sync to use every core
+        # (16 streams: 1.2-1.75x the tokens/s of 1 thread). STREAMCHAT_THREADS sets both,
+        # STREAMCHAT_THREADS_BATCH the second (benchmarks/concurrency.py).
         threads = n_threads or int(os.environ.get("STREAMCHAT_THREADS") or 0)
         self.n_threads = threads or max(1, (os.cpu_count() or 1) // 2)
+        batch_threads = int(os.environ.get("STREAMCHAT_THREADS_BATCH") or 0) or threads
+        self.n_threads_batch = batch_threads or max(1, os.cpu_count() or 1)
         parallel = parallel or PARALLEL or int(os.environ.get("STREAMCHAT_PARALLEL") or 0)
         self.parallel = max(1, parallel or DEFAULT_PARALLEL)
         waiting = MAX_WAITING if max_waiting is None else max_waiting
@@ -250,6 +256,7 @@ class LocalProvider:
                     slots=self.parallel,
                     window=self.n_ctx,
                     threads=self.n_threads,
+                    batch_threads=self.n_threads_batch,
                     name=f"streamchat-llama-{Path(self.path).stem}",
                 )
                 self._llama = llama

@@ -315,3 +315,19 @@ async def test_a_prompt_longer_than_the_per_stream_window_is_refused(
         await reply(engine_model, ask("hello " * (WINDOW + 50)))
     assert f"> {WINDOW} maximum" in info.value.message
     assert engine_model.admission.count == 0
+
+
+async def test_the_same_prompt_again_reuses_its_slot_and_others_keep_theirs(
+    engine_model: LocalProvider,
+) -> None:
+    engine = engine_model.engine
+    assert engine is not None
+    essay, colours = ask("Write a long essay about maps."), ask("Name three colours.")
+    first = await reply(engine_model, essay, max_tokens=40)
+    await reply(engine_model, colours, max_tokens=40)  # shares the system prompt only
+    again = await reply(engine_model, essay, max_tokens=40)
+    assert again.text == first.text
+    assert again.usage.input_tokens == 1  # all but the last prompt token came from its cells
+    assert again.usage.cache_read_input_tokens == whole_prompt(first) - 1
+    other = await reply(engine_model, colours, max_tokens=4)
+    assert other.usage.input_tokens == 1  # its slot was not taken by the essay

@@ -272,14 +272,15 @@ class Engine:
                             self._finish(slot, error, keep=False)
 
     def _place(self, job: _Job) -> _Slot:
-        """The free slot whose cells this prompt continues (a conversation's next turn, the same
-        prompt again); else an empty slot, else the least recently used. A prompt that shares only
-        a little with a slot (the system prompt) must not wipe that slot's longer conversation."""
+        """The free slot whose cells this prompt continues (a conversation's next turn: most of
+        the slot; the same prompt again: all of the prompt); else an empty slot, else the least
+        recently used. A prompt that shares only a little with a slot (the system prompt) must
+        not wipe that slot's longer conversation."""
         prompt = job.run.prompt
         free = [slot for slot in self.slots if slot.job is None]
         best = max(free, key=lambda s: (common_prefix(s.tokens, prompt), -s.used_at))
         shared = common_prefix(best.tokens, prompt)
-        if shared and 2 * shared >= len(best.tokens):
+        if shared and (shared >= len(prompt) - 1 or 2 * shared >= len(best.tokens)):
             return best
         empty = [slot for slot in free if not slot.tokens]
         return empty[0] if empty else min(free, key=lambda s: s.used_at)

@@ -40,6 +40,8 @@ NEED = object()  # yielded by a program: "decode my pending tokens and send me t
 PREFILL_CHUNK = 32
 PREFILL_BURST = 512
 STEP_EXTRA = 16  # batch room per slot for a decoding sequence's token and format prefill
+SHARE_MIN = 8  # prompt tokens another slot must hold beyond this slot's before they are copied
+SHARE_MAX_CELLS = 2048  # a donor slot longer than this is not copied (its whole state moves)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 PREFILL_BUCKETS = (0, 16, 64, 128, 256, 512, 1024)
 
@@ -133,7 +135,8 @@ class EngineStats:
     steps: int = 0
     decoded_tokens: int = 0  # every token in every batch
     prefill_tokens: int = 0  # prompt tokens decoded (not reused from a slot's cells)
-    reused_tokens: int = 0  # prompt tokens served from a slot's cells
+    reused_tokens: int = 0  # prompt tokens served from a slot's cells (its own or copied)
+    shared_tokens: int = 0  # of those, copied from another slot's cells
     batch_buckets: list[int] = field(default_factory=lambda: [0] * (len(BATCH_BUCKETS) + 1))
     batch_sum: int = 0  # sequences summed over steps
     prefill_buckets: list[int] = field(default_factory=lambda: [0] * (len(PREFILL_BUCKETS) + 1))
@@ -302,6 +305,7 @@ class Engine:
             prefix = 0
             llama_cpp.llama_memory_seq_rm(self.memory, seq, -1, -1)
         del slot.tokens[prefix:]
+        prefix = self._share(slot, run.prompt, prefix)
         run.reused = prefix
         run.pending = run.prompt[prefix:]
         self.stats.reused_tokens += prefix
@@ -311,6 +315,40 @@ class Engine:
             self._finish(slot, error, keep=False)
             return
         self._resume(slot, None)
+
+    def _share(self, slot: _Slot, prompt: list[int], have: int) -> int:
+        """Copy a prefix of ``prompt`` (a shared system prompt, say) from another slot's cells
+        into ``slot``, when one holds at least :data:`SHARE_MIN` more of it: moving a sequence's
+        state costs far less than prefilling it again. The tokens the slot now holds: ``have``
+        when nothing was copied, 0 when a copy failed (the slot is emptied)."""
+        import ctypes
+
+        import llama_cpp
+
+        if self.n_swa > 0:  # sliding-window caches keep too little to copy a prefix from
+            return have
+        donors = [s for s in self.slots if s is not slot and 0 < len(s.tokens) <= SHARE_MAX_CELLS]
+        if not donors:
+            return have
+        donor = max(donors, key=lambda s: common_prefix(s.tokens, prompt))
+        shared = min(common_prefix(donor.tokens, prompt), len(prompt) - 1)
+        if shared < have + SHARE_MIN:
+            return have
+        ctx, seq = self.ctx, slot.seq_id
+        size = llama_cpp.llama_state_seq_get_size(ctx, donor.seq_id)
+        state = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(ctx, state, size, donor.seq_id)
+        llama_cpp.llama_memory_seq_rm(self.memory, seq, -1, -1)
+        slot.tokens.clear()
+        if not written or not llama_cpp.llama_state_seq_set_data(ctx, state, written, seq):
+            llama_cpp.llama_memory_seq_rm(self.memory, seq, -1, -1)
+            return 0
+        if not llama_cpp.llama_memory_seq_rm(self.memory, seq, shared, -1):
+            llama_cpp.llama_memory_seq_rm(self.memory, seq, -1, -1)
+            return 0
+        slot.tokens[:] = donor.tokens[:shared]
+        self.stats.shared_tokens += shared
+        return shared
 
     def _resume(self, slot: _Slot, value: int | None) -> None:
         """Run the slot's program until it needs a token (its events go to its client)."""

@@ -124,6 +124,7 @@ def in_process(runs: int, max_tokens: int, threads: int | None, raw_main: bool) 
     provider = local_provider(MODEL)  # what streamchat.Client routes "smollm2" to
     provider.n_threads = threads or provider.n_threads  # read when it loads, on first use
     n = provider.n_threads
+    provider.n_threads_batch = n  # as the raw side
     raw = llama_cpp.Llama(provider.path, n_ctx=provider.n_ctx, n_threads=n, n_threads_batch=n,
                           verbose=False)  # fmt: skip
     client, aclient = streamchat.Client(), streamchat.AsyncClient()
@@ -138,7 +139,8 @@ def in_process(runs: int, max_tokens: int, threads: int | None, raw_main: bool) 
     for name in SIDES:  # warm-up: loads the models, fills each KV cache with the prompt
         runners[name]()
         settle()
-    llamas = {"raw": raw, "streamchat sync": provider.load(), "streamchat async": provider.load()}
+    engine = provider.engine  # its reset() empties the slots' cells, as Llama.reset() does
+    llamas = {"raw": raw, "streamchat sync": engine, "streamchat async": engine}
     samples: dict[str, list[Sample]] = {f"{s}/{m}": [] for s in SIDES for m in ("cold", "cached")}
     for i in range(runs):
         for name in SIDES[i % 3 :] + SIDES[: i % 3]:  # rotate who goes first

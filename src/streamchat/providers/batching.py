@@ -231,6 +231,16 @@ class Engine:
         with self._cond:
             self._cond.notify()
 
+    def reset(self) -> None:
+        """Forget every idle slot's cells (benchmarks: a cold prompt is prefilled in full)."""
+        import llama_cpp
+
+        with self._cond:
+            for slot in self.slots:
+                if slot.job is None:
+                    llama_cpp.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
+                    slot.tokens.clear()
+
     @property
     def busy(self) -> bool:
         return self.active > 0 or bool(self._waiting)

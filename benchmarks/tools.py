@@ -127,10 +127,15 @@ def raw_sample(llama: Any, tokens: list[int], count: int, grammar: Any) -> dict[
 
 
 def part_a(client: Client, rounds: int) -> dict[str, Any]:
+    import llama_cpp
     from llama_cpp import LlamaGrammar
 
     provider = local_provider(MODEL)
-    llama = provider.load()
+    provider.load()
+    # The reference side: llama-cpp-python's own Llama with streamchat's window and threads (the
+    # provider's Llama only tokenizes; its engine decodes).
+    llama = llama_cpp.Llama(provider.path, n_ctx=provider.n_ctx, n_threads=provider.n_threads,
+                            n_threads_batch=provider.n_threads, verbose=False)  # fmt: skip
     forced = {"tools": [STORY], "tool_choice": {"type": "any"}}
     call = stream_sample(client, messages=STORY_ASK, max_tokens=300, temperature=0, **forced)
     length = call["tokens"]
@@ -275,7 +280,7 @@ def chatml_server(path: str, threads: int, timeout: float = 120) -> Iterator[str
 
 
 def part_c(client: Client, rounds: int) -> dict[str, Any]:
-    llama = local_provider(MODEL).load()
+    engine = local_provider(MODEL).engine  # reset(): the slots' cells emptied
     weather = {
         "name": "get_weather",
         "description": "Get the current weather for a city",
@@ -300,7 +305,7 @@ def part_c(client: Client, rounds: int) -> dict[str, Any]:
     samples: dict[str, list[dict[str, Any]]] = {name: [] for name in sides}
     for i in range(rounds):
         for name in list(sides)[i % 2 :] + list(sides)[: i % 2]:
-            llama.reset()  # cold: the whole prompt is evaluated on both sides
+            engine.reset()  # cold: the whole prompt is evaluated on both sides
             samples[name].append(sides[name]())
             time.sleep(PAUSE)
     return {"samples": samples}

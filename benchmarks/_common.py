@@ -1,14 +1,23 @@
-"""What every benchmark script shares: the machine's description, JSON output, statistics."""
+"""What every benchmark script shares: the machine's description, JSON output, statistics, and
+a baseline server run as a process."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import statistics
+import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import httpx
+
+from streamchat.testing.process import HOST, free_port
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -55,3 +64,45 @@ def write_json(name: str, data: dict[str, Any], path: str | None = None) -> Path
     payload.setdefault("machine", machine())
     target.write_text(json.dumps(payload, indent=2) + "\n")
     return target
+
+
+@contextlib.contextmanager
+def process_server(
+    command: list[str],
+    ready: str,
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = 180,
+    pids: dict[str, int] | None = None,
+) -> Iterator[str]:
+    """A server process (``{port}`` in ``command`` becomes a free loopback port) until ``ready``
+    answers 200; yields its URL (and records its pid in ``pids``), stops it on exit."""
+    port = free_port()
+    command = [part.replace("{port}", str(port)) for part in command]
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
+        url = f"http://{HOST}:{port}"
+        if pids is not None:
+            pids[url] = process.pid
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if process.poll() is not None:
+                    log.seek(0)
+                    raise RuntimeError(f"{command[0]} exited: {log.read()[-2000:]!r}")
+                with contextlib.suppress(httpx.TransportError):
+                    if httpx.get(url + ready, timeout=1).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{url}{ready} did not answer within {timeout}s")
+                time.sleep(0.1)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

@@ -51,9 +51,9 @@ import openai
 from rich.console import Console
 from rich.table import Table
 
-from _common import median, percentile, write_json
+from _common import median, percentile, process_server, write_json
 from streamchat.providers.local import BUILTIN_MODELS
-from streamchat.testing.process import HOST, free_port, serve
+from streamchat.testing.process import HOST, serve
 
 LEVELS = (1, 4, 16)
 SLOTS = 16
@@ -83,39 +83,6 @@ def prompt(i: int) -> str:
 
 
 @contextlib.contextmanager
-def process_server(command: list[str], env: dict[str, str], ready: str,
-                   timeout: float = 180) -> Iterator[str]:  # fmt: skip
-    """A server process on a free port (``{port}`` in ``command``) until ``ready`` answers."""
-    port = free_port()
-    command = [part.replace("{port}", str(port)) for part in command]
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                   env={**os.environ, **env})  # fmt: skip
-        url = f"http://{HOST}:{port}"
-        PIDS[url] = process.pid
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
-                if process.poll() is not None:
-                    log.seek(0)
-                    raise RuntimeError(f"{command[0]} exited: {log.read()[-2000:]!r}")
-                with contextlib.suppress(httpx.TransportError):
-                    if httpx.get(url + ready, timeout=1).status_code == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{url}{ready} did not answer within {timeout}s")
-                time.sleep(0.2)
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-@contextlib.contextmanager
 def streamchat_server(
     parallel: int, threads: int, batch: int, src: Path | None = None
 ) -> Iterator[str]:
@@ -134,7 +101,7 @@ def llama_cpp_server(path: str, threads: int, batch: int) -> contextlib.Abstract
     return process_server(
         [sys.executable, "-m", "llama_cpp.server", "--model", path, "--n_threads", str(threads),
          "--n_threads_batch", str(batch), "--n_ctx", "4096", "--host", HOST, "--port", "{port}"],
-        {}, "/v1/models")  # fmt: skip
+        "/v1/models", pids=PIDS)  # fmt: skip
 
 
 def llama_server(
@@ -143,7 +110,7 @@ def llama_server(
     return process_server(
         [binary, "-m", path, "-t", str(threads), "-tb", str(batch), "-np", str(SLOTS),
          "-c", str(1024 * SLOTS), "--host", HOST, "--port", "{port}"],
-        {"LD_LIBRARY_PATH": str(Path(binary).parent)}, "/health")  # fmt: skip
+        "/health", env={"LD_LIBRARY_PATH": str(Path(binary).parent)}, pids=PIDS)  # fmt: skip
 
 
 async def one_stream(client: openai.AsyncOpenAI, i: int, started: float) -> dict[str, Any]:

@@ -32,11 +32,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +47,9 @@ import openai
 from rich.console import Console
 from rich.table import Table
 
-from _common import machine, median, write_json
+from _common import machine, median, process_server, write_json
 from overhead import PROMPT, in_fresh_thread, raw_run
-from serving import HOST, free_port, serve
+from serving import HOST, serve
 from streamchat.providers.local import BUILTIN_MODELS, local_provider
 
 MODEL = "smollm2"
@@ -64,39 +62,13 @@ console = Console(width=None if sys.stdout.isatty() else 120)
 Sample = dict[str, Any]
 
 
-@contextlib.contextmanager
-def llama_cpp_server(path: str, threads: int, timeout: float = 120) -> Iterator[str]:
+def llama_cpp_server(path: str, threads: int) -> contextlib.AbstractContextManager[str]:
     """``python -m llama_cpp.server`` on a free loopback port until ``/v1/models`` answers."""
-    port = free_port()
-    log = Path(tempfile.mkstemp(prefix="llama-cpp-server-", suffix=".log")[1])
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", path,
-               "--n_threads", str(threads), "--n_threads_batch", str(threads),
-               "--n_ctx", str(N_CTX), "--host", HOST, "--port", str(port)]  # fmt: skip
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://{HOST}:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited {process.returncode}: "
-                                   f"{log.read_text(errors='replace')[-2000:]}")  # fmt: skip
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/v1/models", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{url}/v1/models did not answer within {timeout}s")
-            time.sleep(0.1)
-        yield url
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        log.unlink(missing_ok=True)
+    return process_server(
+        [sys.executable, "-m", "llama_cpp.server", "--model", path,
+         "--n_threads", str(threads), "--n_threads_batch", str(threads),
+         "--n_ctx", str(N_CTX), "--host", HOST, "--port", "{port}"],
+        "/v1/models", timeout=120)  # fmt: skip
 
 
 def sdk_run(client: openai.OpenAI, messages: list[Any], max_tokens: int, extra: dict) -> Sample:

@@ -30,11 +30,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,15 +41,13 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))  # tool_cases, s
 
 import itertools
 
-import httpx
 import jsonschema
 import openai
 from rich.console import Console
 from rich.table import Table
 
-from _common import machine, median, write_json
+from _common import HOST, machine, median, process_server, write_json
 from overhead import in_fresh_thread
-from serving import HOST, free_port
 from streamchat import Client
 from streamchat.providers import tool_prompt
 from streamchat.providers.grammar import schema_gbnf
@@ -245,38 +241,14 @@ def part_b(client: Client, cases: list[Any], path: str, threads: int) -> dict[st
     return results
 
 
-@contextlib.contextmanager
-def chatml_server(path: str, threads: int, timeout: float = 120) -> Iterator[str]:
+def chatml_server(path: str, threads: int) -> contextlib.AbstractContextManager[str]:
     """``python -m llama_cpp.server --chat_format chatml-function-calling`` on a free loopback
     port (as benchmarks/server.py starts it) until ``/v1/models`` answers."""
-    port = free_port()
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", path,
-               "--chat_format", "chatml-function-calling", "--n_threads", str(threads),
-               "--n_threads_batch", str(threads), "--n_ctx", "4096", "--host", HOST,
-               "--port", str(port)]  # fmt: skip
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://{HOST}:{port}"
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
-                if process.poll() is not None:
-                    log.seek(0)
-                    raise RuntimeError(f"llama_cpp.server exited: {log.read()[-2000:]!r}")
-                with contextlib.suppress(httpx.TransportError):
-                    if httpx.get(f"{url}/v1/models", timeout=1).status_code == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{url}/v1/models did not answer within {timeout}s")
-                time.sleep(0.1)
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    return process_server(
+        [sys.executable, "-m", "llama_cpp.server", "--model", path,
+         "--chat_format", "chatml-function-calling", "--n_threads", str(threads),
+         "--n_threads_batch", str(threads), "--n_ctx", "4096", "--host", HOST,
+         "--port", "{port}"], "/v1/models", timeout=120)  # fmt: skip
 
 
 def part_c(client: Client, rounds: int) -> dict[str, Any]:

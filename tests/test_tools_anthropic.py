@@ -23,8 +23,7 @@ from streamchat.errors import InvalidRequestError
 from streamchat.providers import get_provider
 from streamchat.providers.scripted import JSON_FRAGMENT, ScriptedProvider
 from streamchat.request import MAX_SCHEMA_BYTES, MAX_TOOLS, build_request
-from streamchat.server.anthropic import estimate_tokens
-from streamchat.server.common import ServerConfig
+from streamchat.server.common import ServerConfig, estimate_tokens
 from streamchat.wire import anthropic as wire
 from test_serve_seed_sdk import seed_python  # noqa: F401  (the seed-era client venv fixture)
 

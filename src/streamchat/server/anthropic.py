@@ -6,17 +6,12 @@ status and ``{"type": "error", ...}`` body, errors after it an ``event: error`` 
 
 from __future__ import annotations
 
-import asyncio
-import json
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..providers import get_provider
-from ..request import MessageRequest
 from ..wire import anthropic as wire
-from .common import ServerConfig, open_events, read_json, route_model
+from .common import ServerConfig, count_prompt_tokens, open_events, read_json
 from .streaming import (
     EventStreamResponse,
     as_streamchat_error,
@@ -30,23 +25,6 @@ from .streaming import (
 def error_response(error: Exception) -> JSONResponse:
     status, body = wire.error_response(as_streamchat_error(error))
     return JSONResponse(body, status_code=status)
-
-
-def estimate_tokens(request: MessageRequest) -> int:
-    """About four characters a token: only for providers that cannot count exactly. Every
-    block counts (tool calls and results, thinking), and so do the system prompt and tools."""
-    chars = len(request.system or "")
-    for turn in request.messages:
-        for block in turn.parts:
-            if block.type == "tool_use":
-                chars += len(block.name) + len(json.dumps(block.input))
-            elif block.type == "thinking":
-                chars += len(block.thinking)
-            else:  # text, tool_result
-                chars += len(block.text)
-    for tool in request.tools:
-        chars += len(tool.name) + len(tool.description) + len(json.dumps(tool.input_schema))
-    return max(1, round(chars / 4))
 
 
 def routes(config: ServerConfig) -> list[Route]:
@@ -73,12 +51,7 @@ def routes(config: ServerConfig) -> list[Route]:
             # no max_tokens here: the limit, so that a thinking budget below it validates
             limit = {"max_tokens": config.max_tokens_limit}
             message_request = builder({**kwargs, **limit}, config)(kwargs["model"])
-            provider = get_provider(route_model(config, kwargs["model"]))
-            count = getattr(provider, "count_tokens", None)
-            if count is None:
-                tokens = estimate_tokens(message_request)
-            else:  # may load a model or call a remote API: keep the event loop free
-                tokens = await asyncio.to_thread(count, message_request)
+            tokens = await count_prompt_tokens(config, kwargs["model"], message_request)
         except Exception as error:
             return error_response(error)
         return JSONResponse(wire.count_tokens_body(tokens))

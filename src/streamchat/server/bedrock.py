@@ -13,7 +13,6 @@ Auth: clients sign requests with SigV4, whose secret the server cannot know, so 
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import time
 import uuid
@@ -26,11 +25,9 @@ from starlette.routing import Route
 
 from ..errors import AuthenticationError, InvalidRequestError, StreamchatError
 from ..events import Message, StreamEvent
-from ..providers import get_provider
 from ..request import MessageRequest
 from ..wire import bedrock as wire
-from .anthropic import estimate_tokens
-from .common import ServerConfig, open_events, read_json, route_model
+from .common import ServerConfig, count_prompt_tokens, open_events, read_json
 from .streaming import (
     EventStreamResponse,
     as_streamchat_error,
@@ -145,12 +142,7 @@ def routes(config: ServerConfig) -> list[Route]:
             body = await read_json(request, config)
             limit = config.max_tokens_limit
             counted = wire.build_count_tokens_request(body, model=model_id, max_tokens_limit=limit)
-            provider = get_provider(route_model(config, model_id))
-            count = getattr(provider, "count_tokens", None)
-            if count is None:
-                tokens = estimate_tokens(counted)
-            else:  # may load a model or call a remote API: keep the event loop free
-                tokens = await asyncio.to_thread(count, counted)
+            tokens = await count_prompt_tokens(config, model_id, counted)
         except Exception as error:
             return error_response(error)
         return JSONResponse(wire.count_tokens_body(tokens), headers=request_id())

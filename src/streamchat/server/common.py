@@ -7,6 +7,7 @@ module renders them in its own error shape.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -94,6 +95,35 @@ def route_model(config: ServerConfig, requested: str | None) -> str:
         served = ", ".join(config.served_models())
         raise NotFoundError(f"model: {requested!r} is not served here; served models: {served}")
     return config.default_model
+
+
+def estimate_tokens(request: MessageRequest) -> int:
+    """About four characters a token: only for providers that cannot count exactly. Every
+    block counts (tool calls and results, thinking), and so do the system prompt and tools."""
+    chars = len(request.system or "")
+    for turn in request.messages:
+        for block in turn.parts:
+            if block.type == "tool_use":
+                chars += len(block.name) + len(json.dumps(block.input))
+            elif block.type == "thinking":
+                chars += len(block.thinking)
+            else:  # text, tool_result
+                chars += len(block.text)
+    for tool in request.tools:
+        chars += len(tool.name) + len(tool.description) + len(json.dumps(tool.input_schema))
+    return max(1, round(chars / 4))
+
+
+async def count_prompt_tokens(
+    config: ServerConfig, requested_model: str, request: MessageRequest
+) -> int:
+    """Prompt tokens of ``request`` as the serving provider counts them (its tokenizer and
+    prompt format), or an estimate where it cannot count (CountTokens and count_tokens)."""
+    provider = get_provider(route_model(config, requested_model))
+    count = getattr(provider, "count_tokens", None)
+    if count is None:
+        return estimate_tokens(request)
+    return await asyncio.to_thread(count, request)  # may load a model or call a remote API
 
 
 def requested_conversation(headers: Mapping[str, str] | None) -> int | None:

@@ -3,24 +3,12 @@ its name, through a real process; a file that cannot be attached is one line, no
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pexpect
 
 from serving import received, recording
-from test_cli_ask import command, env
-
-
-def ask(tmp_path: Path, *args: str | Path, stdin: str = "") -> subprocess.CompletedProcess:
-    return subprocess.run(
-        command("ask", "--no-history", *args),
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env(tmp_path),
-        timeout=60,
-    )
+from test_cli_ask import ask, command, env
 
 
 def prompt_of(record: Path) -> str:

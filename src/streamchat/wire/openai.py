@@ -457,6 +457,18 @@ class ChunkEncoder:
         return b""  # content_block_stop
 
 
+def tool_calls_body(calls: Iterable[ToolUseBlock]) -> list[dict[str, Any]]:
+    """An assistant message's ``tool_calls``: the arguments as a JSON string."""
+    return [
+        {
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": arguments_text(call)},
+        }
+        for call in calls
+    ]
+
+
 def completion_body(message: Message, model: str, created: int | None = None) -> dict[str, Any]:
     """The non-streaming ``chat.completion`` response for an accumulated message: ``content``
     is null when the reply is only tool calls, thinking goes in ``reasoning_content``."""
@@ -467,14 +479,7 @@ def completion_body(message: Message, model: str, created: int | None = None) ->
         "refusal": None,
     }
     if calls:
-        body["tool_calls"] = [
-            {
-                "id": call.id,
-                "type": "function",
-                "function": {"name": call.name, "arguments": arguments_text(call)},
-            }
-            for call in calls
-        ]
+        body["tool_calls"] = tool_calls_body(calls)
     thinking = "".join(block.thinking for block in message.content if block.type == "thinking")
     if thinking:
         body["reasoning_content"] = thinking
@@ -531,14 +536,7 @@ def chat_messages(request: MessageRequest) -> list[dict[str, Any]]:
             content = turn.content or (None if calls else "")
             message: dict[str, Any] = {"role": "assistant", "content": content}
             if calls:
-                message["tool_calls"] = [
-                    {
-                        "id": c.id,
-                        "type": "function",
-                        "function": {"name": c.name, "arguments": arguments_text(c)},
-                    }
-                    for c in calls
-                ]
+                message["tool_calls"] = tool_calls_body(calls)
             messages.append(message)
         elif turn.content or not any(b.type == "tool_result" for b in turn.blocks):
             messages.append({"role": "user", "content": turn.content})

@@ -57,7 +57,7 @@ WAVES = ("anthropic", "openai", "bedrock", "invoke", "mixed")
 TRANSPORTS = ("h1", "h2-shared", "h2-each")
 H2_REQUEST_WINDOW = 60_000  # requests sent at once must fit the server's first 64 KB window
 H2_MAX_STREAMS_PER_CONNECTION = 100
-BARE_APP = Path(__file__).parent / "bare_app.py"
+BARE_APP = Path(__file__).parent / "_bare_app.py"
 PREFIX = "[turn 1] You said: "  # the scripted provider's echo; 4 word tokens
 PREFIX_TOKENS = 4
 

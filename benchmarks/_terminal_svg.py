@@ -6,7 +6,7 @@ The reply is streamed token by token from the model into :class:`MarkdownStream`
 the chat does; the screenshot holds the lines it finished with (what the terminal shows once the
 reply is done), between the chat's own welcome, prompt and stats lines.
 
-    python benchmarks/terminal_svg.py [--out docs/img/terminal.svg]
+    python benchmarks/_terminal_svg.py [--out docs/img/terminal.svg]
 """
 
 from __future__ import annotations

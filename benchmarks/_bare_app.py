@@ -3,7 +3,7 @@ provider streams (the same Anthropic SSE events, one token per ``delay``), with 
 validation, wire codec, metrics or taps, on the same ASGI server and event loop as
 ``streamchat serve``. streamchat's figures are then ratios to this one, measured in the same run.
 
-Run as ``python benchmarks/bare_app.py serve --host H --port P [--http-server NAME]
+Run as ``python benchmarks/_bare_app.py serve --host H --port P [--http-server NAME]
 [--delay S]`` (the arguments ``streamchat.testing.process.serve`` passes).
 """
 

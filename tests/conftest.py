@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from urllib.parse import urlencode
 
@@ -64,6 +65,25 @@ def scripted(fresh_providers: None) -> Callable[..., tuple[str, ScriptedProvider
         return spec, provider
 
     return make
+
+
+@pytest.fixture
+def scripted_server(
+    scripted: Callable[..., tuple[str, ScriptedProvider]],
+) -> Iterator[Callable[..., tuple[str, ScriptedProvider]]]:
+    """``scripted_server(**options)`` -> ``(URL, provider)``: a server in this process whose
+    default model is that script, stopped at the end of the test."""
+    from serving import serve_in_thread
+    from streamchat.server.common import ServerConfig
+
+    with contextlib.ExitStack() as stack:
+
+        def run(**options: object) -> tuple[str, ScriptedProvider]:
+            spec, provider = scripted(**options)
+            config = ServerConfig(default_model=spec, models=[])
+            return stack.enter_context(serve_in_thread(config)), provider
+
+        yield run
 
 
 @pytest.fixture(scope="session")

@@ -3,13 +3,11 @@ SDK (sync and async) against a real server on the scripted provider."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlencode
 
 import anthropic
 import httpx
@@ -18,12 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from serving import serve_in_thread
 from streamchat.errors import InvalidRequestError
-from streamchat.providers import get_provider
 from streamchat.providers.scripted import JSON_FRAGMENT, ScriptedProvider
 from streamchat.request import MAX_SCHEMA_BYTES, MAX_TOOLS, build_request
-from streamchat.server.common import ServerConfig, estimate_tokens
+from streamchat.server.common import estimate_tokens
 from streamchat.wire import anthropic as wire
 from test_serve_seed_sdk import seed_python  # noqa: F401  (the seed-era client venv fixture)
 
@@ -47,18 +43,9 @@ Start = Callable[..., tuple[str, ScriptedProvider]]
 
 
 @pytest.fixture
-def start(fresh_providers: None) -> Iterator[Start]:
+def start(scripted_server: Start) -> Start:
     """``start(**scripted options)`` -> (URL of a server on that script, its provider)."""
-    with contextlib.ExitStack() as stack:
-
-        def run(**options: object) -> tuple[str, ScriptedProvider]:
-            spec = "scripted?" + urlencode(options)
-            url = stack.enter_context(serve_in_thread(ServerConfig(default_model=spec, models=[])))
-            provider = get_provider(spec)
-            assert isinstance(provider, ScriptedProvider)
-            return url, provider
-
-        yield run
+    return scripted_server
 
 
 def client(url: str) -> anthropic.Anthropic:

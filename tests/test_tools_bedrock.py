@@ -4,12 +4,10 @@ invoke-with-response-stream by ``anthropic.AnthropicBedrock``; scripted provider
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlencode
 
 import anthropic
 import boto3
@@ -19,12 +17,9 @@ from botocore.config import Config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from serving import serve_in_thread
 from streamchat.errors import InvalidRequestError
-from streamchat.providers import get_provider
 from streamchat.providers.scripted import JSON_FRAGMENT, ScriptedProvider
 from streamchat.request import MAX_SCHEMA_BYTES, MAX_TOOLS
-from streamchat.server.common import ServerConfig
 from streamchat.wire.bedrock import build_converse_request
 
 CITY = {"city": "Paris", "days": 3, "units": ["C", "F"]}
@@ -59,18 +54,9 @@ Start = Callable[..., tuple[str, ScriptedProvider]]
 
 
 @pytest.fixture
-def start(fresh_providers: None, sdk_credentials: None) -> Iterator[Start]:
+def start(scripted_server: Start, sdk_credentials: None) -> Start:
     """``start(**scripted options)`` -> (URL of a server on that script, its provider)."""
-    with contextlib.ExitStack() as stack:
-
-        def run(**options: object) -> tuple[str, ScriptedProvider]:
-            spec = "scripted?" + urlencode(options)
-            url = stack.enter_context(serve_in_thread(ServerConfig(default_model=spec, models=[])))
-            provider = get_provider(spec)
-            assert isinstance(provider, ScriptedProvider)
-            return url, provider
-
-        yield run
+    return scripted_server
 
 
 def tool_spec(**options: object) -> dict[str, object]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shutil
 import socket
 import ssl
@@ -237,6 +238,34 @@ def wait_for(condition, what: str, timeout: float = 20) -> None:  # type: ignore
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)
+
+
+def test_a_client_that_half_closes_after_its_request_still_gets_the_reply(server: Server) -> None:
+    """node's HTTP/2 session ends its side once the request is sent; the reply must still come."""
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    client = RawH2(host, int(port))
+    body = json.dumps(
+        {
+            "model": "m",
+            "max_tokens": 50,
+            "stream": True,
+            "messages": [{"role": "user", "content": TEXT}],
+        }
+    ).encode()
+    stream_id = client.post("/v1/messages", body)
+    client.sock.shutdown(socket.SHUT_WR)
+    while stream_id not in client.ended:
+        chunk = client.sock.recv(65536)
+        assert chunk, "the server closed the connection before the reply ended"
+        for event in client.conn.receive_data(chunk):
+            if isinstance(event, h2.events.DataReceived):
+                client.data[event.stream_id] += event.data
+            elif isinstance(event, h2.events.StreamEnded):
+                client.ended.add(event.stream_id)
+    client.sock.close()
+    reply = bytes(client.data[stream_id])
+    assert reply.count(b"event: content_block_delta") == len(EXPECTED.split())
+    assert b"event: message_stop" in reply
 
 
 def test_rst_stream_cancels_that_stream_and_the_connection_goes_on() -> None:

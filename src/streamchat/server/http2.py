@@ -351,7 +351,7 @@ class DualProtocol(asyncio.Protocol):
         if self.buffer:
             reader.feed_data(self.buffer)
         writer = asyncio.StreamWriter(self.transport, stream_protocol, reader, self.loop)
-        server = TCPServer(
+        server = _HalfClosingTCPServer(
             side.app, self.loop, side.config, side.context, side.state, reader, writer
         )
         task = self.loop.create_task(server.run())

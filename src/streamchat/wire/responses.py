@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..accumulate import accumulate_event
 from ..errors import InvalidRequestError, StreamchatError, error_from_type
 from ..events import ContentBlock, Message, StreamEvent
 from .openai import error_response
@@ -303,10 +304,10 @@ def output_item(block: ContentBlock, item_id: str, status: str) -> dict[str, Any
     }
 
 
-def item_ids(message: Message) -> list[str]:
-    """Stable ids of a message's output items (``msg_…``, ``fc_…``, ``rs_…`` + message id)."""
-    base = message.id.removeprefix("msg_")
-    return [f"{ITEM_PREFIX[b.type]}_{base}_{i}" for i, b in enumerate(message.content)]
+def output_item_id(message: Message, index: int) -> str:
+    """The stable id of a message's output item (``msg_…``, ``fc_…``, ``rs_…`` + message id)."""
+    kind = message.content[index].type
+    return f"{ITEM_PREFIX[kind]}_{message.id.removeprefix('msg_')}_{index}"
 
 
 def response_body(
@@ -323,8 +324,10 @@ def response_body(
     output: list[dict[str, Any]] = []
     usage = None
     if message is not None:
-        ids = item_ids(message)
-        output = [output_item(b, ids[i], item_status) for i, b in enumerate(message.content)]
+        output = [
+            output_item(block, output_item_id(message, i), item_status)
+            for i, block in enumerate(message.content)
+        ]
         usage = usage_body(message.usage.input_tokens, message.usage.output_tokens)
     incomplete = (
         {"reason": "max_output_tokens"}
@@ -370,9 +373,6 @@ class ResponseStreamEncoder:
     """
 
     def __init__(self, model: str, echo: dict[str, Any], created: int | None = None) -> None:
-        from ..accumulate import accumulate_event
-
-        self._fold = accumulate_event
         self.model = model
         self.echo = echo
         self.created = int(time.time()) if created is None else created
@@ -396,7 +396,7 @@ class ResponseStreamEncoder:
 
     def _item_id(self, index: int) -> str:
         assert self.message is not None
-        return item_ids(self.message)[index]
+        return output_item_id(self.message, index)
 
     def encode(self, event: StreamEvent) -> bytes:
         kind = event.type
@@ -405,7 +405,7 @@ class ResponseStreamEncoder:
             return self.encode_error(error)
         if kind == "ping":
             return b""
-        self.message = self._fold(self.message, event)
+        self.message = accumulate_event(self.message, event)
         message = self.message
         if kind == "content_block_delta":
             index, delta, item_id = event.index, event.delta, self._item_id(event.index)

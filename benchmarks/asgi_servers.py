@@ -1,5 +1,6 @@
 """The ASGI servers ``streamchat serve --http-server`` can run, side by side: start-up time (spawn
--> first ``/healthz`` answer) and idle RSS, alternating servers every round, medians.
+-> first ``/healthz`` answer, wall) and idle RSS, the servers' order rotating every round,
+median [min–max] over the rounds.
 
 ``load.py --servers dual,hypercorn,granian,uvicorn`` measures them under load; this measures
 what each costs before any request. Every side runs the scripted provider (no model to load).
@@ -18,13 +19,14 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 from rich.console import Console
 from rich.table import Table
 
-from _common import machine, median, write_json
+from _common import compare, median, rotation, write_result
 from load import server_rss_mb
-from report import row as comparison
 from serving import serve
 from streamchat.server.listen import SERVERS
 
 BASELINE = "uvicorn"
+RESULT_KEYS = ("rounds", "samples", "medians", "comparisons")
+PACKAGES = ("uvicorn", "hypercorn", "granian", "h2", "starlette")
 
 
 def one(server: str) -> dict[str, float]:
@@ -45,8 +47,7 @@ def main() -> int:
     servers = args.servers.split(",")
     samples: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
     for i in range(args.rounds):
-        turn = i % len(servers)
-        for name in servers[turn:] + servers[:turn]:
+        for name in rotation(servers, i):
             samples[name].append(one(name))
     medians = {
         name: {key: median([s[key] for s in got]) for key in ("start_s", "idle_rss_mb")}
@@ -59,17 +60,18 @@ def main() -> int:
         table.add_row(name, f"{value['start_s']:.2f}", f"{value['idle_rss_mb']:.1f}")
     Console().print(table)
     compared = []
-    if BASELINE in medians:
-        base = medians[BASELINE]
-        for name, value in medians.items():
+    if BASELINE in samples:
+        base = samples[BASELINE]
+        for name, got in samples.items():
             if name == BASELINE:
                 continue
-            compared.append(comparison("start-up (s)", BASELINE, base["start_s"], name,
-                                       value["start_s"], better="lower"))  # fmt: skip
-            compared.append(comparison("idle RSS (MB)", BASELINE, base["idle_rss_mb"], name,
-                                       value["idle_rss_mb"], better="lower"))  # fmt: skip
-    data = {"samples": samples, "medians": medians, "comparisons": compared, "machine": machine()}
-    print(f"wrote {write_json('asgi_servers', data, args.json)}")
+            for key, metric, unit in (("start_s", "start-up", "s wall"),
+                                      ("idle_rss_mb", "idle RSS", "MB")):  # fmt: skip
+                compared.append(compare(metric, unit, BASELINE, [s[key] for s in base], name,
+                                        [s[key] for s in got], "lower"))  # fmt: skip
+    data = {"rounds": args.rounds, "samples": samples, "medians": medians, "comparisons": compared}
+    path = write_result("asgi_servers", data, keys=RESULT_KEYS, packages=PACKAGES, path=args.json)
+    print(f"wrote {path}")
     return 0
 
 

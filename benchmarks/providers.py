@@ -3,8 +3,10 @@
 One streamchat server (scripted provider, no delay, a long reply) runs in a subprocess; this
 process reads the same stream through each official SDK directly (boto3 ``EventStream``,
 anthropic ``AsyncStream``, openai ``AsyncStream``) and through streamchat's provider for that SDK,
-alternating, and measures this process's CPU time (all threads) per text token. The server's CPU
-is not counted: it is the same for both sides. Target: streamchat ≤ 1.10× raw.
+alternating (the order of raw and streamchat swaps every run), and measures this process's CPU
+time (``time.process_time``: user + system, all threads) per text token. The server's CPU is not
+counted: it is the same for both sides. Rows: median [min–max] over ``--runs`` (7). Target:
+streamchat ≤ 1.10× raw.
 """
 
 from __future__ import annotations
@@ -23,11 +25,13 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 from rich.console import Console
 from rich.table import Table
 
-from _common import median, write_json
+from _common import compare, rotation, write_result
 from serving import serve
 from streamchat.providers import get_provider
 from streamchat.request import build_request
 
+RESULT_KEYS = ("runs", "tokens", "target", "samples", "comparisons")
+PACKAGES = ("anthropic", "openai", "boto3", "botocore", "httpx")
 TARGET = 1.10
 MESSAGES = [{"role": "user", "content": "stream"}]
 
@@ -126,9 +130,9 @@ async def measure(url: str, runs: int, tokens: int) -> dict[str, dict[str, list[
     for name in raw:  # warm-up: connections, imports, caches
         await raw[name]()
         await ours[name]()
-    for _ in range(runs):
+    for i in range(runs):
         for name in raw:
-            for side, run in (("raw", raw[name]), ("streamchat", ours[name])):
+            for side, run in rotation([("raw", raw[name]), ("streamchat", ours[name])], i):
                 cost, count = await cpu_per_token(run)
                 if count != tokens:
                     raise RuntimeError(f"{name}/{side}: {count} tokens, expected {tokens}")
@@ -166,24 +170,28 @@ def main() -> int:
     table = Table(title=f"CPU per token (µs), {args.tokens} tokens × {args.runs} runs, medians")
     for column in ("SDK", "raw SDK", "streamchat", "ratio", f"≤ {TARGET:.2f}×"):
         table.add_column(column, justify="right")
-    summary = {}
+    comparisons = []
     for name, sides in samples.items():
-        raw, ours = median(sides["raw"]), median(sides["streamchat"])
-        ratio = ours / raw
-        summary[name] = {"raw_us": raw, "streamchat_us": ours, "ratio": ratio}
-        verdict = "yes" if ratio <= TARGET else "no"
-        table.add_row(name, f"{raw:.1f}", f"{ours:.1f}", f"{ratio:.3f}", verdict)
+        row = compare(f"CPU per token, {name}", "µs CPU", "raw SDK stream", sides["raw"],
+                      "streamchat provider", sides["streamchat"], "lower",
+                      target=TARGET)  # fmt: skip
+        comparisons.append(row)
+        verdict = "yes" if row["ratio"] <= TARGET else "no"
+        table.add_row(name, f"{row['baseline_value']:.1f}", f"{row['streamchat_value']:.1f}",
+                      f"{row['ratio']:.3f}", verdict)  # fmt: skip
     Console().print(table)
-    path = write_json(
+    path = write_result(
         "providers",
         {
             "runs": args.runs,
             "tokens": args.tokens,
             "target": TARGET,
-            "summary": summary,
             "samples": samples,
+            "comparisons": comparisons,
         },
-        args.json,
+        keys=RESULT_KEYS,
+        packages=PACKAGES,
+        path=args.json,
     )
     print(f"wrote {path}")
     return 0

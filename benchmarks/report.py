@@ -1,17 +1,19 @@
-"""Render ``benchmarks/RESULTS.md`` from ``benchmarks/results/*.json``: one table per benchmark.
+"""Render ``benchmarks/RESULTS.md`` from ``benchmarks/results/*.json``: one section per benchmark.
 
-Each row puts a baseline beside streamchat with the ratio streamchat ÷ baseline. A result file
-may carry its rows ready-made under ``"comparisons"`` (and tables of its own under ``"tables"``,
-remarks under ``"notes"``), a list of::
+It only reads: every figure comes from a result file its script wrote through
+``_common.write_result`` (provenance included). A result carries its rows under
+``"comparisons"``, a list of::
 
     {"metric": str, "unit": str, "baseline": str, "baseline_value": float,
-     "streamchat": str, "streamchat_value": float, "ratio": float,
-     "better": "lower" | "higher", "target": float | null (optional),
-     "target_value": float (optional: a target for streamchat_value itself, in unit)}
+     "baseline_range": [min, max] (optional), "streamchat": str, "streamchat_value": float,
+     "streamchat_range": [min, max] (optional), "repeats": int (optional), "ratio": float,
+     "better": "lower" | "higher", "target": float (optional: for the ratio),
+     "target_value": float (optional: for streamchat_value itself, in unit)}
 
-Files without that key are read by an adapter for their benchmark (providers, overhead, load)
-or, failing that, from any ``summary`` entries that carry a ``ratio``. Run by ``make bench``
-after the scripts; ``python benchmarks/report.py`` re-renders without re-measuring.
+and may add tables of its own under ``"tables"`` (``[{"title", "columns", "rows"}]``) and
+remarks it computed under ``"remarks"`` (a list of sentences). Run by ``make bench`` after the
+scripts; ``python benchmarks/report.py`` re-renders without re-measuring, and
+``tests/test_benchmark_results.py`` checks that RESULTS.md is this render.
 """
 
 from __future__ import annotations
@@ -20,92 +22,11 @@ import argparse
 import json
 import math
 import sys
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).parent
 Row = dict[str, Any]
-
-
-def row(metric: str, baseline: str, base: float, ours_name: str, ours: float, **extra: Any) -> Row:
-    ratio = ours / base if base else math.nan
-    return {
-        "metric": metric,
-        "baseline": baseline,
-        "baseline_value": base,
-        "streamchat": ours_name,
-        "streamchat_value": ours,
-        "ratio": ratio,
-        **extra,
-    }
-
-
-def from_providers(data: dict[str, Any]) -> Iterator[Row]:
-    for sdk, numbers in data.get("summary", {}).items():
-        yield row(f"CPU per token (µs), {sdk}", "raw SDK stream", numbers["raw_us"],
-                  "streamchat provider", numbers["streamchat_us"], better="lower",
-                  target=data.get("target"))  # fmt: skip
-
-
-def from_overhead(data: dict[str, Any]) -> Iterator[Row]:
-    summary = data.get("in_process", {}).get("summary", {})
-    targets = data.get("targets", {})
-    for key, stats in summary.items():
-        if not isinstance(stats, dict) or " / " not in key or key.endswith(" / raw"):
-            continue
-        label, side = key.rsplit(" / ", 1)
-        base = summary.get(f"{label} / raw", {}).get("median")
-        if base is None:
-            continue
-        scale = 1000 if "(ms)" in label else 1  # seconds in the file, ms in the label
-        lower = "TTFT" in label
-        target = targets.get("ttft_ratio_max" if lower else "tps_ratio_min")
-        yield row(label, "raw llama-cpp-python", base * scale, side, stats["median"] * scale,
-                  better="lower" if lower else "higher", target=target)  # fmt: skip
-    whole = data.get("whole_process", {}).get("summary", {})
-    ours, theirs = whole.get("streamchat ask"), whole.get("llm -m SmolLM2")
-    if ours and theirs:
-        for key, label in (("first_byte", "CLI first byte (ms)"), ("exit", "CLI exit (ms)")):
-            yield row(label, "llm -m SmolLM2", theirs[key]["median"] * 1000, "streamchat ask",
-                      ours[key]["median"] * 1000, better="lower")  # fmt: skip
-
-
-def from_load(data: dict[str, Any]) -> Iterator[Row]:
-    delay_ms = data.get("delay", 0) * 1000
-    for wave in data.get("waves", []):
-        name = f"{wave['protocol']}, {wave.get('ok')}/{wave.get('streams')} streams ok"
-        yield row(f"inter-token gap p50 (ms), {name}", "scripted delay", delay_ms,
-                  "seen by clients", wave["gap_ms_p50"], better="lower")  # fmt: skip
-        yield row(f"inter-token gap p99 (ms), {name}", "scripted delay", delay_ms,
-                  "seen by clients", delay_ms + wave["extra_gap_ms_p99"], better="lower",
-                  target=1 + data.get("target_p99_extra_ms", math.nan) / delay_ms)  # fmt: skip
-
-
-def from_summary(data: dict[str, Any]) -> Iterator[Row]:
-    """Whatever ``summary`` entries state a ratio, with the two numbers beside it if found."""
-    for key, value in (data.get("summary") or {}).items():
-        if isinstance(value, dict) and isinstance(value.get("ratio"), int | float):
-            numbers = [v for k, v in value.items() if k != "ratio" and isinstance(v, int | float)]
-            base, ours = [*numbers, math.nan, math.nan][:2]
-            yield row(key, "baseline", base, "streamchat", ours)
-
-
-ADAPTERS: dict[str, Callable[[dict[str, Any]], Iterator[Row]]] = {
-    "providers": from_providers,
-    "overhead": from_overhead,
-    "load": from_load,
-}
-
-
-def rows_of(name: str, data: dict[str, Any]) -> list[Row]:
-    if "comparisons" in data:
-        return list(data["comparisons"])
-    try:
-        return list(ADAPTERS.get(name, from_summary)(data))
-    except (KeyError, TypeError, ZeroDivisionError):  # a format this report does not know yet
-        return list(from_summary(data))
 
 
 def number(value: Any) -> str:
@@ -114,6 +35,15 @@ def number(value: Any) -> str:
     if value == 0 or abs(value) >= 100:
         return f"{value:,.0f}"
     return f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}"
+
+
+def value_text(item: Row, side: str) -> str:
+    """The median, and its min–max over the repeats when the row has them."""
+    text = number(item.get(f"{side}_value"))
+    low_high = item.get(f"{side}_range")
+    if isinstance(low_high, list) and len(low_high) == 2 and low_high[0] != low_high[1]:
+        text += f" [{number(low_high[0])}–{number(low_high[1])}]"
+    return text
 
 
 def ratio_text(value: Any) -> str:
@@ -131,49 +61,66 @@ def verdict(item: Row) -> str:
     target, ratio, better = item.get("target"), item.get("ratio"), item.get("better")
     if not isinstance(target, int | float) or not isinstance(ratio, int | float) or not better:
         return ""
+    if math.isnan(ratio):
+        return f"{'≤' if better == 'lower' else '≥'} {target:.2f}: not measured"
     ok = ratio <= target if better == "lower" else ratio >= target
     return f"{'≤' if better == 'lower' else '≥'} {target:.2f}: {'met' if ok else 'missed'}"
 
 
-def describe_machine(machine: dict[str, Any] | None) -> str:
-    if not machine:
-        return "machine not recorded"
-    load = machine.get("loadavg_start")
-    load_text = f", load {load[0]:.2f} at start" if load else ""
-    return (
-        f"{machine.get('cpu_model', '?')}, {machine.get('cores', '?')} cores, Python "
-        f"{machine.get('python', '?')}, {machine.get('platform', '?')}{load_text}"
+def describe(prov: dict[str, Any]) -> list[str]:
+    """The provenance, in a few lines."""
+    git = prov.get("git", {})
+    dirty = git.get("dirty_files") or []
+    state = f"{git.get('commit', '?')[:12]}" + (
+        f" + {len(dirty)} uncommitted file(s): {', '.join(dirty[:6])}"
+        + (" …" if len(dirty) > 6 else "")
+        if dirty
+        else " (clean)"
     )
+    load = prov.get("loadavg_start", [math.nan]), prov.get("loadavg_end", [math.nan])
+    packages = ", ".join(f"{k} {v}" for k, v in prov.get("packages", {}).items() if v)
+    lines = [
+        f"Commit {state}. Command: `{prov.get('command', '?')}`",
+        f"Machine: {prov.get('cpu_model', '?')}, {prov.get('cores', '?')} cores, Python "
+        f"{prov.get('python', '?')}; load average {load[0][0]:.2f} at start, {load[1][0]:.2f} "
+        f"at end; run {prov.get('started', '?')} → {prov.get('finished', '?')}"
+        + (f"; threads: {json.dumps(prov['threads'])}" if prov.get("threads") is not None else ""),
+        f"Packages: {packages}",
+    ]
+    for name, facts in prov.get("baselines", {}).items():
+        details = "; ".join(f"{k}: `{v}`" for k, v in facts.items())
+        lines.append(f"Baseline {name}: {details}")
+    return [f"- {line}" for line in lines]
 
 
 def section(name: str, data: dict[str, Any]) -> list[str]:
-    lines = [f"## {name}", ""]
-    facts = [f"`benchmarks/{name}.py`", f"run {data['when']}"]
-    if data.get("quick"):
-        facts.append("`--quick`")
-    lines += [" · ".join(facts), "", f"Machine: {describe_machine(data.get('machine'))}", ""]
-    lines += [*(f"{note}\n" for note in data.get("notes", []))]  # the run's own remarks
-    rows = rows_of(name, data)
-    if not rows:
-        return [*lines, "No comparison in this result; see its JSON file.", "", *tables(data)]
-    lines += [
-        "| metric | baseline | baseline value | streamchat | streamchat value "
-        "| ratio (streamchat ÷ baseline) | better | target |",
-        "|---|---|---:|---|---:|---:|---|---|",
-    ]
-    for item in rows:
-        cells = [
-            item["metric"],
-            item["baseline"],
-            number(item["baseline_value"]),
-            item["streamchat"],
-            number(item["streamchat_value"]),
-            ratio_text(item.get("ratio")),
-            item.get("better", ""),
-            verdict(item),
+    lines = [f"## {name}", "", f"`benchmarks/{name}.py` · written {data['when']}", ""]
+    lines += [*describe(data["provenance"]), ""]
+    lines += [*(f"{remark}\n" for remark in data.get("remarks", []))]  # computed by the script
+    rows = data.get("comparisons", [])
+    if rows:
+        lines += [
+            "| metric | unit | baseline | baseline median [min–max] | streamchat "
+            "| streamchat median [min–max] | n | ratio of medians (streamchat ÷ baseline) "
+            "| better | target |",
+            "|---|---|---|---:|---|---:|---:|---:|---|---|",
         ]
-        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
-    return [*lines, "", *tables(data)]
+        for item in rows:
+            cells = [
+                item["metric"],
+                item.get("unit", ""),
+                item["baseline"],
+                value_text(item, "baseline"),
+                item["streamchat"],
+                value_text(item, "streamchat"),
+                item.get("repeats", ""),
+                ratio_text(item.get("ratio")),
+                item.get("better", ""),
+                verdict(item),
+            ]
+            lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+        lines.append("")
+    return [*lines, *tables(data)]
 
 
 def tables(data: dict[str, Any]) -> list[str]:
@@ -189,24 +136,17 @@ def tables(data: dict[str, Any]) -> list[str]:
 
 
 def render(results: Path) -> str:
-    files = sorted(p for p in results.glob("*.json"))
-    loaded = []
-    for path in files:
-        data = json.loads(path.read_text())
-        # Not every script stamps its file: the file's own time stands in.
-        data.setdefault(
-            "when", time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(path.stat().st_mtime))
-        )
-        loaded.append((path.stem, data))
-    newest = max(loaded, key=lambda item: item[1].get("when", ""), default=(None, {}))[1]
+    loaded = [(p.stem, json.loads(p.read_text())) for p in sorted(results.glob("*.json"))]
     lines = [
         "# Benchmark results",
         "",
-        "Rendered by `benchmarks/report.py` from `benchmarks/results/*.json` (`make bench`; "
-        "`make bench BENCH_ARGS=--quick` for a smoke run). Ratios are streamchat ÷ baseline, "
-        "measured side by side in one run; the machine is shared, so compare ratios, not times.",
-        "",
-        f"Latest machine: {describe_machine(newest.get('machine'))}",
+        "Rendered by `benchmarks/report.py` from `benchmarks/results/*.json`, which the scripts "
+        "alone write (`make bench` runs them all with their defaults, then this). Each section "
+        "says where it ran (commit, packages, baselines, load). Values are medians over the "
+        "repeats with [min–max]; sides alternate; units say wall or CPU time; ratios are "
+        "streamchat ÷ baseline of the medians, measured side by side in one run. The machine "
+        "is shared, so compare ratios, not times. What each table means: "
+        "`benchmarks/README.md`.",
         "",
     ]
     for name, data in loaded:

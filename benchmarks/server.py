@@ -25,6 +25,9 @@ opens the SDK's connection) every sample re-evaluates exactly the last prompt to
 side: TTFT differences are per-request overhead (HTTP, JSON, SSE, the SDK's parsing), not
 prefill. A short pause after each sample lets the finished side's OpenMP threads stop spinning
 before the next side starts, so no two pools compete for the cores.
+
+Every figure is wall time, median [min–max] over the rounds (``--runs``, 7); "TTFT added over
+raw" is each round's server TTFT minus that round's raw TTFT.
 """
 
 from __future__ import annotations
@@ -47,11 +50,13 @@ import openai
 from rich.console import Console
 from rich.table import Table
 
-from _common import machine, median, process_server, write_json
+from _common import compare, median, process_server, rotation, write_result
 from overhead import PROMPT, in_fresh_thread, raw_run
 from serving import HOST, serve
 from streamchat.providers.local import BUILTIN_MODELS, local_provider
 
+RESULT_KEYS = ("quick", "result", "comparisons")
+PACKAGES = ("openai", "httpx", "h2", "uvicorn")
 MODEL = "smollm2"
 N_CTX = 4096
 RAW, LCS, OURS = "raw llama-cpp-python", "llama_cpp.server", "streamchat serve"
@@ -68,7 +73,8 @@ def llama_cpp_server(path: str, threads: int) -> contextlib.AbstractContextManag
         [sys.executable, "-m", "llama_cpp.server", "--model", path,
          "--n_threads", str(threads), "--n_threads_batch", str(threads),
          "--n_ctx", str(N_CTX), "--host", HOST, "--port", "{port}"],
-        "/v1/models", timeout=120)  # fmt: skip
+        "/v1/models", name=LCS, version=f"llama-cpp-python {llama_cpp.__version__}",
+        timeout=120)  # fmt: skip
 
 
 def sdk_run(client: openai.OpenAI, messages: list[Any], max_tokens: int, extra: dict) -> Sample:
@@ -118,8 +124,7 @@ def measure(runs: int, max_tokens: int, threads: int | None) -> dict[str, Any]:
             time.sleep(PAUSE)
         samples: dict[str, list[Sample]] = {name: [] for name in SIDES}
         for i in range(runs):
-            turn = i % len(SIDES)
-            for name in SIDES[turn:] + SIDES[:turn]:  # rotate who goes first
+            for name in rotation(SIDES, i):  # rotate who goes first
                 samples[name].append(runners[name]() | {"round": i})
                 time.sleep(PAUSE)
             cells = [f"{s} {samples[s][-1]['ttft'] * 1000:.1f} ms "
@@ -181,34 +186,19 @@ def report(result: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]
                "tokens": tokens, "retokenized": retok, "identical_text": len(texts) == 1,
                "finish": stops}  # fmt: skip
 
-    def row(
-        metric: str,
-        unit: str,
-        baseline: str,
-        ours: float,
-        theirs: float,
-        better: str,
-        side: str = OURS,
-    ):
-        return {"metric": metric, "unit": unit, "baseline": baseline, "baseline_value": theirs,
-                "streamchat": side, "streamchat_value": ours,
-                "ratio": ours / theirs if theirs else float("nan"), "better": better,
-                "target": None}  # fmt: skip
-
+    ttft = {s: [x["ttft"] * 1000 for x in samples[s]] for s in SIDES}
+    tps = {s: [x["decode_tps"] for x in samples[s]] for s in SIDES}
+    added = {s: [a - b for a, b in zip(ttft[s], ttft[RAW], strict=True)] for s in SIDES}
     comparisons = [
-        row("TTFT, warm KV cache (ms)", "ms", RAW, med[OURS]["ttft"] * 1000,
-            base["ttft"] * 1000, "lower"),
-        row("TTFT, warm KV cache (ms)", "ms", LCS, med[OURS]["ttft"] * 1000,
-            med[LCS]["ttft"] * 1000, "lower"),
-        row("TTFT added over raw llama-cpp-python (ms)", "ms", LCS, d_ours, d_lcs, "lower"),
-        row("decode tokens/s", "tokens/s", RAW, med[OURS]["decode_tps"], base["decode_tps"],
-            "higher"),
-        row("decode tokens/s", "tokens/s", LCS, med[OURS]["decode_tps"],
-            med[LCS]["decode_tps"], "higher"),
-        row("TTFT added over raw llama-cpp-python (ms)", "ms", LCS, d_h2, d_lcs, "lower",
-            OURS_H2),
-        row("decode tokens/s", "tokens/s", RAW, med[OURS_H2]["decode_tps"], base["decode_tps"],
-            "higher", OURS_H2),
+        compare("TTFT, warm KV cache", "ms wall", RAW, ttft[RAW], OURS, ttft[OURS], "lower"),
+        compare("TTFT, warm KV cache", "ms wall", LCS, ttft[LCS], OURS, ttft[OURS], "lower"),
+        compare("TTFT added over raw llama-cpp-python (same round)", "ms wall", LCS, added[LCS],
+                OURS, added[OURS], "lower"),
+        compare("decode tokens/s", "tok/s wall", RAW, tps[RAW], OURS, tps[OURS], "higher"),
+        compare("decode tokens/s", "tok/s wall", LCS, tps[LCS], OURS, tps[OURS], "higher"),
+        compare("TTFT added over raw llama-cpp-python (same round)", "ms wall", LCS, added[LCS],
+                OURS_H2, added[OURS_H2], "lower"),
+        compare("decode tokens/s", "tok/s wall", RAW, tps[RAW], OURS_H2, tps[OURS_H2], "higher"),
     ]  # fmt: skip
     return comparisons, summary
 
@@ -222,11 +212,12 @@ def main() -> int:
     parser.add_argument("--json", help="output file (default benchmarks/results/server.json)")
     args = parser.parse_args()
     runs = 3 if args.quick else args.runs
-    out: dict[str, Any] = {"machine": machine(), "quick": args.quick}
+    out: dict[str, Any] = {"quick": args.quick}
     out["result"] = result = measure(runs, args.max_tokens, args.threads)
     out["comparisons"], result["summary"] = report(result)
-    out["machine"]["loadavg_end"] = os.getloadavg()
-    console.print(f"wrote {write_json('server', out, args.json)}")
+    path = write_result("server", out, keys=RESULT_KEYS, packages=PACKAGES,
+                        threads=result["n_threads"], path=args.json)  # fmt: skip
+    console.print(f"wrote {path}")
     return 0
 
 

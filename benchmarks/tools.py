@@ -22,7 +22,11 @@ vs -> first ``text_delta`` of a plain reply to the same prompt (the tool prompt 
 the KV cache emptied before every sample (the whole prompt is evaluated on both sides; a forced
 call also evaluates the call's opening ``<tool_call>{"name": ..., "arguments": `` first).
 
-``--quick``: a smoke run (2 rounds, 6 cases).
+Repeats: (a) and (c) rotate their sides every round (``--rounds``, 7), and every figure is
+the median [min–max] over the rounds, in wall time; (b) is a count over the cases (each case once
+per side, the sides alternating who goes first).
+
+``--quick``: a smoke run (3 rounds, 6 cases).
 """
 
 from __future__ import annotations
@@ -42,11 +46,12 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))  # tool_cases, s
 import itertools
 
 import jsonschema
+import llama_cpp
 import openai
 from rich.console import Console
 from rich.table import Table
 
-from _common import HOST, machine, median, process_server, write_json
+from _common import HOST, compare, median, process_server, rotation, write_result
 from overhead import in_fresh_thread
 from streamchat import Client
 from streamchat.providers import tool_prompt
@@ -55,6 +60,8 @@ from streamchat.providers.local import BUILTIN_MODELS, local_provider
 from streamchat.request import build_request
 from tool_cases import CASES
 
+RESULT_KEYS = ("model_path", "n_threads", "a", "b", "c", "comparisons")
+PACKAGES = ("openai", "jsonschema")
 MODEL = "smollm2"
 STORY = {
     "name": "save_story",
@@ -161,7 +168,7 @@ def part_a(client: Client, rounds: int) -> dict[str, Any]:
     names = list(sides)
     samples: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     for i in range(rounds):
-        for name in names[i % 4 :] + names[: i % 4]:
+        for name in rotation(names, i):
             samples[name].append(sides[name]())
             time.sleep(PAUSE)
         console.log(
@@ -213,24 +220,35 @@ def part_b(client: Client, cases: list[Any], path: str, threads: int) -> dict[st
     with chatml_server(path, threads) as url:
         lcs = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
         for seed, case in enumerate(cases):
-            start = time.perf_counter()
-            message = client.messages.create(
-                messages=[{"role": "user", "content": case.prompt}],
-                tools=[case.tool],
-                tool_choice={"type": "any", "disable_parallel_tool_use": True},
-                max_tokens=160,
-                temperature=0.8,
-                seed=seed,
-            )
-            calls = message.tool_calls
-            ours = {
-                "arguments": calls[0].input if calls else None,
-                "stop_reason": message.stop_reason,
-                "seconds": time.perf_counter() - start,
-            }
-            ours["invalid"] = judge(case, ours["arguments"]) if calls else "no call"
-            theirs = lcs_call(lcs, case, seed)
-            theirs["invalid"] = judge(case, theirs["arguments"])
+
+            def ours_call(case: Any = case, seed: int = seed) -> dict[str, Any]:
+                start = time.perf_counter()
+                message = client.messages.create(
+                    messages=[{"role": "user", "content": case.prompt}],
+                    tools=[case.tool],
+                    tool_choice={"type": "any", "disable_parallel_tool_use": True},
+                    max_tokens=160,
+                    temperature=0.8,
+                    seed=seed,
+                )
+                calls = message.tool_calls
+                got = {
+                    "arguments": calls[0].input if calls else None,
+                    "stop_reason": message.stop_reason,
+                    "seconds": time.perf_counter() - start,
+                }
+                got["invalid"] = judge(case, got["arguments"]) if calls else "no call"
+                return got
+
+            def theirs_call(case: Any = case, seed: int = seed) -> dict[str, Any]:
+                got = lcs_call(lcs, case, seed)
+                got["invalid"] = judge(case, got["arguments"])
+                return got
+
+            got = {}
+            for side in rotation(["streamchat", "llama_cpp.server"], seed):
+                got[side] = ours_call() if side == "streamchat" else theirs_call()
+            ours, theirs = got["streamchat"], got["llama_cpp.server"]
             results["streamchat"].append({"case": case.name, **ours})
             results["llama_cpp.server"].append({"case": case.name, **theirs})
             console.log(
@@ -248,7 +266,8 @@ def chatml_server(path: str, threads: int) -> contextlib.AbstractContextManager[
         [sys.executable, "-m", "llama_cpp.server", "--model", path,
          "--chat_format", "chatml-function-calling", "--n_threads", str(threads),
          "--n_threads_batch", str(threads), "--n_ctx", "4096", "--host", HOST,
-         "--port", "{port}"], "/v1/models", timeout=120)  # fmt: skip
+         "--port", "{port}"], "/v1/models", name="llama_cpp.server chatml-function-calling",
+        version=f"llama-cpp-python {llama_cpp.__version__}", timeout=120)  # fmt: skip
 
 
 def part_c(client: Client, rounds: int) -> dict[str, Any]:
@@ -276,7 +295,7 @@ def part_c(client: Client, rounds: int) -> dict[str, Any]:
     }
     samples: dict[str, list[dict[str, Any]]] = {name: [] for name in sides}
     for i in range(rounds):
-        for name in list(sides)[i % 2 :] + list(sides)[: i % 2]:
+        for name in rotation(list(sides), i):
             engine.reset()  # cold: the whole prompt is evaluated on both sides
             samples[name].append(sides[name]())
             time.sleep(PAUSE)
@@ -285,39 +304,27 @@ def part_c(client: Client, rounds: int) -> dict[str, Any]:
 
 def summarise(result: dict[str, Any]) -> list[dict[str, Any]]:
     a, b, c = result["a"]["samples"], result["b"], result["c"]["samples"]
-    med = {k: median([s["decode_tps"] for s in v]) for k, v in a.items()}
-    gap = {k: median([s["median_gap_tps"] for s in v]) for k, v in a.items()}
+    tps = {k: [s["decode_tps"] for s in v] for k, v in a.items()}
+    gap = {k: [s["median_gap_tps"] for s in v] for k, v in a.items()}
     valid = {k: sum(1 for r in v if not r["invalid"]) / len(v) * 100 for k, v in b.items()}
-    first = {k: median([s["first_delta_s"] for s in v]) * 1000 for k, v in c.items()}
-    sc_ratio = med["streamchat constrained call"] / med["streamchat unconstrained text"]
-    hl_ratio = med["llama-cpp-python grammar="] / med["llama-cpp-python unconstrained"]
+    first = {k: [s["first_delta_s"] * 1000 for s in v] for k, v in c.items()}
+    text, call = "streamchat unconstrained text", "streamchat constrained call"
     rows = [
-        {"metric": "decode tok/s under the grammar (sample-then-check)", "unit": "tok/s",
-         "baseline": "unconstrained text", "baseline_value": med["streamchat unconstrained text"],
-         "streamchat": "forced tool call", "streamchat_value": med["streamchat constrained call"],
-         "ratio": sc_ratio, "better": "higher", "target": 0.8},
-        {"metric": "decode tok/s under the grammar, from the median token gap", "unit": "tok/s",
-         "baseline": "unconstrained text", "baseline_value": gap["streamchat unconstrained text"],
-         "streamchat": "forced tool call", "streamchat_value": gap["streamchat constrained call"],
-         "ratio": gap["streamchat constrained call"] / gap["streamchat unconstrained text"],
-         "better": "higher", "target": 0.8},
-        {"metric": "decode tok/s, llama-cpp-python grammar= (reference)", "unit": "tok/s",
-         "baseline": "Llama.generate()", "baseline_value": med["llama-cpp-python unconstrained"],
-         "streamchat": "Llama.generate(grammar=)",
-         "streamchat_value": med["llama-cpp-python grammar="], "ratio": hl_ratio,
-         "better": "higher"},
-        {"metric": f"valid forced calls over {len(b['streamchat'])} cases (%)", "unit": "%",
-         "baseline": "llama_cpp.server chatml-function-calling",
-         "baseline_value": valid["llama_cpp.server"], "streamchat": "streamchat (grammar)",
-         "streamchat_value": valid["streamchat"],
-         "ratio": valid["streamchat"] / valid["llama_cpp.server"]
-         if valid["llama_cpp.server"] else float("nan"), "better": "higher"},
-        {"metric": "time to first delta, cold prompt (ms)", "unit": "ms",
-         "baseline": "first text_delta", "baseline_value": first["first text_delta"],
-         "streamchat": "first input_json_delta", "streamchat_value": first[
-             "first input_json_delta"],
-         "ratio": first["first input_json_delta"] / first["first text_delta"],
-         "better": "lower"},
+        compare("decode tok/s under the grammar (sample-then-check)", "tok/s wall",
+                "unconstrained text", tps[text], "forced tool call", tps[call], "higher",
+                target=0.8),
+        compare("decode tok/s under the grammar, from the median token gap", "tok/s wall",
+                "unconstrained text", gap[text], "forced tool call", gap[call], "higher",
+                target=0.8),
+        compare("decode tok/s, llama-cpp-python grammar= (reference)", "tok/s wall",
+                "Llama.generate()", tps["llama-cpp-python unconstrained"],
+                "Llama.generate(grammar=)", tps["llama-cpp-python grammar="], "higher"),
+        compare(f"valid forced calls over {len(b['streamchat'])} cases", "% of cases",
+                "llama_cpp.server chatml-function-calling", [valid["llama_cpp.server"]],
+                "streamchat (grammar)", [valid["streamchat"]], "higher"),
+        compare("time to first delta, cold prompt", "ms wall", "first text_delta",
+                first["first text_delta"], "first input_json_delta",
+                first["first input_json_delta"], "lower"),
     ]  # fmt: skip
     return rows
 
@@ -343,17 +350,16 @@ def show(rows: list[dict[str, Any]], result: dict[str, Any]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run: 2 rounds, 6 cases")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 3 rounds, 6 cases")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--json", help="write results here instead of results/tools.json")
     args = parser.parse_args()
-    rounds = 2 if args.quick else args.rounds
+    rounds = 3 if args.quick else args.rounds
     cases = CASES[:6] if args.quick else CASES
     provider = local_provider(MODEL)
     path = BUILTIN_MODELS[MODEL].locate()
     client = Client()
     client.messages.create(messages=WEATHER_ASK, max_tokens=1)  # load the model
-    started = machine()
     result: dict[str, Any] = {"model_path": path, "n_threads": provider.n_threads}
     result["a"] = part_a(client, rounds)
     result["c"] = part_c(client, max(rounds, 3))
@@ -361,8 +367,8 @@ def main() -> int:
     rows = summarise(result)
     show(rows, result)
     result["comparisons"] = rows
-    result["machine"] = started
-    target = write_json("tools", result, args.json)
+    target = write_result("tools", result, keys=RESULT_KEYS, packages=PACKAGES,
+                          threads=provider.n_threads, path=args.json)  # fmt: skip
     console.print(f"wrote {target}")
     return 0
 

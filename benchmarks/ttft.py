@@ -5,7 +5,8 @@ and times the first token both ways. This runs that request through the library
 (``streamchat.AsyncClient``) and through ``streamchat serve`` with each official SDK, using the
 measuring core of ``streamchat bench``; modes alternate within each target. The ratio column is
 streaming ÷ non-streaming: TTFT far below 1 is streaming's point; total time near 1 says
-streaming costs nothing for the whole reply.
+streaming costs nothing for the whole reply. Every figure is wall time, median [min–max] over
+``--runs`` (5) runs per mode.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 from rich.console import Console
 from rich.table import Table
 
-from _common import machine, write_json
+from _common import compare, write_result
 from serving import serve
 from streamchat.bench import (
     NOTEBOOK_MODEL_ID,
@@ -36,8 +37,10 @@ from streamchat.bench import (
 )
 from streamchat.bench_targets import PROTOCOLS, endpoint_target
 
+RESULT_KEYS = ("model", "quick", "runs", "max_tokens", "comparisons", "errors", "results")
+PACKAGES = ("anthropic", "openai", "boto3", "botocore", "httpx")
 MODEL = "smollm2"
-METRICS = (("TTFT", "ttft_s", 1000, "ms"), ("total time", "total_s", 1, "s"))
+METRICS = (("TTFT", "ttft_s", 1000, "ms wall"), ("total time", "total_s", 1, "s wall"))
 
 
 async def measure(target: Target, config: BenchConfig) -> BenchResult:
@@ -49,24 +52,19 @@ async def measure(target: Target, config: BenchConfig) -> BenchResult:
 
 def comparisons(name: str, result: BenchResult) -> list[dict[str, Any]]:
     """Rows for RESULTS.md: non-streaming is the baseline, streaming is streamchat's answer."""
-    groups = {g["mode"]: g for g in result.summary() if g["concurrency"] == 1}
     rows = []
     for label, key, scale, unit in METRICS:
-        base, ours = groups["non-stream"][key]["median"], groups["stream"][key]["median"]
-        if base is None or ours is None:
-            continue
-        rows.append(
-            {
-                "metric": f"{label}, {name} (median, {unit})",
-                "unit": unit,
-                "baseline": "non-streaming",
-                "baseline_value": base * scale,
-                "streamchat": "streaming",
-                "streamchat_value": ours * scale,
-                "ratio": ours / base,
-                "better": "lower",
-            }
+        base, ours = (
+            [
+                getattr(x, key) * scale
+                for x in result.measured(mode, 1)
+                if getattr(x, key) is not None
+            ]
+            for mode in ("non-stream", "stream")
         )
+        if base and ours:
+            rows.append(compare(f"{label}, {name}", unit, "non-streaming", base, "streaming",
+                                ours, "lower"))  # fmt: skip
     return rows
 
 
@@ -116,7 +114,7 @@ def main() -> int:
         for row in comparisons(name, result):
             rows.append(row)
             base, ours = row["baseline_value"], row["streamchat_value"]
-            cells = [f"{base:.2f} {row['unit']}", f"{ours:.2f} {row['unit']}"]
+            cells = [f"{base:.2f} {row['unit']}", f"{ours:.2f} {row['unit']}"]  # medians
             table.add_row(name, prompt, row["metric"].split(",")[0], *cells, f"{row['ratio']:.3f}")
     Console().print(table)
     errors = sum(1 for r in results.values() for s in r.samples if s.error)
@@ -128,9 +126,9 @@ def main() -> int:
         "comparisons": rows,
         "errors": errors,
         "results": {name: compact(result) for name, result in results.items()},
-        "machine": machine(),
     }
-    print(f"wrote {write_json('ttft', data, args.json)}")
+    path = write_result("ttft", data, keys=RESULT_KEYS, packages=PACKAGES, path=args.json)
+    print(f"wrote {path}")
     return 1 if errors else 0
 
 

@@ -115,3 +115,20 @@ def test_a_next_turn_reports_its_reused_prefix_in_every_protocol(
     )
     assert response["usage"]["cacheReadInputTokens"] >= whole
     assert response["usage"]["inputTokens"] < 20
+
+
+def test_responses_usage_reports_a_repeated_prompts_reuse_as_chat_completions_does(
+    server: Server,
+) -> None:
+    """A repeated prompt is served from the cache: the Responses API reports the reused tokens
+    as ``cached_tokens`` inside ``input_tokens``, the total Chat Completions calls
+    ``prompt_tokens`` for the same prompt."""
+    gpt = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0, timeout=120)
+    messages = [{"role": "user", "content": "Name three colours of the rainbow, briefly."}]
+    chat = gpt.chat.completions.create(model="smollm2", max_tokens=4, temperature=0,
+                                       messages=messages).usage  # fmt: skip
+    usage = gpt.responses.create(model="smollm2", max_output_tokens=4, temperature=0,
+                                 input=messages).usage  # fmt: skip
+    assert usage.input_tokens_details.cached_tokens > 0
+    assert usage.input_tokens == chat.prompt_tokens
+    assert usage.total_tokens == usage.input_tokens + usage.output_tokens

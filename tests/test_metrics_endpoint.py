@@ -19,6 +19,7 @@ from serving import serve_in_thread
 from streamchat.providers.local import LocalProvider
 from streamchat.server.app import create_app
 from streamchat.server.common import ServerConfig
+from streamchat.server.metrics import PROTOCOL_PREFIXES, protocol_of
 
 FAST = "scripted?text=one+two+three+four&tag=metrics-fast"  # 4 tokens
 SLOW = "scripted?text=" + "+".join(["word"] * 60) + "&delay=0.1&tag=metrics-slow"
@@ -75,6 +76,7 @@ def test_requests_tokens_and_timings_are_counted_per_protocol(url: str, bedrock:
     gpt = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
     chunks = gpt.chat.completions.create(model=FAST, messages=USER, stream=True)
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert gpt.responses.create(model=FAST, input="hi").usage.output_tokens == 4
     events = bedrock.converse_stream(  # type: ignore[attr-defined]
         modelId=FAST, messages=[{"role": "user", "content": [{"text": "hi"}]}]
     )["stream"]
@@ -85,13 +87,28 @@ def test_requests_tokens_and_timings_are_counted_per_protocol(url: str, bedrock:
         labels = {"protocol": protocol, "model": FAST, **labels}
         return value(after, name, **labels) - value(before, name, **labels)
 
-    for protocol, requests in (("anthropic", 2), ("openai", 1), ("bedrock", 1)):
+    for protocol, requests in (("anthropic", 2), ("openai", 1), ("responses", 1), ("bedrock", 1)):
         assert grew("streamchat_requests_total", protocol, status="ok") == requests
         assert grew("streamchat_output_tokens_total", protocol) == 4 * requests
         assert grew("streamchat_time_to_first_token_seconds_count", protocol) == requests
         assert grew("streamchat_request_duration_seconds_count", protocol) == requests
         assert value(after, "streamchat_active_streams", protocol=protocol, model=FAST) == 0
     assert grew("streamchat_requests_total", "anthropic", status="error") == 0
+
+
+def test_every_model_route_has_its_protocol_label() -> None:
+    """The label comes from one table of path prefixes: a route that reaches a model (a POST
+    under the APIs) must be in it, or its traffic would be counted as ``other``."""
+    app = create_app(ServerConfig(default_model=FAST))
+    posts = [
+        route.path
+        for route in app.routes
+        if "POST" in getattr(route, "methods", ()) and route.path.startswith(("/v1/", "/model/"))
+    ]
+    labels = {path: protocol_of(path) for path in posts}
+    assert "other" not in labels.values(), labels
+    assert set(labels.values()) == {protocol for _, protocol in PROTOCOL_PREFIXES}
+    assert labels["/v1/responses"] == "responses"
 
 
 @pytest.mark.parametrize("stream", [True, False])

@@ -21,6 +21,7 @@ WEATHER = {"city": "Paris", "days": 2}
 TOOLS = "scripted?" + urlencode({"tool_input": json.dumps(WEATHER), "tag": "responses-tools"})
 FAILING = "scripted?" + urlencode({"text": TEXT, "error_after": 2, "error": "overloaded_error"})
 BUSY = "scripted?error_before=overloaded_error"
+CACHED = "scripted?" + urlencode({"text": TEXT, "cache_read": 7, "tag": "responses-cached"})
 SCHEMA = {
     "type": "object",
     "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
@@ -31,7 +32,7 @@ FUNCTION = {"type": "function", "name": "get_weather", "parameters": SCHEMA, "st
 
 @pytest.fixture(scope="module")
 def url() -> Iterator[str]:
-    models = [FIXED, TOOLS, FAILING, BUSY]
+    models = [FIXED, TOOLS, FAILING, BUSY, CACHED]
     with serve_in_thread(ServerConfig(default_model=ECHO, models=models)) as base:
         yield base
 
@@ -56,6 +57,24 @@ def test_create_returns_a_completed_response(client: openai.OpenAI) -> None:
     assert response.usage.output_tokens == len(TEXT.split())
     assert response.usage.total_tokens == response.usage.input_tokens + len(TEXT.split())
     assert provider(FIXED).requests[-1].system == "Be brief"
+
+
+def test_usage_counts_prompt_cache_reads_inside_input_tokens_as_chat_completions_does(
+    client: openai.OpenAI,
+) -> None:
+    """OpenAI counts cached tokens inside the prompt's total, in both APIs (Anthropic's
+    ``input_tokens`` leave them out)."""
+    prompt = "Say something"
+    chat = client.chat.completions.create(
+        model=CACHED, messages=[{"role": "user", "content": prompt}]
+    ).usage
+    response = client.responses.create(model=CACHED, input=prompt).usage
+    streamed = list(client.responses.create(model=CACHED, input=prompt, stream=True))
+    assert chat.prompt_tokens_details.cached_tokens == 7
+    assert response.input_tokens_details.cached_tokens == 7
+    assert response.input_tokens == chat.prompt_tokens > 7
+    assert response.total_tokens == response.input_tokens + response.output_tokens
+    assert streamed[-1].response.usage == response
 
 
 def test_stream_emits_the_documented_event_sequence(client: openai.OpenAI) -> None:

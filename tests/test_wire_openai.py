@@ -82,6 +82,24 @@ def test_validation_messages_use_the_parameter_the_client_sent() -> None:
     assert options.rename(caught.value).message.startswith("stop: ")
 
 
+def test_a_validation_error_carries_its_field_apart_from_its_message() -> None:
+    function = {"name": "no spaces", "parameters": {"type": "object"}}
+    kwargs, options = parse(tools=[{"type": "function", "function": function}])
+    with pytest.raises(InvalidRequestError) as caught:
+        build_request(**kwargs)
+    error = caught.value
+    assert error.path == "tools.0.name"
+    assert error.message == f"tools.0.name: {error.detail}"
+    assert options.rename(error) is error and error.path == "tools.0.function.name"
+    assert error.message == f"tools.0.function.name: {error.detail}" == str(error)
+    assert wire.error_response(error)[1]["error"]["param"] == "tools.0.function.name"
+
+
+def test_param_is_the_errors_path_never_read_back_from_its_text() -> None:
+    body = wire.error_response(InvalidRequestError("max_tokens: only looks like a field"))[1]
+    assert body["error"]["param"] is None
+
+
 def chunks_for(events: list, include_usage: bool) -> list:
     encoder = wire.ChunkEncoder("gpt-x", include_usage=include_usage, created=5)
     return SSEDecoder().feed(b"".join(encoder.encode(event) for event in events))
@@ -130,8 +148,9 @@ def test_error_event_becomes_an_error_chunk_without_done() -> None:
 
 def test_error_statuses_follow_openai() -> None:
     assert wire.error_response(OverloadedError("busy"))[0] == 429
-    status, body = wire.error_response(InvalidRequestError("max_tokens: must be between"))
+    status, body = wire.error_response(InvalidRequestError("must be between", path="max_tokens"))
     assert (status, body["error"]["param"]) == (400, "max_tokens")
+    assert body["error"]["message"] == "max_tokens: must be between"
     status, body = wire.error_response(error_from_type("authentication_error", "no key"))
     assert (status, body["error"]["code"], body["error"]["param"]) == (401, "invalid_api_key", None)
 

@@ -6,6 +6,9 @@ to each protocol's own names.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Self
+
 ERROR_STATUS: dict[str, int] = {
     "invalid_request_error": 400,
     "authentication_error": 401,
@@ -30,13 +33,27 @@ def type_for_status(status: int) -> str:
 
 
 class StreamchatError(Exception):
-    """Base class of every error streamchat raises on purpose."""
+    """Base class of every error streamchat raises on purpose.
+
+    ``path`` names the request field at fault (``tools.0.name``), apart from the message, which
+    then reads ``"<path>: <detail>"``: codecs rename the field to their own parameter
+    (:meth:`rename`) and report it (OpenAI's ``param``) without parsing the text back.
+    """
 
     error_type: str = "api_error"
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.message: str = self.args[0]
+        self.path = path
+        self.detail = message
+
+    def rename(self, path: str) -> Self:
+        """Name the field ``path`` instead (the client's name for it); returns the error."""
+        self.path = path
+        self.message = f"{path}: {self.detail}"
+        self.args = (self.message,)
+        return self
 
     @property
     def status_code(self) -> int:
@@ -48,7 +65,27 @@ class StreamchatError(Exception):
 
 
 class InvalidRequestError(StreamchatError):
+    """A request refused for what it says; most name the field at fault (``path=``)."""
+
     error_type = "invalid_request_error"
+
+
+def field_name(path: str, names: Mapping[str, str], *, parents: bool = True) -> str | None:
+    """A canonical field path in a protocol's own names, or ``None`` when ``names`` has none.
+
+    ``names`` maps field paths, ``#`` standing for any index (``tools.#.name`` ->
+    ``toolConfig.tools.#.toolSpec.name``); with ``parents``, the longest entry naming the path
+    or one of its parents wins and the rest of the path follows (``output_format.schema.x``).
+    """
+    segments = path.split(".")
+    pattern = ["#" if segment.isdigit() else segment for segment in segments]
+    for end in range(len(segments), 0, -1) if parents else (len(segments),):
+        target = names.get(".".join(pattern[:end]))
+        if target is not None:
+            indices = iter([segment for segment in segments[:end] if segment.isdigit()])
+            head = [next(indices, "#") if part == "#" else part for part in target.split(".")]
+            return ".".join(head + segments[end:])
+    return None
 
 
 class AuthenticationError(StreamchatError):

@@ -107,8 +107,8 @@ def prompt_too_long(tokens: int, window: int) -> InvalidRequestError:
     """The Anthropic API's own refusal of a prompt longer than the model's context window (its
     words, which agents match on, after the field name every error here starts with)."""
     return InvalidRequestError(
-        f"messages: prompt is too long: {tokens} tokens > {window} maximum "
-        "(the model's context window)"
+        f"prompt is too long: {tokens} tokens > {window} maximum (the model's context window)",
+        path="messages",
     )
 
 
@@ -119,18 +119,18 @@ def content_text(content: Any, where: str) -> str:
     if isinstance(content, Mapping):
         content = [content]
     if not isinstance(content, Iterable):
-        raise InvalidRequestError(f"{where}: expected a string or a list of content blocks")
+        raise InvalidRequestError("expected a string or a list of content blocks", path=where)
     parts: list[str] = []
     for i, block in enumerate(content):
         if isinstance(block, str):
             parts.append(block)
             continue
         if not isinstance(block, Mapping):
-            raise InvalidRequestError(f"{where}.{i}: expected a content block object")
+            raise InvalidRequestError("expected a content block object", path=f"{where}.{i}")
         kind = block.get("type", "text")
         if kind != "text" or not isinstance(block.get("text"), str):
             raise InvalidRequestError(
-                f"{where}.{i}: only text content blocks are supported (got type {kind!r})"
+                f"only text content blocks are supported (got type {kind!r})", path=f"{where}.{i}"
             )
         parts.append(block["text"])
     return "".join(parts)
@@ -140,16 +140,16 @@ def _number(value: Any, name: str, low: float, high: float) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidRequestError(f"{name}: expected a number")
+        raise InvalidRequestError("expected a number", path=name)
     if not low <= value <= high:
-        raise InvalidRequestError(f"{name}: must be between {low:g} and {high:g}, got {value}")
+        raise InvalidRequestError(f"must be between {low:g} and {high:g}, got {value}", path=name)
     return float(value)
 
 
 def _text_field(block: Mapping[str, Any], name: str, where: str) -> str:
     value = block.get(name)
     if not isinstance(value, str):
-        raise InvalidRequestError(f"{where}.{name}: expected a string")
+        raise InvalidRequestError("expected a string", path=f"{where}.{name}")
     return value
 
 
@@ -160,11 +160,11 @@ def _tool_result_content(content: Any, where: str) -> list[Any]:
     if isinstance(content, str):
         return [content]
     if not isinstance(content, list):
-        raise InvalidRequestError(f"{where}: expected a string or a list of content blocks")
+        raise InvalidRequestError("expected a string or a list of content blocks", path=where)
     parts: list[Any] = []
     for i, part in enumerate(content):
         if not isinstance(part, Mapping):
-            raise InvalidRequestError(f"{where}.{i}: expected a content block object")
+            raise InvalidRequestError("expected a content block object", path=f"{where}.{i}")
         kind = part.get("type", "text")
         if kind == "text":
             parts.append(_text_field(part, "text", f"{where}.{i}"))
@@ -172,7 +172,8 @@ def _tool_result_content(content: Any, where: str) -> list[Any]:
             parts.append(part["json"])
         else:
             raise InvalidRequestError(
-                f"{where}.{i}: only text content is supported in a tool result (got {kind!r})"
+                f"only text content is supported in a tool result (got {kind!r})",
+                path=f"{where}.{i}",
             )
     return parts
 
@@ -184,7 +185,7 @@ def _block(block: Any, role: str, where: str) -> RequestBlock | None:
     if isinstance(block, TextBlock | ToolUseBlock | ThinkingBlock | ToolResultBlock):
         parsed: RequestBlock = block
     elif not isinstance(block, Mapping):
-        raise InvalidRequestError(f"{where}: expected a content block object")
+        raise InvalidRequestError("expected a content block object", path=where)
     else:
         kind = block.get("type") or ("text" if "text" in block else next(iter(block), "?"))
         if kind == "text":
@@ -192,7 +193,7 @@ def _block(block: Any, role: str, where: str) -> RequestBlock | None:
         if kind == "tool_use":
             tool_input = block.get("input", {})
             if not isinstance(tool_input, Mapping):
-                raise InvalidRequestError(f"{where}.input: expected an object")
+                raise InvalidRequestError("expected an object", path=f"{where}.input")
             parsed = ToolUseBlock(
                 id=_text_field(block, "id", where),
                 name=_text_field(block, "name", where),
@@ -201,7 +202,7 @@ def _block(block: Any, role: str, where: str) -> RequestBlock | None:
         elif kind == "tool_result":
             is_error = block.get("is_error", False)
             if not isinstance(is_error, bool):
-                raise InvalidRequestError(f"{where}.is_error: expected a boolean")
+                raise InvalidRequestError("expected a boolean", path=f"{where}.is_error")
             parsed = ToolResultBlock(
                 tool_use_id=_text_field(block, "tool_use_id", where),
                 content=_tool_result_content(block.get("content"), f"{where}.content"),
@@ -216,12 +217,13 @@ def _block(block: Any, role: str, where: str) -> RequestBlock | None:
             return None  # encrypted reasoning: nothing a model here can read
         else:
             raise InvalidRequestError(
-                f"{where}: content blocks of type {kind!r} are not supported "
-                "(text, tool_use, tool_result and thinking are)"
+                f"content blocks of type {kind!r} are not supported "
+                "(text, tool_use, tool_result and thinking are)",
+                path=where,
             )
     wanted = "user" if parsed.type == "tool_result" else "assistant"
     if parsed.type != "text" and role != wanted:
-        raise InvalidRequestError(f"{where}: {parsed.type} blocks belong in {wanted} messages")
+        raise InvalidRequestError(f"{parsed.type} blocks belong in {wanted} messages", path=where)
     return parsed
 
 
@@ -231,7 +233,7 @@ def _turn(role: Role, content: Any, where: str) -> Turn:
     if isinstance(content, Mapping):
         content = [content]
     if not isinstance(content, list | tuple):
-        raise InvalidRequestError(f"{where}: expected a string or a list of content blocks")
+        raise InvalidRequestError("expected a string or a list of content blocks", path=where)
     blocks = [_block(block, role, f"{where}.{i}") for i, block in enumerate(content)]
     kept = tuple(block for block in blocks if block is not None)
     text = "".join(block.text for block in kept if block.type == "text")
@@ -257,24 +259,25 @@ def _check_tool_results(turns: list[Turn], origin: list[int]) -> None:
             if block.tool_use_id not in calls:
                 j = turn.blocks.index(block)
                 raise InvalidRequestError(
-                    f"messages.{origin[i]}.content.{j}.tool_use_id: {block.tool_use_id!r} "
-                    "matches no tool_use block in the previous assistant message"
+                    f"{block.tool_use_id!r} "
+                    "matches no tool_use block in the previous assistant message",
+                    path=f"messages.{origin[i]}.content.{j}.tool_use_id",
                 )
 
 
 def check_object_schema(schema: Any, where: str) -> dict[str, Any]:
     """A JSON Schema for an object (what tools take and JSON output gives), within the cap."""
     if not isinstance(schema, Mapping):
-        raise InvalidRequestError(f"{where}: expected a JSON Schema object")
+        raise InvalidRequestError("expected a JSON Schema object", path=where)
     if schema.get("type", "object") != "object":
-        raise InvalidRequestError(f"{where}: must be a JSON Schema of type 'object'")
+        raise InvalidRequestError("must be a JSON Schema of type 'object'", path=where)
     try:
         size = len(json.dumps(schema))
     except (TypeError, ValueError):
-        raise InvalidRequestError(f"{where}: not serialisable as JSON") from None
+        raise InvalidRequestError("not serialisable as JSON", path=where) from None
     if size > MAX_SCHEMA_BYTES:
         raise InvalidRequestError(
-            f"{where}: the schema is {size} bytes, more than the limit of {MAX_SCHEMA_BYTES}"
+            f"the schema is {size} bytes, more than the limit of {MAX_SCHEMA_BYTES}", path=where
         )
     return {"type": "object", **schema}
 
@@ -283,9 +286,11 @@ def _tools(tools: Any) -> list[Tool]:
     if tools is None:
         return []
     if not isinstance(tools, list | tuple):
-        raise InvalidRequestError("tools: expected a list of tools")
+        raise InvalidRequestError("expected a list of tools", path="tools")
     if len(tools) > MAX_TOOLS:
-        raise InvalidRequestError(f"tools: at most {MAX_TOOLS} tools are allowed, got {len(tools)}")
+        raise InvalidRequestError(
+            f"at most {MAX_TOOLS} tools are allowed, got {len(tools)}", path="tools"
+        )
     parsed: list[Tool] = []
     seen: set[str] = set()
     for i, tool in enumerate(tools):
@@ -294,18 +299,18 @@ def _tools(tools: Any) -> list[Tool]:
         elif isinstance(tool, Mapping):
             name, description = tool.get("name"), tool.get("description") or ""
             if "input_schema" not in tool:
-                raise InvalidRequestError(f"tools.{i}.input_schema: field required")
+                raise InvalidRequestError("field required", path=f"tools.{i}.input_schema")
             schema = tool["input_schema"]
         else:
-            raise InvalidRequestError(f"tools.{i}: expected an object")
+            raise InvalidRequestError("expected an object", path=f"tools.{i}")
         if not isinstance(name, str) or not TOOL_NAME.match(name):
             raise InvalidRequestError(
-                f"tools.{i}.name: must match ^[a-zA-Z0-9_-]{{1,64}}$, got {name!r}"
+                f"must match ^[a-zA-Z0-9_-]{{1,64}}$, got {name!r}", path=f"tools.{i}.name"
             )
         if name in seen:
-            raise InvalidRequestError(f"tools.{i}.name: duplicate tool name {name!r}")
+            raise InvalidRequestError(f"duplicate tool name {name!r}", path=f"tools.{i}.name")
         if not isinstance(description, str):
-            raise InvalidRequestError(f"tools.{i}.description: expected a string")
+            raise InvalidRequestError("expected a string", path=f"tools.{i}.description")
         seen.add(name)
         schema = check_object_schema(schema, f"tools.{i}.input_schema")
         parsed.append(Tool(name, description, schema))
@@ -321,21 +326,27 @@ def _tool_choice(choice: Any, tools: list[Tool]) -> ToolChoice:
         kind = choice.get("type")
         if kind not in TOOL_CHOICES:
             raise InvalidRequestError(
-                f"tool_choice.type: must be one of {', '.join(TOOL_CHOICES)}, got {kind!r}"
+                f"must be one of {', '.join(TOOL_CHOICES)}, got {kind!r}", path="tool_choice.type"
             )
         disable = choice.get("disable_parallel_tool_use", False)
         if not isinstance(disable, bool):
-            raise InvalidRequestError("tool_choice.disable_parallel_tool_use: expected a boolean")
+            raise InvalidRequestError(
+                "expected a boolean", path="tool_choice.disable_parallel_tool_use"
+            )
         name = choice.get("name")
         if kind == "tool" and not isinstance(name, str):
-            raise InvalidRequestError("tool_choice.name: field required for type 'tool'")
+            raise InvalidRequestError("field required for type 'tool'", path="tool_choice.name")
         parsed = ToolChoice(kind, name if kind == "tool" else None, disable)
     else:
-        raise InvalidRequestError("tool_choice: expected an object")
+        raise InvalidRequestError("expected an object", path="tool_choice")
     if parsed.type in ("any", "tool") and not tools:
-        raise InvalidRequestError(f"tool_choice: type {parsed.type!r} needs at least one tool")
+        raise InvalidRequestError(
+            f"type {parsed.type!r} needs at least one tool", path="tool_choice"
+        )
     if parsed.type == "tool" and not any(tool.name == parsed.name for tool in tools):
-        raise InvalidRequestError(f"tool_choice.name: no tool named {parsed.name!r} in tools")
+        raise InvalidRequestError(
+            f"no tool named {parsed.name!r} in tools", path="tool_choice.name"
+        )
     return parsed
 
 
@@ -376,25 +387,26 @@ def _thinking(thinking: Any, max_tokens: int) -> ThinkingConfig | None:
     if isinstance(thinking, ThinkingConfig):
         return thinking
     if not isinstance(thinking, Mapping):
-        raise InvalidRequestError("thinking: expected an object")
+        raise InvalidRequestError("expected an object", path="thinking")
     kind = thinking.get("type")
     if kind not in THINKING_TYPES:
         raise InvalidRequestError(
-            f"thinking.type: must be one of {', '.join(THINKING_TYPES)}, got {kind!r}"
+            f"must be one of {', '.join(THINKING_TYPES)}, got {kind!r}", path="thinking.type"
         )
     if kind == "disabled":
         return None
     budget = thinking.get("budget_tokens")
     if kind == "enabled":
         if isinstance(budget, bool) or not isinstance(budget, int):
-            raise InvalidRequestError("thinking.budget_tokens: field required (an integer)")
+            raise InvalidRequestError("field required (an integer)", path="thinking.budget_tokens")
         if budget < MIN_THINKING_BUDGET:
             raise InvalidRequestError(
-                f"thinking.budget_tokens: must be at least {MIN_THINKING_BUDGET}, got {budget}"
+                f"must be at least {MIN_THINKING_BUDGET}, got {budget}",
+                path="thinking.budget_tokens",
             )
         if budget >= max_tokens:
             raise InvalidRequestError(
-                f"thinking.budget_tokens: must be less than max_tokens ({max_tokens})"
+                f"must be less than max_tokens ({max_tokens})", path="thinking.budget_tokens"
             )
     return ThinkingConfig(kind, budget if kind == "enabled" else None)
 
@@ -404,16 +416,16 @@ def _output_format(value: Any) -> OutputFormat | None:
     if value is None or isinstance(value, OutputFormat):
         return value
     if not isinstance(value, Mapping):
-        raise InvalidRequestError("output_format: expected an object")
+        raise InvalidRequestError("expected an object", path="output_format")
     kind = value.get("type")
     if kind == "json_object":
         return OutputFormat()
     if kind != "json_schema":
         raise InvalidRequestError(
-            f"output_format.type: must be 'json_schema' or 'json_object', got {kind!r}"
+            f"must be 'json_schema' or 'json_object', got {kind!r}", path="output_format.type"
         )
     if "schema" not in value:
-        raise InvalidRequestError("output_format.schema: field required")
+        raise InvalidRequestError("field required", path="output_format.schema")
     name = value.get("name")
     return OutputFormat(check_object_schema(value["schema"], "output_format.schema"), name)
 
@@ -437,29 +449,31 @@ def build_request(
 ) -> MessageRequest:
     """Validate and normalise a request; every error names the offending field."""
     if not isinstance(messages, list | tuple) or not messages:
-        raise InvalidRequestError("messages: at least one message is required")
+        raise InvalidRequestError("at least one message is required", path="messages")
     turns: list[Turn] = []
     origin: list[int] = []  # each turn's index in messages
     notes: list[tuple[int, str]] = []  # system-role messages: (turns before, text)
     for i, message in enumerate(messages):
         if not isinstance(message, Mapping):
-            raise InvalidRequestError(f"messages.{i}: expected an object with role and content")
+            raise InvalidRequestError(
+                "expected an object with role and content", path=f"messages.{i}"
+            )
         role = message.get("role")
         if role not in ("user", "assistant", "system"):
             raise InvalidRequestError(
-                f"messages.{i}.role: must be 'user', 'assistant' or 'system', got {role!r}"
+                f"must be 'user', 'assistant' or 'system', got {role!r}", path=f"messages.{i}.role"
             )
         if "content" not in message:
-            raise InvalidRequestError(f"messages.{i}.content: field required")
+            raise InvalidRequestError("field required", path=f"messages.{i}.content")
         if role == "system":
             notes.append((len(turns), content_text(message["content"], f"messages.{i}.content")))
             continue
         turns.append(_turn(role, message["content"], f"messages.{i}.content"))
         origin.append(i)
     if not turns:
-        raise InvalidRequestError("messages: at least one user message is required")
+        raise InvalidRequestError("at least one user message is required", path="messages")
     if turns[-1].role != "user":
-        raise InvalidRequestError("messages: the last message must have role 'user'")
+        raise InvalidRequestError("the last message must have role 'user'", path="messages")
     _check_tool_results(turns, origin)
     if notes:
         turns, leading = _place_system_messages(turns, notes)
@@ -467,10 +481,10 @@ def build_request(
             given = [content_text(system, "system")] if system is not None else []
             system = "\n\n".join(text for text in [*given, *leading] if text)
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
-        raise InvalidRequestError("max_tokens: expected an integer")
+        raise InvalidRequestError("expected an integer", path="max_tokens")
     if not 1 <= max_tokens <= max_tokens_limit:
         raise InvalidRequestError(
-            f"max_tokens: must be between 1 and {max_tokens_limit}, got {max_tokens}"
+            f"must be between 1 and {max_tokens_limit}, got {max_tokens}", path="max_tokens"
         )
     if system is not None:
         system = content_text(system, "system")
@@ -481,13 +495,15 @@ def build_request(
     if not isinstance(stop_sequences, list | tuple) or not all(
         isinstance(s, str) and s for s in stop_sequences
     ):
-        raise InvalidRequestError("stop_sequences: expected a list of non-empty strings")
+        raise InvalidRequestError("expected a list of non-empty strings", path="stop_sequences")
     if len(stop_sequences) > MAX_STOP_SEQUENCES:
-        raise InvalidRequestError(f"stop_sequences: at most {MAX_STOP_SEQUENCES} are allowed")
+        raise InvalidRequestError(
+            f"at most {MAX_STOP_SEQUENCES} are allowed", path="stop_sequences"
+        )
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0):
-        raise InvalidRequestError("top_k: expected a non-negative integer")
+        raise InvalidRequestError("expected a non-negative integer", path="top_k")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise InvalidRequestError("seed: expected an integer")
+        raise InvalidRequestError("expected an integer", path="seed")
     parsed_tools = _tools(tools)
     return MessageRequest(
         model=model,

@@ -38,7 +38,7 @@ def _remote(module: str, cls: str, model_id: str, extra: str | None = None) -> P
     from ..errors import InvalidRequestError
 
     if not model_id:
-        raise InvalidRequestError("model: name the remote model, e.g. openai/<model-id>")
+        raise InvalidRequestError("name the remote model, e.g. openai/<model-id>", path="model")
     if extra:
         require(extra, f"the model {extra}/{model_id}")
     return getattr(importlib.import_module(f".{module}", __name__), cls)(model_id)

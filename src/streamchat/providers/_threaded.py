@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import queue
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -54,50 +53,15 @@ def _wake(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
-class SerialWorker:
-    """One long-lived daemon thread that runs jobs in order.
-
-    llama.cpp wants this: one context serves one generation at a time, and a thread that
-    calls it keeps its own OpenMP pool, so a fresh thread per request would pay that start-up
-    (and grow pools) every time. Daemon, unlike ``ThreadPoolExecutor``: exiting the process
-    never waits for a generation to run to ``max_tokens``.
-    """
-
-    def __init__(self, name: str):
-        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._name = name
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self.busy = False
-
-    def submit(self, job: Callable[[], None]) -> None:
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-                self._thread.start()
-        self._jobs.put(job)
-
-    def _run(self) -> None:
-        while True:
-            job = self._jobs.get()
-            self.busy = True
-            try:
-                job()
-            finally:
-                self.busy = self._jobs.qsize() > 0
-
-
 def _new_thread(job: Callable[[], None]) -> None:
     threading.Thread(target=job, name="streamchat-worker", daemon=True).start()
 
 
 async def iterate_in_thread(
     produce: Callable[[threading.Event], Iterator[T]],
-    start: Callable[[Callable[[], None]], None] = _new_thread,
 ) -> AsyncIterator[T]:
-    """Yield what ``produce(cancel)`` yields, as it yields it.
+    """Yield what ``produce(cancel)`` yields, as it yields it, produced in a new thread.
 
-    ``start`` runs the blocking work (a new thread by default, or ``SerialWorker.submit``).
     Closing this iterator sets ``cancel``; the producer checks it between items, so a blocking
     engine stops within one item (one token) of the consumer going away.
     """
@@ -123,7 +87,7 @@ async def iterate_in_thread(
             if close is not None:
                 close()
 
-    start(work)
+    _new_thread(work)
     try:
         while True:
             item, error = await handoff.get()

@@ -76,7 +76,7 @@ CHAR_RULE = r'[^"\\\x7F\x00-\x1F] | [\\] (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
 
 
 def _unsupported(where: str, keyword: str) -> InvalidRequestError:
-    return InvalidRequestError(f"{where}: unsupported JSON Schema feature {keyword!r}")
+    return InvalidRequestError(f"unsupported JSON Schema feature {keyword!r}", path=where)
 
 
 def bound_schema(schema: Any, where: str) -> dict[str, Any]:
@@ -141,7 +141,9 @@ def bound_schema(schema: Any, where: str) -> dict[str, Any]:
         }
         for name in node.get("required", []):
             if name not in node["properties"]:
-                raise InvalidRequestError(f"{where}.required: {name!r} is not in properties")
+                raise InvalidRequestError(
+                    f"{name!r} is not in properties", path=f"{where}.required"
+                )
         extra = node.get("additionalProperties")
         if isinstance(extra, dict) and extra:
             node["additionalProperties"] = bound_schema(extra, f"{where}.additionalProperties")
@@ -219,8 +221,8 @@ def schema_gbnf(schema: dict[str, Any] | None, where: str) -> str:
     try:
         return _gbnf(json.dumps(bounded))
     except (ValueError, KeyError, AssertionError, RecursionError) as error:
-        message = f"{where}: cannot compile the schema to a grammar ({error})"
-        raise InvalidRequestError(message) from None
+        message = f"cannot compile the schema to a grammar ({error})"
+        raise InvalidRequestError(message, path=where) from None
 
 
 def choice_gbnf(options: list[str], suffix: str) -> str:
@@ -262,7 +264,7 @@ class GrammarCache:
                     self.vocab, gbnf.encode("utf-8"), b"root"
                 )
                 if not compiled:
-                    raise InvalidRequestError(f"{where}: the schema gives an invalid grammar")
+                    raise InvalidRequestError("the schema gives an invalid grammar", path=where)
                 self.compiles += 1
                 self._compiled[gbnf] = compiled
                 while len(self._compiled) > self.size:

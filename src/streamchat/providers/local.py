@@ -310,7 +310,7 @@ class LocalProvider:
     def refuse_tools(self, request: MessageRequest) -> None:
         """A base model has no chat turns to put tool calls in: refused, before any work."""
         raise InvalidRequestError(
-            f"tools: model {self.model_name} cannot use tools (it has no chat template)"
+            f"model {self.model_name} cannot use tools (it has no chat template)", path="tools"
         )
 
     def count_tokens(self, request: MessageRequest) -> int:

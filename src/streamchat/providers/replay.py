@@ -52,13 +52,17 @@ class ReplayProvider:
                 try:
                     self.speed = float(values[-1])
                 except ValueError:
-                    raise InvalidRequestError("model: replay speed must be a number") from None
+                    raise InvalidRequestError(
+                        "replay speed must be a number", path="model"
+                    ) from None
                 if self.speed < 0:
-                    raise InvalidRequestError("model: replay speed must not be negative")
+                    raise InvalidRequestError("replay speed must not be negative", path="model")
             elif key == "match" and values[-1] in MATCHES:
                 self.match = values[-1]
             else:
-                raise InvalidRequestError(f"model: unknown replay option {key}={values[-1]!r}")
+                raise InvalidRequestError(
+                    f"unknown replay option {key}={values[-1]!r}", path="model"
+                )
         self.directory = Path(directory).expanduser()
         self._lock = threading.Lock()
         self._served: Counter[str] = Counter()
@@ -67,19 +71,21 @@ class ReplayProvider:
         self._by_key: dict[str, list[Tape]] = {}
         self._reload()
         if not self._tapes:
-            raise InvalidRequestError(f"model: no recorded streams in {self.directory}")
+            raise InvalidRequestError(f"no recorded streams in {self.directory}", path="model")
 
     def _reload(self) -> None:
         try:
             mtime = self.directory.stat().st_mtime_ns
         except OSError as error:
-            raise InvalidRequestError(f"model: cannot read {self.directory}: {error}") from None
+            raise InvalidRequestError(
+                f"cannot read {self.directory}: {error}", path="model"
+            ) from None
         if mtime == self._mtime:
             return
         try:
             tapes = load_tapes(self.directory)
         except (OSError, ValueError) as error:
-            raise InvalidRequestError(f"model: {error}") from None
+            raise InvalidRequestError(str(error), path="model") from None
         by_key: dict[str, list[Tape]] = {}
         for tape in tapes:
             by_key.setdefault(tape.key, []).append(tape)

@@ -96,16 +96,18 @@ class ScriptedConfig:
         values: dict[str, Any] = {}
         for key, items in parse_qs(query, keep_blank_values=True).items():
             if key not in fields:
-                raise InvalidRequestError(f"model: unknown scripted option {key!r}")
+                raise InvalidRequestError(f"unknown scripted option {key!r}", path="model")
             try:
                 values[key] = numeric[key](items[-1]) if key in numeric else items[-1]
             except ValueError as error:
-                raise InvalidRequestError(f"model: scripted option {key}: {error}") from None
+                raise InvalidRequestError(f"scripted option {key}: {error}", path="model") from None
         config = cls(**values)
         try:
             json.loads(config.tool_input)
         except ValueError as error:
-            raise InvalidRequestError(f"model: scripted option tool_input: {error}") from None
+            raise InvalidRequestError(
+                f"scripted option tool_input: {error}", path="model"
+            ) from None
         return config
 
 

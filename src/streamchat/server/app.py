@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -30,6 +31,13 @@ from .guard import BrowserGuard
 
 REPLICA_HEADER = "x-streamchat-replica"
 PROBE_SECONDS = 2.0  # a readiness check slower than this counts as a failure
+# protocol (metrics.PROTOCOL_PREFIXES) -> its error body, for a 404 its SDK can read
+ERROR_RESPONSES: dict[str, Callable[[Exception], Response]] = {
+    "anthropic": anthropic.error_response,
+    "openai": openai.error_response,
+    "responses": openai.error_response,
+    "bedrock": bedrock.error_response,
+}
 
 
 def replica_name() -> str | None:
@@ -118,13 +126,11 @@ async def not_found(request: Request, exc: HTTPException) -> Response:
     """An unknown path under an API's prefix (e.g. a model id no route matches) gets a 404 in
     that API's error shape, which its SDK can read; other paths get Starlette's plain one."""
     path = request.url.path
-    if path.startswith("/model/"):
-        render = bedrock.error_response
-    elif path.startswith(("/v1/chat/", "/v1/responses")):
-        render = openai.error_response
-    elif path.startswith(("/v1/", "/api/")):
-        render = anthropic.error_response
-    else:
+    protocol = metrics.protocol_of(path)
+    if protocol == "other" and path.startswith(("/v1/", "/api/")):
+        protocol = "anthropic"  # the rest of the API speaks Anthropic's error shape
+    render = ERROR_RESPONSES.get(protocol)
+    if render is None:
         return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
     return render(NotFoundError(f"no such endpoint: {request.method} {path}"))
 

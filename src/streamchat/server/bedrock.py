@@ -79,7 +79,7 @@ def routes(config: ServerConfig) -> list[Route]:
         check_credentials(request, config)
         model_id = request.path_params["model_id"]
         if not model_id:
-            raise InvalidRequestError("modelId: must not be empty")
+            raise InvalidRequestError("must not be empty", path="modelId")
         body: Any = await read_json(request, config)
         limit = config.max_tokens_limit
         return await open_events(

@@ -111,29 +111,29 @@ def _probability(text: str, where: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise InvalidRequestError(f"{where}: expected a probability, got {text!r}") from None
+        raise InvalidRequestError(f"expected a probability, got {text!r}", path=where) from None
     if not 0.0 <= value <= 1.0:
-        raise InvalidRequestError(f"{where}: probability must be between 0 and 1, got {text}")
+        raise InvalidRequestError(f"probability must be between 0 and 1, got {text}", path=where)
     return value
 
 
 def _seconds(text: str, where: str) -> float:
     match = _DURATION.match(text)
     if match is None:
-        raise InvalidRequestError(f"{where}: expected a duration like 2s or 50ms, got {text!r}")
+        raise InvalidRequestError(f"expected a duration like 2s or 50ms, got {text!r}", path=where)
     value = float(match.group(1))
     return value / 1000 if match.group(2) == "ms" else value
 
 
 def _fault(name: str, value: str, at: str | None) -> Fault:
     if at is not None and name not in _AT:
-        raise InvalidRequestError(f"{name}: takes no @TOKENS")
+        raise InvalidRequestError("takes no @TOKENS", path=name)
     try:
         tokens = 1 if at is None else int(at)
     except ValueError:
-        raise InvalidRequestError(f"{name}: @{at} is not a token count") from None
+        raise InvalidRequestError(f"@{at} is not a token count", path=name) from None
     if tokens < 0:
-        raise InvalidRequestError(f"{name}: @{at} must not be negative")
+        raise InvalidRequestError(f"@{at} must not be negative", path=name)
     if name in _TIMED:
         p, sep, duration = value.rpartition(":")
         chance = _probability(p, name) if sep else 1.0
@@ -162,7 +162,7 @@ class FaultPlan:
             if name == "error_type":
                 value = value.strip()
                 if value not in ERROR_STATUS:
-                    raise InvalidRequestError(f"error_type: unknown error type {value!r}")
+                    raise InvalidRequestError(f"unknown error type {value!r}", path="error_type")
                 error_type = value
                 continue
             if name not in FAULTS:
@@ -202,7 +202,7 @@ def _header_plan(value: str) -> FaultPlan:
     try:
         return FaultPlan.parse(value)
     except InvalidRequestError as error:
-        raise InvalidRequestError(f"{FAULT_HEADER}: {error.message}") from None
+        raise InvalidRequestError(error.message, path=FAULT_HEADER) from None
 
 
 class FaultInjector:

@@ -54,7 +54,7 @@ def routes(config: ServerConfig) -> list[Route]:
     async def list_conversations(request: Request, store: Store) -> Any:
         limit = request.query_params.get("limit", "50")
         if not limit.isdigit() or not 1 <= int(limit) <= MAX_LIMIT:
-            raise InvalidRequestError(f"limit: expected an integer from 1 to {MAX_LIMIT}")
+            raise InvalidRequestError(f"expected an integer from 1 to {MAX_LIMIT}", path="limit")
         return {"data": await asyncio.to_thread(store.conversations, int(limit))}
 
     async def create_conversation(request: Request, store: Store) -> Any:
@@ -63,7 +63,7 @@ def routes(config: ServerConfig) -> list[Route]:
         body = await read_json(request, config)
         model = body.get("model") if isinstance(body, dict) else None
         if model is not None and not isinstance(model, str):
-            raise InvalidRequestError("model: expected a string")
+            raise InvalidRequestError("expected a string", path="model")
         provider = get_provider(route_model(config, model)).name
         conversation_id = await asyncio.to_thread(
             store.new_conversation,

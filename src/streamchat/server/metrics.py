@@ -41,10 +41,12 @@ from ..events import StreamEvent
 if TYPE_CHECKING:
     from .common import ServerConfig
 
-# Path prefix -> protocol label: the routes that reach open_events (one fact, kept as data).
+# Path prefix -> protocol: which API a request path belongs to, the one table of it (the metrics
+# label here, the error shape of an unknown path's 404 in app.py).
 PROTOCOL_PREFIXES = (
     ("/v1/messages", "anthropic"),
-    ("/v1/chat/completions", "openai"),
+    ("/v1/chat/", "openai"),
+    ("/v1/responses", "responses"),
     ("/model/", "bedrock"),
 )
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..errors import HistoryError, NotFoundError, StreamchatError
+from ..errors import HistoryError, NotFoundError, StreamchatError, field_name
 from ..events import Message
 from ..recorder import shared_store
 from ..request import MessageRequest
@@ -37,7 +37,8 @@ from .streaming import (
     respond_when_complete,
 )
 
-# canonical request field -> the Responses parameter a validation error should name
+# canonical request field -> the Responses parameter a validation error should name (and its
+# children follow: output_format.schema -> text.format.schema)
 PARAMS = {
     "max_tokens": "max_output_tokens",
     "output_format": "text.format",
@@ -116,13 +117,9 @@ def conversation(request: MessageRequest, message: Message) -> list[dict[str, An
 
 
 def rename(error: StreamchatError) -> StreamchatError:
-    """Name the Responses parameter in a validation message (``max_tokens`` -> ...)."""
-    name, sep, rest = error.message.partition(":")
-    head = name.split(".", 1)[0]
-    if sep and head in PARAMS:
-        error.message = PARAMS[head] + name[len(head) :] + sep + rest
-        error.args = (error.message,)
-    return error
+    """Name the Responses parameter in a validation error (``max_tokens`` -> ...)."""
+    renamed = field_name(error.path, PARAMS) if error.path is not None else None
+    return error.rename(renamed) if renamed is not None else error
 
 
 def routes(config: ServerConfig) -> list[Route]:

@@ -44,9 +44,9 @@ def _require_object(body: Any) -> Mapping[str, Any]:
 def _model(body: Mapping[str, Any]) -> str:
     model = body.get("model")
     if model is None:
-        raise InvalidRequestError("model: field required")
+        raise InvalidRequestError("field required", path="model")
     if not isinstance(model, str) or not model:
-        raise InvalidRequestError("model: expected a non-empty string")
+        raise InvalidRequestError("expected a non-empty string", path="model")
     return model
 
 
@@ -58,8 +58,9 @@ def _tools(body: Mapping[str, Any]) -> Any:
             kind = tool.get("type") if isinstance(tool, Mapping) else None
             if kind not in _CLIENT_TOOL_TYPES:
                 raise InvalidRequestError(
-                    f"tools.{i}.type: server tools ({kind!r}) are not supported; "
-                    "only client tools (type 'custom') are"
+                    f"server tools ({kind!r}) are not supported; "
+                    "only client tools (type 'custom') are",
+                    path=f"tools.{i}.type",
                 )
     return tools
 
@@ -69,19 +70,20 @@ def _output_format(body: Mapping[str, Any]) -> Any:
     config = body.get("output_config")
     if config is not None:
         if not isinstance(config, Mapping):
-            raise InvalidRequestError("output_config: expected an object")
+            raise InvalidRequestError("expected an object", path="output_config")
         if config.get("format") is not None:
             if body.get("output_format") is not None:
                 raise InvalidRequestError(
-                    "output_format: give either output_format or output_config.format, not both"
+                    "give either output_format or output_config.format, not both",
+                    path="output_format",
                 )
             fmt = config["format"]
             if not isinstance(fmt, Mapping) or fmt.get("type") != "json_schema":
-                raise InvalidRequestError("output_config.format.type: must be 'json_schema'")
+                raise InvalidRequestError("must be 'json_schema'", path="output_config.format.type")
             return fmt
     fmt = body.get("output_format")
     if fmt is not None and (not isinstance(fmt, Mapping) or fmt.get("type") != "json_schema"):
-        raise InvalidRequestError("output_format.type: must be 'json_schema'")
+        raise InvalidRequestError("must be 'json_schema'", path="output_format.type")
     return fmt
 
 
@@ -101,12 +103,12 @@ def parse_messages_request(body: Any) -> tuple[dict[str, Any], bool]:
     body = _require_object(body)
     kwargs: dict[str, Any] = {"model": _model(body), "messages": body.get("messages")}
     if body.get("max_tokens") is None:
-        raise InvalidRequestError("max_tokens: field required")
+        raise InvalidRequestError("field required", path="max_tokens")
     kwargs["max_tokens"] = body["max_tokens"]
     kwargs.update(_optional(body, _PASSTHROUGH))
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
-        raise InvalidRequestError("stream: expected a boolean")
+        raise InvalidRequestError("expected a boolean", path="stream")
     return kwargs, stream
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from ..errors import InvalidRequestError
+from ..errors import InvalidRequestError, field_name
 from ..events import Message, StreamEvent
 from ..request import MessageRequest, Turn, build_request
 from .anthropic import parse_messages_request
@@ -102,24 +102,25 @@ TOOL_RESULT_PARTS: dict[str, Callable[[Any], dict[str, Any]]] = {
 # -- requests ----------------------------------------------------------------------------------
 def _object(value: Any, where: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
-        raise InvalidRequestError(f"{where}: expected an object")
+        raise InvalidRequestError("expected an object", path=where)
     return value
 
 
 def _blocks_text(blocks: Any, where: str, separator: str = "") -> str:
     """Converse content blocks (``[{"text": ...}]``) to text; other block kinds are refused."""
     if not isinstance(blocks, list):
-        raise InvalidRequestError(f"{where}: expected a list of content blocks")
+        raise InvalidRequestError("expected a list of content blocks", path=where)
     parts = []
     for i, block in enumerate(blocks):
         kinds = list(_object(block, f"{where}.{i}"))
         if kinds == ["text"]:
             if not isinstance(block["text"], str):
-                raise InvalidRequestError(f"{where}.{i}.text: expected a string")
+                raise InvalidRequestError("expected a string", path=f"{where}.{i}.text")
             parts.append(block["text"])
         elif not kinds or not set(kinds) <= _IGNORED_BLOCKS:
             raise InvalidRequestError(
-                f"{where}.{i}: only text content blocks are supported (got {', '.join(kinds)})"
+                f"only text content blocks are supported (got {', '.join(kinds)})",
+                path=f"{where}.{i}",
             )
     return separator.join(parts)
 
@@ -127,7 +128,7 @@ def _blocks_text(blocks: Any, where: str, separator: str = "") -> str:
 def _tool_use(value: Any, where: str) -> dict[str, Any]:
     value = _object(value, f"{where}.toolUse")
     if "input" not in value:
-        raise InvalidRequestError(f"{where}.toolUse.input: field required")
+        raise InvalidRequestError("field required", path=f"{where}.toolUse.input")
     return {
         "type": "tool_use",
         "id": value.get("toolUseId"),
@@ -141,18 +142,21 @@ def _tool_result(value: Any, where: str) -> dict[str, Any]:
     status = value.get("status", "success")
     if not isinstance(status, str) or status not in TOOL_RESULT_STATUS:
         raise InvalidRequestError(
-            f"{where}.toolResult.status: must be 'success' or 'error', got {status!r}"
+            f"must be 'success' or 'error', got {status!r}", path=f"{where}.toolResult.status"
         )
     content = value.get("content")
     if not isinstance(content, list):
-        raise InvalidRequestError(f"{where}.toolResult.content: expected a list of content blocks")
+        raise InvalidRequestError(
+            "expected a list of content blocks", path=f"{where}.toolResult.content"
+        )
     parts = []
     for k, part in enumerate(content):
         kinds = list(_object(part, f"{where}.toolResult.content.{k}"))
         if len(kinds) != 1 or kinds[0] not in TOOL_RESULT_PARTS:
             raise InvalidRequestError(
-                f"{where}.toolResult.content.{k}: only text and json tool result content is "
-                f"supported (got {', '.join(kinds) or 'nothing'})"
+                "only text and json tool result content is "
+                f"supported (got {', '.join(kinds) or 'nothing'})",
+                path=f"{where}.toolResult.content.{k}",
             )
         parts.append(TOOL_RESULT_PARTS[kinds[0]](part[kinds[0]]))
     return {
@@ -173,14 +177,14 @@ def _reasoning(value: Any, where: str) -> dict[str, Any]:
     signature = text.get("signature") or ""
     if not isinstance(signature, str):
         raise InvalidRequestError(
-            f"{where}.reasoningContent.reasoningText.signature: expected a string"
+            "expected a string", path=f"{where}.reasoningContent.reasoningText.signature"
         )
     return {"type": "thinking", "thinking": text.get("text"), "signature": signature}
 
 
 def _text(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, str):
-        raise InvalidRequestError(f"{where}.text: expected a string")
+        raise InvalidRequestError("expected a string", path=f"{where}.text")
     return {"type": "text", "text": value}
 
 
@@ -199,7 +203,7 @@ def _message_content(
     """A message's blocks for build_request (plain text when that is all there is) and the
     body position of each block kept."""
     if not isinstance(blocks, list):
-        raise InvalidRequestError(f"{where}: expected a list of content blocks")
+        raise InvalidRequestError("expected a list of content blocks", path=where)
     kept: list[dict[str, Any]] = []
     positions: list[int] = []
     for j, block in enumerate(blocks):
@@ -208,12 +212,15 @@ def _message_content(
             continue
         if len(kinds) != 1 or kinds[0] not in CONTENT_BLOCKS:
             raise InvalidRequestError(
-                f"{where}.{j}: content blocks of type {', '.join(kinds) or 'nothing'} are not "
-                f"supported ({', '.join(CONTENT_BLOCKS)} are)"
+                f"content blocks of type {', '.join(kinds) or 'nothing'} are not "
+                f"supported ({', '.join(CONTENT_BLOCKS)} are)",
+                path=f"{where}.{j}",
             )
         owner, convert = CONTENT_BLOCKS[kinds[0]]
         if owner is not None and role != owner:
-            raise InvalidRequestError(f"{where}.{j}: {kinds[0]} blocks belong in {owner} messages")
+            raise InvalidRequestError(
+                f"{kinds[0]} blocks belong in {owner} messages", path=f"{where}.{j}"
+            )
         kept.append(convert(block[kinds[0]], f"{where}.{j}"))
         positions.append(j)
     if all(block["type"] == "text" for block in kept):
@@ -226,7 +233,7 @@ def _tool_config(config: Any, kwargs: dict[str, Any], positions: dict[str, list[
     config = _object(config, "toolConfig")
     tools = config.get("tools")
     if not isinstance(tools, list) or not tools:
-        raise InvalidRequestError("toolConfig.tools: at least one tool is required")
+        raise InvalidRequestError("at least one tool is required", path="toolConfig.tools")
     kwargs["tools"], positions["tools"] = [], []
     for i, tool in enumerate(tools):
         kinds = list(_object(tool, f"toolConfig.tools.{i}"))
@@ -234,13 +241,15 @@ def _tool_config(config: Any, kwargs: dict[str, Any], positions: dict[str, list[
             continue
         if kinds != ["toolSpec"]:
             raise InvalidRequestError(
-                f"toolConfig.tools.{i}: only toolSpec tools are supported "
-                f"(got {', '.join(kinds) or 'nothing'})"
+                f"only toolSpec tools are supported (got {', '.join(kinds) or 'nothing'})",
+                path=f"toolConfig.tools.{i}",
             )
         spec = _object(tool["toolSpec"], f"toolConfig.tools.{i}.toolSpec")
         schema = _object(spec.get("inputSchema"), f"toolConfig.tools.{i}.toolSpec.inputSchema")
         if "json" not in schema:
-            raise InvalidRequestError(f"toolConfig.tools.{i}.toolSpec.inputSchema.json: required")
+            raise InvalidRequestError(
+                "required", path=f"toolConfig.tools.{i}.toolSpec.inputSchema.json"
+            )
         kwargs["tools"].append(
             {
                 "name": spec.get("name"),
@@ -254,7 +263,8 @@ def _tool_config(config: Any, kwargs: dict[str, Any], positions: dict[str, list[
         kinds = list(_object(choice, "toolConfig.toolChoice"))
         if len(kinds) != 1 or kinds[0] not in TOOL_CHOICES:
             raise InvalidRequestError(
-                f"toolConfig.toolChoice: exactly one of {', '.join(TOOL_CHOICES)} is required"
+                f"exactly one of {', '.join(TOOL_CHOICES)} is required",
+                path="toolConfig.toolChoice",
             )
         value = _object(choice[kinds[0]], f"toolConfig.toolChoice.{kinds[0]}")
         kwargs["tool_choice"] = TOOL_CHOICES[kinds[0]](value)
@@ -268,7 +278,7 @@ def _output_format(config: Any) -> dict[str, Any] | None:
     where = "outputConfig.textFormat"
     text_format = _object(config["textFormat"], where)
     if text_format.get("type") != "json_schema":
-        raise InvalidRequestError(f"{where}.type: must be 'json_schema'")
+        raise InvalidRequestError("must be 'json_schema'", path=f"{where}.type")
     structure = _object(text_format.get("structure"), f"{where}.structure")
     definition = _object(structure.get("jsonSchema"), f"{where}.structure.jsonSchema")
     schema = definition.get("schema")
@@ -277,7 +287,9 @@ def _output_format(config: Any) -> dict[str, Any] | None:
     except ValueError:
         parsed = None
     if parsed is None:
-        raise InvalidRequestError(f"{where}.structure.jsonSchema.schema: expected a JSON text")
+        raise InvalidRequestError(
+            "expected a JSON text", path=f"{where}.structure.jsonSchema.schema"
+        )
     return {"type": "json_schema", "schema": parsed, "name": definition.get("name")}
 
 
@@ -288,7 +300,7 @@ def _converse_kwargs(
     body = _object(body, "request body")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise InvalidRequestError("messages: at least one message is required")
+        raise InvalidRequestError("at least one message is required", path="messages")
     turns = []
     positions: dict[str, list[int]] = {}
     for i, message in enumerate(messages):
@@ -296,12 +308,12 @@ def _converse_kwargs(
         content = message.get("content")
         if not content:
             raise InvalidRequestError(
-                f"messages.{i}.content: at least one content block is required"
+                "at least one content block is required", path=f"messages.{i}.content"
             )
         role = message.get("role")
         if role not in ("user", "assistant"):  # Converse has no system-role messages
             raise InvalidRequestError(
-                f"messages.{i}.role: must be 'user' or 'assistant', got {role!r}"
+                f"must be 'user' or 'assistant', got {role!r}", path=f"messages.{i}.role"
             )
         text, positions[f"messages.{i}.content"] = _message_content(
             content, role, f"messages.{i}.content"
@@ -330,26 +342,22 @@ def converse_kwargs(body: Any, default_max_tokens: int = DEFAULT_MAX_TOKENS) -> 
     return _converse_kwargs(body, default_max_tokens)[0]
 
 
-_INDEX = re.compile(r"(?<=\.)\d+(?=\.|$)")
-
-
 def converse_field(field: str, positions: Mapping[str, list[int]]) -> str | None:
     """The Converse name of a canonical field (``tools.0.name`` ->
     ``toolConfig.tools.0.toolSpec.name``), or ``None`` when it has none."""
-    target = CONVERSE_FIELDS.get(_INDEX.sub("#", field))
-    if target is None:
-        return None
-    indices = [int(n) for n in _INDEX.findall(field)]
+    segments = field.split(".")
     # map each index back to the body's position: tools.N, messages.I.content.J
-    prefix = field.split(".")[0]
-    if prefix == "tools" and indices:
-        kept = positions.get("tools", [])
-        indices[0] = kept[indices[0]] if indices[0] < len(kept) else indices[0]
-    elif prefix == "messages" and len(indices) >= 2:
-        kept = positions.get(f"messages.{indices[0]}.content", [])
-        indices[1] = kept[indices[1]] if indices[1] < len(kept) else indices[1]
-    numbers = iter(indices)
-    return re.sub("#", lambda _: str(next(numbers)), target)
+    if segments[0] == "tools" and len(segments) > 1 and segments[1].isdigit():
+        segments[1] = str(_kept(positions.get("tools", []), int(segments[1])))
+    elif segments[0] == "messages" and len(segments) > 3 and segments[3].isdigit():
+        kept = positions.get(f"messages.{segments[1]}.content", [])
+        segments[3] = str(_kept(kept, int(segments[3])))
+    return field_name(".".join(segments), CONVERSE_FIELDS, parents=False)
+
+
+def _kept(positions: list[int], index: int) -> int:
+    """The body's position of the ``index``-th item validation saw."""
+    return positions[index] if index < len(positions) else index
 
 
 def build_converse_request(body: Any, *, model: str, max_tokens_limit: int) -> MessageRequest:
@@ -359,10 +367,9 @@ def build_converse_request(body: Any, *, model: str, max_tokens_limit: int) -> M
     try:
         return build_request(model=model, max_tokens_limit=max_tokens_limit, **kwargs)
     except InvalidRequestError as error:
-        field, sep, rest = error.message.partition(":")
-        renamed = converse_field(field, positions) if sep else None
+        renamed = converse_field(error.path, positions) if error.path is not None else None
         if renamed is not None:
-            raise InvalidRequestError(f"{renamed}:{rest}") from None
+            raise InvalidRequestError(error.detail, path=renamed) from None
         raise
 
 
@@ -370,7 +377,7 @@ def build_invoke_request(body: Any, *, model: str, max_tokens_limit: int) -> Mes
     """An invoke body: Anthropic Messages + ``anthropic_version``, the model from the path."""
     body = _object(body, "request body")
     if "anthropic_version" not in body:
-        raise InvalidRequestError("anthropic_version: field required")
+        raise InvalidRequestError("field required", path="anthropic_version")
     kwargs, _ = parse_messages_request({**body, "model": model, "stream": False})
     return build_request(**kwargs, max_tokens_limit=max_tokens_limit)
 
@@ -382,18 +389,22 @@ def build_count_tokens_request(body: Any, *, model: str, max_tokens_limit: int) 
     given = _object(body.get("input"), "input")
     forms = [name for name in ("converse", "invokeModel") if given.get(name) is not None]
     if len(forms) != 1:
-        raise InvalidRequestError("input: exactly one of converse or invokeModel is required")
+        raise InvalidRequestError(
+            "exactly one of converse or invokeModel is required", path="input"
+        )
     if forms == ["converse"]:
         converse = _object(given["converse"], "input.converse")
         return build_converse_request(converse, model=model, max_tokens_limit=max_tokens_limit)
     invoke = _object(given["invokeModel"], "input.invokeModel")
     raw = invoke.get("body")
     if not isinstance(raw, str):
-        raise InvalidRequestError("input.invokeModel.body: field required (base64 JSON)")
+        raise InvalidRequestError("field required (base64 JSON)", path="input.invokeModel.body")
     try:
         decoded = json.loads(base64.b64decode(raw, validate=True))
     except (ValueError, binascii.Error):
-        raise InvalidRequestError("input.invokeModel.body: not base64-encoded JSON") from None
+        raise InvalidRequestError(
+            "not base64-encoded JSON", path="input.invokeModel.body"
+        ) from None
     decoded = dict(_object(decoded, "input.invokeModel.body"))
     decoded.setdefault("max_tokens", min(DEFAULT_MAX_TOKENS, max_tokens_limit))
     return build_invoke_request(decoded, model=model, max_tokens_limit=max_tokens_limit)

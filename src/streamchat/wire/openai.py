@@ -10,13 +10,18 @@ type, param, code}}`` body with OpenAI's statuses. It also translates the other 
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ERROR_STATUS, InvalidRequestError, StreamchatError, error_from_type
+from ..errors import (
+    ERROR_STATUS,
+    InvalidRequestError,
+    StreamchatError,
+    error_from_type,
+    field_name,
+)
 from ..events import Message, StreamEvent, TextBlock, ToolResultBlock, ToolUseBlock
 from ..request import MAX_TOOLS, MessageRequest, OutputFormat, content_text
 from .sse import encode_sse
@@ -45,15 +50,18 @@ OPENAI_TOOL_CHOICES: dict[str, str] = {v: k for k, v in TOOL_CHOICES.items()}
 REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 # a thinking budget (tokens, 0 = the model's choice) -> the reasoning_effort asked upstream
 EFFORT_BUDGETS: tuple[tuple[int, str], ...] = ((0, "medium"), (2048, "low"), (8192, "medium"))
-# Where build_request names a canonical field, the name of the parameter this client sent.
-RENAMES: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"^tools\.(\d+)\.input_schema"), r"tools.\1.function.parameters"),
-    (re.compile(r"^tools\.(\d+)\.(name|description)"), r"tools.\1.function.\2"),
-    (re.compile(r"^tool_choice\.name"), "tool_choice.function.name"),
-    (re.compile(r"^output_format\.schema"), "response_format.json_schema.schema"),
-    (re.compile(r"^output_format"), "response_format"),
-    (re.compile(r"^thinking"), "reasoning_effort"),
-)
+# canonical request field -> the parameter this client sent ("#" any index; a field's children
+# follow it: output_format.schema.x -> response_format.json_schema.schema.x)
+PARAMS: dict[str, str] = {
+    "tools.#.input_schema": "tools.#.function.parameters",
+    "tools.#.name": "tools.#.function.name",
+    "tools.#.description": "tools.#.function.description",
+    "tool_choice.name": "tool_choice.function.name",
+    "output_format.schema": "response_format.json_schema.schema",
+    "output_format": "response_format",
+    "thinking": "reasoning_effort",
+    "stop_sequences": "stop",
+}
 # Canonical delta type -> the chunk ``delta`` field carrying it (and the delta's attribute).
 # Thinking goes out as ``reasoning_content``, as vLLM and DeepSeek-style servers send it; the
 # signature has no place in OpenAI's shape and is dropped.
@@ -71,56 +79,53 @@ class ChatOptions:
 
     stream: bool = False
     include_usage: bool = False
-    # canonical request field -> the parameter name this client sent it as
-    params: dict[str, str] = field(default_factory=lambda: {"stop_sequences": "stop"})
+    # canonical request field -> the parameter name this client sent it as, beside PARAMS
+    params: dict[str, str] = field(default_factory=dict)
 
     def rename(self, error: StreamchatError) -> StreamchatError:
-        """Name the client's own parameter in a validation message (``max_tokens`` -> ...)."""
-        name, sep, rest = error.message.partition(":")
-        if not sep:
-            return error
-        renamed = self.params.get(name, name)
-        for pattern, replacement in RENAMES:
-            renamed = pattern.sub(replacement, renamed)
-        if renamed != name:
-            error.message = f"{renamed}:{rest}"
-            error.args = (error.message,)
+        """Name the client's own parameter in a validation error (``max_tokens`` -> ...)."""
+        if error.path is not None:
+            renamed = field_name(error.path, {**PARAMS, **self.params})
+            if renamed is not None:
+                error.rename(renamed)
         return error
 
 
 def _arguments(arguments: Any, where: str) -> dict[str, Any]:
     """A call's ``arguments``: a JSON string holding an object (blank means no arguments)."""
     if not isinstance(arguments, str):
-        raise InvalidRequestError(f"{where}: expected a JSON string")
+        raise InvalidRequestError("expected a JSON string", path=where)
     if not arguments.strip():
         return {}
     try:
         value = json.loads(arguments)
     except ValueError as error:
-        raise InvalidRequestError(f"{where}: not valid JSON ({error})") from None
+        raise InvalidRequestError(f"not valid JSON ({error})", path=where) from None
     if not isinstance(value, dict):
-        raise InvalidRequestError(f"{where}: must be a JSON object, got {type(value).__name__}")
+        raise InvalidRequestError(f"must be a JSON object, got {type(value).__name__}", path=where)
     return value
 
 
 def _tool_calls(calls: Any, where: str) -> list[ToolUseBlock]:
     """An assistant message's ``tool_calls`` as canonical tool_use blocks."""
     if not isinstance(calls, list):
-        raise InvalidRequestError(f"{where}: expected a list of tool calls")
+        raise InvalidRequestError("expected a list of tool calls", path=where)
     blocks: list[ToolUseBlock] = []
     for j, call in enumerate(calls):
         at = f"{where}.{j}"
         if not isinstance(call, Mapping):
-            raise InvalidRequestError(f"{at}: expected an object")
+            raise InvalidRequestError("expected an object", path=at)
         if call.get("type", "function") != "function":
-            raise InvalidRequestError(f"{at}.type: only 'function' tool calls are supported")
+            raise InvalidRequestError("only 'function' tool calls are supported", path=f"{at}.type")
         if not isinstance(call.get("id"), str) or not call["id"]:
-            raise InvalidRequestError(f"{at}.id: field required (a non-empty string)")
+            raise InvalidRequestError("field required (a non-empty string)", path=f"{at}.id")
         function = call.get("function")
         if not isinstance(function, Mapping):
-            raise InvalidRequestError(f"{at}.function: field required")
+            raise InvalidRequestError("field required", path=f"{at}.function")
         if not isinstance(function.get("name"), str) or not function["name"]:
-            raise InvalidRequestError(f"{at}.function.name: field required (a non-empty string)")
+            raise InvalidRequestError(
+                "field required (a non-empty string)", path=f"{at}.function.name"
+            )
         arguments = _arguments(function.get("arguments"), f"{at}.function.arguments")
         blocks.append(ToolUseBlock(id=call["id"], name=function["name"], input=arguments))
     return blocks
@@ -133,33 +138,37 @@ def _messages(messages: Any) -> tuple[list[dict[str, Any]], str | None]:
     turn (with any user message that follows), which is how the canonical model holds results.
     """
     if not isinstance(messages, list) or not messages:
-        raise InvalidRequestError("messages: at least one message is required")
+        raise InvalidRequestError("at least one message is required", path="messages")
     turns: list[dict[str, Any]] = []
     system: list[str] = []
     calls: set[str] = set()  # ids the latest assistant message called
     results: list[Any] | None = None  # the open user turn holding tool results
     for i, message in enumerate(messages):
         if not isinstance(message, Mapping):
-            raise InvalidRequestError(f"messages.{i}: expected an object with role and content")
+            raise InvalidRequestError(
+                "expected an object with role and content", path=f"messages.{i}"
+            )
         role = message.get("role")
         if role not in SYSTEM_ROLES + CHAT_ROLES:
             allowed = ", ".join(SYSTEM_ROLES + CHAT_ROLES)
-            raise InvalidRequestError(f"messages.{i}.role: must be one of {allowed}, got {role!r}")
+            raise InvalidRequestError(
+                f"must be one of {allowed}, got {role!r}", path=f"messages.{i}.role"
+            )
         content = message.get("content")
         tool_calls = message.get("tool_calls") if role == "assistant" else None
         if content is None and not tool_calls:
-            raise InvalidRequestError(f"messages.{i}.content: field required")
+            raise InvalidRequestError("field required", path=f"messages.{i}.content")
         text = "" if content is None else content_text(content, f"messages.{i}.content")
         if role in SYSTEM_ROLES:
             system.append(text)
         elif role == "tool":
             call_id = message.get("tool_call_id")
             if not isinstance(call_id, str):
-                raise InvalidRequestError(f"messages.{i}.tool_call_id: field required")
+                raise InvalidRequestError("field required", path=f"messages.{i}.tool_call_id")
             if call_id not in calls:
                 raise InvalidRequestError(
-                    f"messages.{i}.tool_call_id: {call_id!r} matches no tool call of the "
-                    "previous assistant message"
+                    f"{call_id!r} matches no tool call of the previous assistant message",
+                    path=f"messages.{i}.tool_call_id",
                 )
             if results is None:
                 results = []
@@ -186,20 +195,23 @@ def _tools(tools: Any) -> list[dict[str, Any]] | None:
     if tools is None:
         return None
     if not isinstance(tools, list):
-        raise InvalidRequestError("tools: expected a list of tools")
+        raise InvalidRequestError("expected a list of tools", path="tools")
     if len(tools) > MAX_TOOLS:
-        raise InvalidRequestError(f"tools: at most {MAX_TOOLS} tools are allowed, got {len(tools)}")
+        raise InvalidRequestError(
+            f"at most {MAX_TOOLS} tools are allowed, got {len(tools)}", path="tools"
+        )
     parsed: list[dict[str, Any]] = []
     for i, tool in enumerate(tools):
         if not isinstance(tool, Mapping):
-            raise InvalidRequestError(f"tools.{i}: expected an object")
+            raise InvalidRequestError("expected an object", path=f"tools.{i}")
         if tool.get("type") != "function":
             raise InvalidRequestError(
-                f"tools.{i}.type: only 'function' tools are supported, got {tool.get('type')!r}"
+                f"only 'function' tools are supported, got {tool.get('type')!r}",
+                path=f"tools.{i}.type",
             )
         function = tool.get("function")
         if not isinstance(function, Mapping):
-            raise InvalidRequestError(f"tools.{i}.function: field required")
+            raise InvalidRequestError("field required", path=f"tools.{i}.function")
         schema = function.get("parameters")
         parsed.append(
             {
@@ -214,33 +226,36 @@ def _tools(tools: Any) -> list[dict[str, Any]] | None:
 def _tool_choice(choice: Any, tools: list[dict[str, Any]], parallel: Any) -> dict[str, Any] | None:
     """``tool_choice`` and ``parallel_tool_calls`` as one canonical tool choice."""
     if parallel is not None and not isinstance(parallel, bool):
-        raise InvalidRequestError("parallel_tool_calls: expected a boolean")
+        raise InvalidRequestError("expected a boolean", path="parallel_tool_calls")
     if choice is None:
         parsed = None
     elif isinstance(choice, str):
         if choice not in TOOL_CHOICES:
             raise InvalidRequestError(
-                f"tool_choice: must be 'none', 'auto', 'required' or a function, got {choice!r}"
+                f"must be 'none', 'auto', 'required' or a function, got {choice!r}",
+                path="tool_choice",
             )
         parsed = {"type": TOOL_CHOICES[choice]}
     elif isinstance(choice, Mapping):
         if choice.get("type") != "function":
             raise InvalidRequestError(
-                f"tool_choice.type: must be 'function', got {choice.get('type')!r}"
+                f"must be 'function', got {choice.get('type')!r}", path="tool_choice.type"
             )
         function = choice.get("function")
         name = function.get("name") if isinstance(function, Mapping) else None
         if not isinstance(name, str):
-            raise InvalidRequestError("tool_choice.function.name: field required")
+            raise InvalidRequestError("field required", path="tool_choice.function.name")
         if not any(tool["name"] == name for tool in tools):
             raise InvalidRequestError(
-                f"tool_choice.function.name: no function named {name!r} in tools"
+                f"no function named {name!r} in tools", path="tool_choice.function.name"
             )
         parsed = {"type": "tool", "name": name}
     else:
-        raise InvalidRequestError("tool_choice: expected a string or an object")
+        raise InvalidRequestError("expected a string or an object", path="tool_choice")
     if parsed is not None and parsed["type"] == "any" and not tools:
-        raise InvalidRequestError("tool_choice: 'required' needs at least one function in tools")
+        raise InvalidRequestError(
+            "'required' needs at least one function in tools", path="tool_choice"
+        )
     if parallel is False:
         parsed = {"type": "auto", **(parsed or {}), "disable_parallel_tool_use": True}
     return parsed
@@ -251,7 +266,7 @@ def _response_format(value: Any) -> dict[str, Any] | OutputFormat | None:
     if value is None:
         return None
     if not isinstance(value, Mapping):
-        raise InvalidRequestError("response_format: expected an object")
+        raise InvalidRequestError("expected an object", path="response_format")
     kind = value.get("type")
     if kind == "text":
         return None
@@ -259,14 +274,15 @@ def _response_format(value: Any) -> dict[str, Any] | OutputFormat | None:
         return {"type": "json_object"}
     if kind != "json_schema":
         raise InvalidRequestError(
-            f"response_format.type: must be one of text, json_object, json_schema, got {kind!r}"
+            f"must be one of text, json_object, json_schema, got {kind!r}",
+            path="response_format.type",
         )
     spec = value.get("json_schema")
     if not isinstance(spec, Mapping):
-        raise InvalidRequestError("response_format.json_schema: field required")
+        raise InvalidRequestError("field required", path="response_format.json_schema")
     name = spec.get("name")
     if not isinstance(name, str) or not name:
-        raise InvalidRequestError("response_format.json_schema.name: field required")
+        raise InvalidRequestError("field required", path="response_format.json_schema.name")
     if spec.get("schema") is None:
         return OutputFormat(None, name)  # a named format without a schema: any JSON object
     return {"type": "json_schema", "schema": spec["schema"], "name": name}
@@ -278,7 +294,8 @@ def _reasoning(effort: Any) -> dict[str, Any] | None:
         return None
     if effort not in REASONING_EFFORTS:
         raise InvalidRequestError(
-            f"reasoning_effort: must be one of {', '.join(REASONING_EFFORTS)}, got {effort!r}"
+            f"must be one of {', '.join(REASONING_EFFORTS)}, got {effort!r}",
+            path="reasoning_effort",
         )
     return {"type": "adaptive"}
 
@@ -289,9 +306,9 @@ def parse_chat_request(body: Any) -> tuple[dict[str, Any], ChatOptions]:
         raise InvalidRequestError("request body: expected a JSON object")
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise InvalidRequestError("model: field required (a non-empty string)")
+        raise InvalidRequestError("field required (a non-empty string)", path="model")
     if body.get("n") not in (None, 1):
-        raise InvalidRequestError("n: only n=1 is supported")
+        raise InvalidRequestError("only n=1 is supported", path="n")
     turns, system = _messages(body.get("messages"))
     tools = _tools(body.get("tools")) or []
     kwargs: dict[str, Any] = {
@@ -317,9 +334,9 @@ def parse_chat_request(body: Any) -> tuple[dict[str, Any], ChatOptions]:
     stream = False if body.get("stream") is None else body["stream"]
     options = body.get("stream_options") or {}
     if not isinstance(stream, bool):
-        raise InvalidRequestError("stream: expected a boolean")
+        raise InvalidRequestError("expected a boolean", path="stream")
     if not isinstance(options, Mapping):
-        raise InvalidRequestError("stream_options: expected an object")
+        raise InvalidRequestError("expected an object", path="stream_options")
     parsed.stream, parsed.include_usage = stream, bool(options.get("include_usage"))
     return kwargs, parsed
 
@@ -327,9 +344,7 @@ def parse_chat_request(body: Any) -> tuple[dict[str, Any], ChatOptions]:
 def error_response(error: StreamchatError) -> tuple[int, dict[str, Any]]:
     """``(HTTP status, body)`` in OpenAI's error shape; ``param`` names the offending field."""
     status, code = ERRORS.get(error.error_type, (None, None))
-    name, sep, _ = error.message.partition(":")
-    param = name if sep and name and " " not in name else None
-    body = {"message": error.message, "type": error.error_type, "param": param, "code": code}
+    body = {"message": error.message, "type": error.error_type, "param": error.path, "code": code}
     return status or ERROR_STATUS.get(error.error_type, 500), {"error": body}
 
 

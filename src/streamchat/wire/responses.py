@@ -18,8 +18,9 @@ from typing import Any
 
 from ..accumulate import accumulate_event
 from ..errors import InvalidRequestError, StreamchatError, error_from_type
-from ..events import ContentBlock, Message, StreamEvent
+from ..events import ContentBlock, Message, StreamEvent, Usage
 from .openai import error_response
+from .openai import usage_body as openai_usage_body
 from .sse import encode_sse
 
 SYSTEM_ROLES = ("system", "developer")
@@ -49,16 +50,16 @@ def _text(content: Any, where: str) -> str:
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
-        raise InvalidRequestError(f"{where}: expected a string or a list of content parts")
+        raise InvalidRequestError("expected a string or a list of content parts", path=where)
     parts = []
     for i, part in enumerate(content):
         if not isinstance(part, Mapping) or part.get("type") not in TEXT_PARTS:
             kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
             raise InvalidRequestError(
-                f"{where}.{i}: only text content parts are supported (got {kind!r})"
+                f"only text content parts are supported (got {kind!r})", path=f"{where}.{i}"
             )
         if not isinstance(part.get("text"), str):
-            raise InvalidRequestError(f"{where}.{i}.text: expected a string")
+            raise InvalidRequestError("expected a string", path=f"{where}.{i}.text")
         parts.append(part["text"])
     return "".join(parts)
 
@@ -66,7 +67,7 @@ def _text(content: Any, where: str) -> str:
 def _string(item: Mapping[str, Any], name: str, where: str) -> str:
     value = item.get(name)
     if not isinstance(value, str) or not value:
-        raise InvalidRequestError(f"{where}.{name}: expected a non-empty string")
+        raise InvalidRequestError("expected a non-empty string", path=f"{where}.{name}")
     return value
 
 
@@ -77,9 +78,9 @@ def _block(item: Mapping[str, Any], where: str) -> tuple[str, dict[str, Any]]:
         try:
             arguments = json.loads(item.get("arguments") or "{}")
         except ValueError:
-            raise InvalidRequestError(f"{where}.arguments: not valid JSON") from None
+            raise InvalidRequestError("not valid JSON", path=f"{where}.arguments") from None
         if not isinstance(arguments, dict):
-            raise InvalidRequestError(f"{where}.arguments: expected a JSON object")
+            raise InvalidRequestError("expected a JSON object", path=f"{where}.arguments")
         call_id, name = _string(item, "call_id", where), _string(item, "name", where)
         return "assistant", {"type": "tool_use", "id": call_id, "name": name, "input": arguments}
     if kind == "function_call_output":
@@ -97,8 +98,9 @@ def _block(item: Mapping[str, Any], where: str) -> tuple[str, dict[str, Any]]:
         signature = item.get("encrypted_content") or ""
         return "assistant", {"type": "thinking", "thinking": thinking, "signature": signature}
     raise InvalidRequestError(
-        f"{where}.type: input items of type {kind!r} are not supported "
-        "(message, function_call, function_call_output and reasoning are)"
+        f"input items of type {kind!r} are not supported "
+        "(message, function_call, function_call_output and reasoning are)",
+        path=f"{where}.type",
     )
 
 
@@ -111,21 +113,21 @@ def input_messages(value: Any, where: str = "input") -> tuple[list[dict[str, Any
     if isinstance(value, str):
         return [{"role": "user", "content": value}], []
     if not isinstance(value, list) or not value:
-        raise InvalidRequestError(f"{where}: expected a string or a non-empty list of items")
+        raise InvalidRequestError("expected a string or a non-empty list of items", path=where)
     messages: list[dict[str, Any]] = []
     system: list[str] = []
     for i, item in enumerate(value):
         at = f"{where}.{i}"
         if not isinstance(item, Mapping):
-            raise InvalidRequestError(f"{at}: expected an object")
+            raise InvalidRequestError("expected an object", path=at)
         if item.get("type", "message") == "message":
             role = item.get("role")
             if role not in ("user", "assistant", *SYSTEM_ROLES):
                 raise InvalidRequestError(
-                    f"{at}.role: must be user, assistant, system or developer, got {role!r}"
+                    f"must be user, assistant, system or developer, got {role!r}", path=f"{at}.role"
                 )
             if "content" not in item:
-                raise InvalidRequestError(f"{at}.content: field required")
+                raise InvalidRequestError("field required", path=f"{at}.content")
             text = _text(item["content"], f"{at}.content")
             if role in SYSTEM_ROLES:
                 system.append(text)
@@ -144,13 +146,13 @@ def _tools(tools: Any) -> list[dict[str, Any]] | None:
     if tools is None:
         return None
     if not isinstance(tools, list):
-        raise InvalidRequestError("tools: expected a list of tools")
+        raise InvalidRequestError("expected a list of tools", path="tools")
     parsed = []
     for i, tool in enumerate(tools):
         if not isinstance(tool, Mapping) or tool.get("type") != "function":
             kind = tool.get("type") if isinstance(tool, Mapping) else None
             raise InvalidRequestError(
-                f"tools.{i}.type: only function tools are supported, got {kind!r}"
+                f"only function tools are supported, got {kind!r}", path=f"tools.{i}.type"
             )
         parsed.append(
             {
@@ -164,35 +166,37 @@ def _tools(tools: Any) -> list[dict[str, Any]] | None:
 
 def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
     if parallel is not None and not isinstance(parallel, bool):
-        raise InvalidRequestError("parallel_tool_calls: expected a boolean")
+        raise InvalidRequestError("expected a boolean", path="parallel_tool_calls")
     disable = parallel is False
     if choice is None:
         return {"type": "auto", "disable_parallel_tool_use": True} if disable else None
     if isinstance(choice, str):
         if choice not in TOOL_CHOICES:
             raise InvalidRequestError(
-                f"tool_choice: must be auto, none, required or a function, got {choice!r}"
+                f"must be auto, none, required or a function, got {choice!r}", path="tool_choice"
             )
         return {"type": TOOL_CHOICES[choice], "disable_parallel_tool_use": disable}
     if isinstance(choice, Mapping) and choice.get("type") == "function":
         return {"type": "tool", "name": choice.get("name"), "disable_parallel_tool_use": disable}
-    raise InvalidRequestError("tool_choice: must be auto, none, required or a function")
+    raise InvalidRequestError("must be auto, none, required or a function", path="tool_choice")
 
 
 def _output_format(text: Any) -> dict[str, Any] | None:
     if text is None:
         return None
     if not isinstance(text, Mapping):
-        raise InvalidRequestError("text: expected an object")
+        raise InvalidRequestError("expected an object", path="text")
     fmt = text.get("format")
     if fmt is None or (isinstance(fmt, Mapping) and fmt.get("type") == "text"):
         return None
     if not isinstance(fmt, Mapping) or fmt.get("type") not in ("json_object", "json_schema"):
-        raise InvalidRequestError("text.format.type: must be text, json_object or json_schema")
+        raise InvalidRequestError(
+            "must be text, json_object or json_schema", path="text.format.type"
+        )
     if fmt["type"] == "json_object":
         return {"type": "json_object"}
     if "schema" not in fmt:
-        raise InvalidRequestError("text.format.schema: field required")
+        raise InvalidRequestError("field required", path="text.format.schema")
     return {"type": "json_schema", "schema": fmt["schema"], "name": fmt.get("name")}
 
 
@@ -205,16 +209,16 @@ def parse_responses_request(
         raise InvalidRequestError("request body: expected a JSON object")
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise InvalidRequestError("model: field required (a non-empty string)")
+        raise InvalidRequestError("field required (a non-empty string)", path="model")
     if "input" not in body:
-        raise InvalidRequestError("input: field required")
+        raise InvalidRequestError("field required", path="input")
     messages, system = input_messages(body["input"])
     if history:
         messages = [*history, *messages]
     instructions = body.get("instructions")
     if instructions is not None:
         if not isinstance(instructions, str):
-            raise InvalidRequestError("instructions: expected a string")
+            raise InvalidRequestError("expected a string", path="instructions")
         system.insert(0, instructions)
     kwargs: dict[str, Any] = {"model": model, "messages": messages}
     if system:
@@ -235,12 +239,12 @@ def parse_responses_request(
     for name, kind in (("stream", bool), ("store", bool)):
         value = body.get(name)
         if value is not None and not isinstance(value, kind):
-            raise InvalidRequestError(f"{name}: expected a boolean")
+            raise InvalidRequestError("expected a boolean", path=name)
     options.stream = bool(body.get("stream"))
     options.store = body.get("store") is not False
     previous = body.get("previous_response_id")
     if previous is not None and not isinstance(previous, str):
-        raise InvalidRequestError("previous_response_id: expected a string")
+        raise InvalidRequestError("expected a string", path="previous_response_id")
     options.previous_response_id = previous
     options.echo = {
         "instructions": instructions,
@@ -263,13 +267,21 @@ def response_id(message_id: str) -> str:
     return "resp_" + message_id.removeprefix("msg_")
 
 
-def usage_body(input_tokens: int, output_tokens: int) -> dict[str, Any]:
+def usage_body(usage: Usage) -> dict[str, Any]:
+    """OpenAI's Responses usage: ``input_tokens`` include what the prompt cache served (the
+    same total as Chat Completions' ``prompt_tokens``), reported as ``cached_tokens``."""
+    chat = openai_usage_body(
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cache_read_input_tokens,
+        usage.cache_creation_input_tokens,
+    )
     return {
-        "input_tokens": input_tokens,
-        "input_tokens_details": {"cached_tokens": 0},
-        "output_tokens": output_tokens,
+        "input_tokens": chat["prompt_tokens"],
+        "input_tokens_details": {"cached_tokens": usage.cache_read_input_tokens or 0},
+        "output_tokens": usage.output_tokens,
         "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": input_tokens + output_tokens,
+        "total_tokens": chat["total_tokens"],
     }
 
 
@@ -328,7 +340,7 @@ def response_body(
             output_item(block, output_item_id(message, i), item_status)
             for i, block in enumerate(message.content)
         ]
-        usage = usage_body(message.usage.input_tokens, message.usage.output_tokens)
+        usage = usage_body(message.usage)
     incomplete = (
         {"reason": "max_output_tokens"}
         if message is not None and message.stop_reason == "max_tokens"

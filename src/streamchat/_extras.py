@@ -16,8 +16,9 @@ from .errors import MissingExtraError
 EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
     "server": (
         "the HTTP server stack",
-        ("starlette", "uvicorn", "hypercorn", "h2", "prometheus_client"),
+        ("starlette", "uvicorn", "hypercorn", "h2", "priority", "prometheus_client"),
     ),
+    "granian": ("granian", ("granian",)),  # serve --http-server granian
     "bedrock": ("boto3", ("boto3", "botocore")),
     "anthropic": ("the anthropic SDK", ("anthropic",)),
     "openai": ("the openai SDK", ("openai",)),

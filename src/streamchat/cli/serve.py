@@ -201,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidRequestError("--tls-cert and --tls-key: give both or neither")
     if split_model(args.model) is None:
         raise InvalidRequestError(f"--model: unknown model {args.model!r}")
+    listen.check_versions(args.http_server)
     if args.max_waiting is not None:  # before any embedded model is created
         local.MAX_WAITING = args.max_waiting
     if args.parallel is not None:

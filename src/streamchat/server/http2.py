@@ -21,6 +21,13 @@ and cancels it past the grace period like any other request. hypercorn sends a `
 ``http.disconnect`` to that one request, whose response then stops generation; the other
 streams of the connection carry on. Flow control is HTTP/2's own: a stream whose reader stalls
 waits for window updates with at most one window (64 KB by default) in memory.
+
+What streamchat changes in hypercorn's HTTP/2 (bounded send buffers, round-robin sending, a
+client's graceful GOAWAY, half-closed connections) lives in subclasses used by these
+connections alone: hypercorn's own modules are left as they are, so ``--http-server hypercorn``
+runs stock hypercorn. The subclasses lean on hypercorn's and uvicorn's internals, so the
+releases they were tested with are pinned (``listen.HTTP2_TESTED``, checked at start-up) and
+tests/test_http2_internals.py fails when an internal they use moves.
 """
 
 from __future__ import annotations
@@ -29,28 +36,30 @@ import asyncio
 import ssl
 from typing import Any, ClassVar
 
-import hypercorn.protocol
-import hypercorn.protocol.h2
 import priority
 from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.asyncio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.events import Closed, RawData
+from hypercorn.protocol import ProtocolWrapper
 from hypercorn.protocol.events import StreamClosed
+from hypercorn.protocol.h2 import BUFFER_LOW_WATER, H2Protocol, StreamBuffer
+from hypercorn.protocol.h11 import H11Protocol
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.config import Config
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 from uvicorn.server import ServerState
 
+from .listen import MAX_CONCURRENT_STREAMS
+
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 FRAME_HEADER = 9  # length (3 bytes), type, flags, stream id (4)
 GOAWAY = 0x7
 MAX_HEAD_BYTES = 64 * 1024  # a first request head longer than this is HTTP/1.1's to refuse
-MAX_CONCURRENT_STREAMS = 1000  # per connection; hypercorn's default is 100
 
 
-class _BoundedStreamBuffer(hypercorn.protocol.h2.StreamBuffer):
+class _BoundedStreamBuffer(StreamBuffer):
     """hypercorn's per-stream send buffer, paused by what it still holds.
 
     hypercorn (0.18) resumes the app whenever a pop returns less than the low-water mark, and a
@@ -63,14 +72,26 @@ class _BoundedStreamBuffer(hypercorn.protocol.h2.StreamBuffer):
         length = min(len(self.buffer), max_length)
         data = bytes(self.buffer[:length])
         del self.buffer[:length]
-        if len(self.buffer) < hypercorn.protocol.h2.BUFFER_LOW_WATER:
+        if len(self.buffer) < BUFFER_LOW_WATER:
             await self._paused.set()
         if not self.buffer:
             await self._is_empty.set()
         return data
 
 
-hypercorn.protocol.h2.StreamBuffer = _BoundedStreamBuffer  # type: ignore[misc]
+class _StreamBuffers(dict[int, StreamBuffer]):
+    """One connection's send buffers, each a :class:`_BoundedStreamBuffer`: hypercorn stores a
+    new plain ``StreamBuffer`` here as it opens a stream, and the bounded one takes its place
+    before anything is pushed (hypercorn's own module is left as it is)."""
+
+    def __init__(self, event_class: type[Any]) -> None:
+        super().__init__()
+        self.event_class = event_class
+
+    def __setitem__(self, stream_id: int, buffer: StreamBuffer) -> None:
+        if not isinstance(buffer, _BoundedStreamBuffer):
+            buffer = _BoundedStreamBuffer(self.event_class)
+        super().__setitem__(stream_id, buffer)
 
 
 class _RoundRobin:
@@ -123,7 +144,7 @@ class _RoundRobin:
         return stream_id
 
 
-class _GracefulH2Protocol(hypercorn.protocol.h2.H2Protocol):
+class _GracefulH2Protocol(H2Protocol):
     """hypercorn's HTTP/2 connection, letting a client's graceful GOAWAY end it gracefully.
 
     A GOAWAY with NO_ERROR means "no new streams", not "drop the ones running": the AWS SDK for
@@ -139,6 +160,7 @@ class _GracefulH2Protocol(hypercorn.protocol.h2.H2Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.priority = _RoundRobin()  # type: ignore[assignment]
+        self.stream_buffers = _StreamBuffers(self.context.event_class)
 
     _preface_left = len(PREFACE)
     _pending = b""
@@ -191,14 +213,62 @@ class _GracefulH2Protocol(hypercorn.protocol.h2.H2Protocol):
                 await self.send(Closed())
 
 
-hypercorn.protocol.H2Protocol = _GracefulH2Protocol  # type: ignore[misc]
+class _ProtocolWrapper(ProtocolWrapper):
+    """hypercorn's switch from HTTP/1.1 to HTTP/2 (ALPN, the preface, an h2c upgrade), to
+    :class:`_GracefulH2Protocol`: the ``H2Protocol`` hypercorn makes is replaced, before its
+    first use, by ours made with the same arguments."""
+
+    @property  # type: ignore[override]
+    def protocol(self) -> H11Protocol | H2Protocol:
+        return self._protocol
+
+    @protocol.setter
+    def protocol(self, protocol: H11Protocol | H2Protocol) -> None:
+        if type(protocol) is H2Protocol:
+            protocol = _GracefulH2Protocol(
+                self.app,
+                self.config,
+                self.context,
+                self.task_group,
+                self.state,
+                self.ssl,
+                self.client,
+                self.server,
+                self.send,
+            )
+        self._protocol = protocol
 
 
 class _HalfClosingTCPServer(TCPServer):
-    """hypercorn's connection loop, but a client that half-closes (ends its side after a
-    request, as node's HTTP/2 session does on ``close()``) still gets its replies: end of input
-    waits for the open HTTP/2 streams before the connection closes. A reset connection or a
-    failed write still closes it at once (and so cancels its streams)."""
+    """hypercorn's connection loop, with streamchat's HTTP/2 protocol (:class:`_ProtocolWrapper`
+    replaces the wrapper ``run`` makes, with the same arguments).
+
+    A client that half-closes (ends its side after a request, as node's HTTP/2 session does on
+    ``close()``) still gets its replies: end of input waits for the open HTTP/2 streams before
+    the connection closes. A reset connection or a failed write still closes it at once (and
+    so cancels its streams)."""
+
+    @property  # type: ignore[override]
+    def protocol(self) -> ProtocolWrapper:
+        return self._wrapper
+
+    @protocol.setter
+    def protocol(self, wrapper: ProtocolWrapper) -> None:
+        if type(wrapper) is ProtocolWrapper:
+            alpn = "h2" if isinstance(wrapper.protocol, H2Protocol) else "http/1.1"
+            wrapper = _ProtocolWrapper(
+                wrapper.app,
+                wrapper.config,
+                wrapper.context,
+                wrapper.task_group,
+                wrapper.state,
+                wrapper.ssl,
+                wrapper.client,
+                wrapper.server,
+                wrapper.send,
+                alpn,
+            )
+        self._wrapper = wrapper
 
     async def _read_data(self) -> None:
         while not self.reader.at_eof():

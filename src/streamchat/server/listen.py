@@ -10,15 +10,69 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from starlette.types import ASGIApp
 
+from ..errors import StreamchatError
+
 SERVERS = ("dual", "uvicorn", "hypercorn", "granian")
+MAX_CONCURRENT_STREAMS = 1000  # per HTTP/2 connection (dual and hypercorn); hypercorn's is 100
+# The releases whose internals ``dual`` (server/http2.py) was written against and tested with:
+# hypercorn's h2 core and connection loop, uvicorn's protocol arguments and server state.
+# pyproject.toml requires the same ranges; `serve` refuses others in one line (check_versions).
+HTTP2_TESTED: dict[str, str] = {
+    "hypercorn": ">=0.18,<0.19",
+    "uvicorn": ">=0.30,<0.56",
+    "h2": ">=4.1,<5",
+    "priority": ">=2,<3",
+}
+
+
+class UnsupportedVersionError(StreamchatError):
+    """A dependency of ``dual`` is installed in a release it was not tested with."""
+
+
+def check_versions(server: str) -> None:
+    """Refuse, in one line, to serve ``dual`` with a dependency outside :data:`HTTP2_TESTED`:
+    its subclasses lean on internals a new release may move without a failing line. Checked
+    before anything of theirs is imported; the other servers run stock releases."""
+    if server != "dual":
+        return
+    for name, wanted in HTTP2_TESTED.items():
+        try:
+            installed = version(name)
+        except PackageNotFoundError:
+            installed = "none"
+        if installed == "none" or not _within(installed, wanted):
+            raise UnsupportedVersionError(
+                f"--http-server dual is tested with {name}{wanted}, and {installed} is installed: "
+                f"pip install '{name}{wanted}', or serve with --http-server uvicorn"
+            )
+
+
+def _within(installed: str, wanted: str) -> bool:
+    """Whether ``installed`` meets ``wanted``, ``>=A,<B`` on numeric releases (all that
+    :data:`HTTP2_TESTED` uses; ``0.18.2rc1`` counts as ``0.18.2``)."""
+    have = _release(installed)
+    for clause in wanted.split(","):
+        bound = _release(clause.lstrip("<>="))
+        if (clause.startswith(">=") and have < bound) or (
+            clause.startswith("<") and not have < bound
+        ):
+            return False
+    return True
+
+
+def _release(text: str) -> tuple[int, ...]:
+    found = re.match(r"\d+(?:\.\d+)*", text)
+    return tuple(int(n) for n in found.group().split(".")) if found else ()
 
 
 @dataclass(slots=True)
@@ -84,8 +138,6 @@ def _uvicorn(app: ASGIApp, listener: Listener, *, http2: bool) -> None:
 def _hypercorn(app: ASGIApp, listener: Listener) -> None:
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
-
-    from .http2 import MAX_CONCURRENT_STREAMS
 
     config = Config()
     host = f"[{listener.host}]" if ":" in listener.host else listener.host

@@ -8,18 +8,14 @@ Two kinds of test:
   so in one line, and ``import streamchat`` loads nothing heavy;
 - in real clean venvs built from the project's wheel (marked ``extras``): the core install alone
   (``ask`` on the embedded model, one line for ``serve``), and core + ``[server]`` alone serving
-  the official clients of this venv. The venvs are cached in ``.venv-extras/`` keyed by the
-  hash of ``pyproject.toml`` (the first build downloads the core dependencies, a few minutes);
-  each session reinstalls only the freshly built streamchat wheel into them.
+  the official clients of this venv. The venvs are tests/venvs.py's, cached in
+  ``.venv-extras/``.
 """
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -31,9 +27,8 @@ import pytest
 from serving import serve
 from streamchat import MissingExtraError, StreamchatError
 from streamchat._extras import EXTRAS, extra_for, missing_extra, require
+from venvs import ROOT, build_wheel, clean_venv, venv_run
 
-ROOT = Path(__file__).parent.parent
-CACHE = ROOT / ".venv-extras"
 EXTRA_MODULES = sorted(m for _, modules in EXTRAS.values() for m in modules)
 # What `import streamchat` must leave for first use: the event loop, the model, the CLI's
 # libraries, the HTTP client and every extra.
@@ -124,6 +119,7 @@ def test_every_extra_is_declared_in_pyproject() -> None:
         ("server", ["serve"]),
         ("server", ["serve", "--port", "9", "--model", "scripted", "--help"]),
         ("server", ["chat", "--web"]),
+        ("granian", ["serve", "--model", "scripted", "--port", "9", "--http-server", "granian"]),
         ("bedrock", ["ask", "--model", "bedrock/anthropic.claude-3-haiku", "--no-history", "hi"]),
         ("anthropic", ["ask", "--model", "anthropic/claude-sonnet-4", "--no-history", "hi"]),
         ("openai", ["ask", "--model", "openai/gpt-4o", "--no-history", "hi"]),
@@ -212,62 +208,9 @@ def test_require_and_extra_for() -> None:
 # --- clean venvs built from the wheel -------------------------------------------------------
 
 
-def pyproject_key() -> str:
-    return hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:12]
-
-
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """streamchat's wheel, built from this work tree (a copy: the build leaves no files here)."""
-    tree = tmp_path_factory.mktemp("tree")
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, tree / name)
-    shutil.copytree(
-        ROOT / "src", tree / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
-    )
-    out = tmp_path_factory.mktemp("wheel")
-    pip(sys.executable, "wheel", "--no-deps", "-w", str(out), str(tree))
-    (built,) = out.glob("streamchat-*.whl")
-    return built
-
-
-def pip(python: str | Path, *args: str) -> None:
-    result = subprocess.run(
-        [str(python), "-m", "pip", "--quiet", *args], capture_output=True, text=True, timeout=900
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-def clean_venv(wheel: Path, extras: str) -> Path:
-    """A venv with streamchat[extras] (``""``: the core install) and nothing else; the
-    dependencies installed once per pyproject.toml, this wheel every time."""
-    name = extras or "core"
-    folder = CACHE / f"{pyproject_key()}-{name}"
-    python = folder / "bin" / "python"
-    CACHE.mkdir(exist_ok=True)
-    with (CACHE / f".{name}.lock").open("w") as lock:  # one builder at a time (xdist workers)
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (folder / ".complete").exists():
-            for old in CACHE.glob(f"*-{name}"):  # a previous pyproject's venv (or a broken one)
-                shutil.rmtree(old, ignore_errors=True)
-            subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True, timeout=300)
-            pip(python, "install", f"{wheel}[{extras}]" if extras else str(wheel))
-            (folder / ".complete").touch()
-        pip(python, "install", "--no-deps", "--force-reinstall", str(wheel))
-    return folder
-
-
-def venv_run(folder: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "STREAMCHAT_MODEL")}
-    env["VIRTUAL_ENV"] = str(folder)
-    return subprocess.run(
-        [str(folder / "bin" / args[0]), *args[1:]],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        cwd=folder,  # not the work tree: its src/ must not be what gets imported
-    )
+    return build_wheel(tmp_path_factory)
 
 
 def installed(folder: Path, modules: list[str]) -> list[str]:

@@ -1,6 +1,7 @@
-"""``streamchat chat`` as a person uses it, in a pseudo-terminal (pexpect): turns that carry the
-conversation, colours and Markdown styling, input history, Ctrl-C, leaving; and through pipes,
-where it is plain text without a single escape code."""
+"""``streamchat chat`` as a person uses it, in a pseudo-terminal read off its screen
+(``terminal.Terminal``): turns that carry the conversation, colours and Markdown styling, input
+history, Ctrl-C, leaving; and through pipes, where it is plain text without a single escape
+code."""
 
 from __future__ import annotations
 
@@ -8,20 +9,19 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlencode
 
-import pexpect
 import pytest
 
 from serving import received, recording
-from test_markdown_stream import Screen
+from terminal import Terminal
 
-ESCAPE = re.compile(r"\x1b[\[\]()][\d;?]*[A-Za-z]?")  # any escape sequence
 STATS = re.compile(r"TTFT \d+ ms · total [\d.]+ s · \d+ in / \d+ out tokens · [\d.]+ tokens/s")
 UP = "\x1b[A"
+CTRL_C = "\x03"
+ROWS, COLUMNS = 50, 200  # the terminal: wide enough for a line of /history on one row
 
 
 def text_turns(request: dict) -> list[dict]:
@@ -30,7 +30,7 @@ def text_turns(request: dict) -> list[dict]:
     return [{"role": m["role"], "content": m["content"]} for m in request["messages"]]
 
 
-def env(tmp_path: Path) -> dict[str, str]:
+def env(tmp_path: Path, columns: int = COLUMNS) -> dict[str, str]:
     environ = {k: v for k, v in os.environ.items() if k != "STREAMCHAT_DB"}
     return {
         **environ,
@@ -38,64 +38,59 @@ def env(tmp_path: Path) -> dict[str, str]:
         "PYTHONUNBUFFERED": "1",
         "TERM": "xterm-256color",
         "PROMPT_TOOLKIT_NO_CPR": "1",
-        "COLUMNS": "120",
-        "LINES": "40",
+        "COLUMNS": str(columns),
+        "LINES": str(ROWS),
     }
 
 
-def styled(screen: str, label: str) -> bool:
-    """Whether ``label`` is shown in a colour or weight (not merely after a reset)."""
-    codes = re.findall(r"\x1b\[([\d;]*)m" + re.escape(label), screen)
-    return bool(codes) and all(set(c.split(";")) - {"", "0"} for c in codes)
-
-
-def plain(screen: str) -> str:
-    """What the terminal shows as text: escape sequences and carriage returns removed."""
-    return ESCAPE.sub("", screen).replace("\r", "")
-
-
-def screen(output: str) -> str:
-    """What a terminal shows at the end of ``output`` (a reply: its previews erased)."""
-    return "\n".join(Screen(120).feed(output).lines())
-
-
 class Chat:
-    """One ``streamchat chat`` in a pseudo-terminal."""
+    """One ``streamchat chat`` in a pseudo-terminal. A prompt is a line starting with the bold
+    ``You:`` label; an exchange ends when the next prompt is drawn."""
 
-    def __init__(self, tmp_path: Path, *args: str) -> None:
-        self.child = pexpect.spawn(
-            sys.executable,
-            ["-m", "streamchat.cli.main", "chat", "--db", str(tmp_path / "history.db"), *args],
-            env=env(tmp_path),
-            dimensions=(40, 120),
-            encoding="utf-8",
-            timeout=30,
-        )
-        self.screen = ""  # everything read so far, escape codes included
-        self.expect("You:")
+    def __init__(self, tmp_path: Path, *args: str, columns: int = COLUMNS) -> None:
+        argv = [sys.executable, "-m", "streamchat.cli.main", "chat",
+                "--db", str(tmp_path / "history.db"), *args]  # fmt: skip
+        self.term = Terminal(argv, env=env(tmp_path, columns), rows=ROWS, columns=columns)
+        self.term.wait_for(self.prompts)
 
-    def expect(self, pattern: str) -> str:
-        """Wait for ``pattern``; the output before it."""
-        self.child.expect(pattern)
-        after = self.child.after if isinstance(self.child.after, str) else ""  # not at EOF
-        self.screen += self.child.before + after
-        return self.child.before
+    def prompts(self) -> list[int]:
+        """The lines (indexes in ``term.lines()``) where a prompt was drawn."""
+        return self.term.labels("You:")
 
-    def turn(self, line: str, *, keys: str = "") -> str:
-        """Type ``keys`` then ``line`` and Enter; the reply as shown, up to the next prompt."""
-        self.child.send(keys + line + "\r")
-        self.expect("Assistant:")
-        return self.expect("You:")
+    def editing(self) -> str:
+        """The line being typed at the last prompt, as shown."""
+        return self.term.lines()[self.prompts()[-1]].removeprefix("You:").strip()
 
-    def leave(self, keys: str) -> int:
+    def exchange(self, keys: str, *, stop_when: str | Callable[[], object] | None = None) -> str:
+        """Type ``keys``, then (if ``stop_when``) press Ctrl-C once the screen shows that; wait
+        for the next prompt. What was shown below the typed line, up to that prompt."""
+        before = len(self.prompts())
+        self.term.send(keys)
+        if stop_when is not None:
+            self.term.wait_for(stop_when)
+            self.term.send(CTRL_C)
+        self.term.wait_for(lambda: len(self.prompts()) > before)
+        typed, prompt = self.prompts()[before - 1 : before + 1]
+        return "\n".join(self.term.lines()[typed + 1 : prompt])
+
+    def command(self, line: str, *, keys: str = "") -> str:
+        """Type ``keys`` then ``line`` and Enter; what it printed, up to the next prompt."""
+        return self.exchange(keys + line + "\r")
+
+    def turn(self, line: str, *, keys: str = "", stop_when: str | None = None) -> str:
+        """Type ``keys`` then ``line`` and Enter; the reply as it ends up on screen (below the
+        ``Assistant:`` label, up to the next prompt)."""
+        shown = self.exchange(keys + line + "\r", stop_when=stop_when).split("\n")
+        (label,) = [i for i, text in enumerate(shown) if text.startswith("Assistant:")]
+        return "\n".join(shown[label + 1 :]).rstrip("\n")
+
+    def leave(self, keys: str) -> int | None:
         """Send ``keys`` at the prompt; the exit status once the process has ended."""
-        self.child.send(keys)
-        self.expect(pexpect.EOF)
-        self.child.close()
-        return self.child.exitstatus
+        self.term.send(keys)
+        return self.term.wait_for_exit()
 
     def close(self) -> None:
-        self.child.close(force=True)
+        self.term.close()
 
 
 StartChat = Callable[..., Chat]
@@ -118,18 +113,19 @@ def chat(tmp_path: Path) -> Iterator[StartChat]:
 def test_welcome_line_and_coloured_labels(chat: StartChat) -> None:
     session = chat("-m", "scripted")
     reply = session.turn("hello")
-    assert "Welcome to streamchat! Chatting with scripted (scripted)." in plain(session.screen)
-    assert "Ctrl-D" in plain(session.screen)
-    assert screen(reply).strip() == "[turn 1] You said: hello"
-    assert styled(session.screen, "You:") and styled(session.screen, "Assistant:")
+    assert session.term.shows("Welcome to streamchat! Chatting with scripted (scripted).")
+    assert session.term.shows("Ctrl-D")
+    assert reply == "[turn 1] You said: hello"
+    assert session.term.labels("You:") and session.term.labels("Assistant:")  # both bold
+    assert session.term.style("You:").fg != session.term.style("Assistant:").fg != "default"
     assert session.leave("quit\r") == 0
 
 
 def test_the_second_request_carries_the_first_turn(chat: StartChat, tmp_path: Path) -> None:
     record = tmp_path / "requests.jsonl"
     session = chat("-m", recording(record), "--system", "be kind")
-    assert "[turn 1] You said: first" in screen(session.turn("first"))
-    assert "[turn 2] You said: second" in screen(session.turn("second"))
+    assert "[turn 1] You said: first" in session.turn("first")
+    assert "[turn 2] You said: second" in session.turn("second")
     assert session.leave("quit\r") == 0
     first, second = received(record)
     assert text_turns(first) == [{"role": "user", "content": "first"}]
@@ -149,7 +145,7 @@ def test_quit_exit_and_ctrl_d_leave_with_a_goodbye(
     session = chat("-m", recording(record))
     session.turn("one")
     assert session.leave(keys) == 0
-    assert "Goodbye!" in plain(session.screen)
+    assert session.term.shows("Goodbye!")
     assert len(received(record)) == 1  # the quit word was not sent as a prompt
 
 
@@ -158,18 +154,11 @@ def test_ctrl_c_stops_the_reply_and_the_next_turn_carries_the_partial_text(
 ) -> None:
     record = tmp_path / "requests.jsonl"
     session = chat("-m", recording(record, delay="0.1", repeat="20"))
-    session.child.send("go on\r")
-    session.expect("You said")
-    time.sleep(0.5)
-    session.child.sendintr()
-    session.expect(r"\[stopped\]")
-    session.expect("You:")
-    session.child.sendintr()  # at the prompt: a fresh prompt, not the end of the chat
-    session.expect("You:")
-    session.child.send("next\r")
-    session.expect(r"\[turn 2\] You said: next")
-    session.child.sendintr()
-    session.expect("You:")
+    halfway = lambda: session.term.count("You said: go on") >= 2  # noqa: E731 (1 of 20 shown)
+    shown = session.turn("go on", stop_when=halfway)
+    assert shown.endswith("[stopped]")
+    session.exchange(CTRL_C)  # at the prompt: a fresh prompt, not the end of the chat
+    assert session.turn("next", stop_when="[turn 2] You said: next").endswith("[stopped]")
     assert session.leave("quit\r") == 0
     first, second = received(record)
     assert text_turns(first) == [{"role": "user", "content": "go on"}]
@@ -187,7 +176,7 @@ def test_ctrl_c_stops_the_reply_and_the_next_turn_carries_the_partial_text(
 def test_stats_follow_each_reply(chat: StartChat) -> None:
     session = chat("-m", "scripted?delay=0.01", "--stats")
     for word in ("one", "two"):
-        reply = screen(session.turn(f"count {word}"))
+        reply = session.turn(f"count {word}")
         assert f"You said: count {word}" in reply
         assert STATS.search(reply), reply
     session.leave("quit\r")
@@ -196,29 +185,28 @@ def test_stats_follow_each_reply(chat: StartChat) -> None:
 def test_markdown_is_styled_as_it_streams(chat: StartChat) -> None:
     text = "Use **bold** and `code`.\n- first item\n## Heading\n"
     session = chat("-m", "scripted?" + urlencode({"text": text, "delay": "0.01"}))
-    reply = session.turn("show me")
-    shown = screen(reply)
+    shown = session.turn("show me")
     assert "Use bold and code." in shown and "**" not in shown and "`" not in shown
     assert "• first item" in shown and "- first" not in shown
     assert "Heading" in shown and "#" not in shown
-    assert re.search(r"\x1b\[1mbold", reply)  # bold is bold
+    assert session.term.style("bold and").bold and not session.term.style("Use bold").bold
     session.leave("quit\r")
 
 
 def test_up_arrow_recalls_the_previous_input_even_in_a_new_session(chat: StartChat) -> None:
     session = chat("-m", "scripted")
     session.turn("remember me")
-    assert "[turn 2] You said: remember me" in screen(session.turn("", keys=UP))
+    assert "[turn 2] You said: remember me" in session.turn("", keys=UP)
     assert session.leave("\x04") == 0
     later = chat("-m", "scripted")
-    assert "[turn 1] You said: remember me" in plain(later.turn("", keys=UP))
+    assert "[turn 1] You said: remember me" in later.turn("", keys=UP)
     later.leave("\x04")
 
 
 def test_no_history_keeps_typed_input_off_the_disk(chat: StartChat, tmp_path: Path) -> None:
     session = chat("-m", "scripted", "--no-history")
     session.turn("secret words")
-    assert "[turn 2] You said: secret words" in screen(session.turn("", keys=UP))
+    assert "[turn 2] You said: secret words" in session.turn("", keys=UP)
     assert session.leave("\x04") == 0
     files = [path for path in tmp_path.rglob("*") if path.is_file()]
     assert not [path for path in files if b"secret words" in path.read_bytes()]
@@ -227,8 +215,8 @@ def test_no_history_keeps_typed_input_off_the_disk(chat: StartChat, tmp_path: Pa
 @pytest.mark.model
 def test_a_turn_on_the_embedded_model(chat: StartChat) -> None:
     session = chat("--max-tokens", "12", "--temperature", "0")
-    assert "(local)" in plain(session.screen) or "SmolLM2" in plain(session.screen)
-    reply = screen(session.turn("Say hello."))
+    assert session.term.shows("(local)") or session.term.shows("SmolLM2")
+    reply = session.turn("Say hello.")
     assert reply.strip()
     assert session.leave("quit\r") == 0
 
@@ -289,7 +277,6 @@ def test_a_reply_ends_up_on_screen_as_rich_renders_it(chat: StartChat) -> None:
     )
     session = chat("-m", "scripted?" + urlencode({"text": text, "delay": "0.005"}))
     reply = session.turn("show me")
-    first, *lines = screen(reply).splitlines()  # the rest of the label's line, then the reply
-    assert first == "" and lines == shown_lines(rich_lines(text, 120))
-    assert re.search(r"\x1b\[[\d;]*38;[25];[\d;]+mdef", reply)  # a keyword's colour
+    assert reply.split("\n") == shown_lines(rich_lines(text, COLUMNS))
+    assert session.term.style("def add").fg not in ("default", session.term.style("add(").fg)
     session.leave("quit\r")

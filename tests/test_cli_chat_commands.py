@@ -1,29 +1,20 @@
 """The chat's commands, multi-line input, attachments and the context window, in a pseudo-terminal
-(pexpect) as a person types them; what reached the model is read back from a recording scripted
-model."""
+as a person types them and reads the screen; what reached the model is read back from a
+recording scripted model."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 
 from serving import received, recording
-from test_cli_chat import Chat, StartChat, chat, plain, screen, text_turns
+from terminal import flowed
+from test_cli_chat import Chat, StartChat, chat, text_turns
 
 __all__ = ["chat"]  # the fixture, imported for these tests
 
 ESC_ENTER = "\x1b\r"  # what Alt-Enter sends, and Esc then Enter
-PROMPT = r"\x1b\[[\d;]*mYou:"  # the styled prompt, not "You:" inside a line of text
-
-
-def command(session: Chat, line: str, *, keys: str = "", echo: str | None = None) -> str:
-    """Type a command; what it printed, up to the next prompt. ``echo``: the end of the line
-    as the prompt shows it once Enter is pressed (after completions), if not ``line``."""
-    session.child.send(keys + line + "\r")
-    session.expect(re.escape((echo or line).strip()[-12:]) + r"[^\n]*\n")
-    return plain(session.expect(PROMPT))
 
 
 def contents(request: dict) -> list[str]:
@@ -32,30 +23,30 @@ def contents(request: dict) -> list[str]:
 
 def test_help_lists_every_command(chat: StartChat) -> None:
     session = chat("-m", "scripted")
-    shown = command(session, "/help")
+    shown = session.command("/help")
     for name in ("model", "system", "new", "retry", "undo", "save", "stats", "history",
                  "resume", "file", "tokens"):  # fmt: skip
         assert f"/{name}" in shown, name
     assert "Alt-Enter" in shown
-    assert "unknown command /nope" in command(session, "/nope")
+    assert "unknown command /nope" in session.command("/nope")
     assert session.leave("/quit\r") == 0
 
 
 def complete(session: Chat, keys: str, completed: str) -> None:
-    """Type ``keys`` ending in Tab and wait until the line shows ``completed``."""
-    session.child.send(keys)
-    session.expect(re.escape(completed))
+    """Type ``keys`` ending in Tab and wait until the line being typed shows ``completed``."""
+    session.term.send(keys)
+    session.term.wait_for(lambda: session.editing() == completed)
 
 
 def test_tab_completes_commands_and_their_arguments(chat: StartChat, tmp_path: Path) -> None:
     session = chat("-m", recording(tmp_path / "r.jsonl"))
-    complete(session, "/sta\t", "stats")
-    assert "Stats on." in command(session, " on", echo="/stats on")
-    complete(session, "/model scr\t", "scripted")
-    assert "Now chatting with scripted" in command(session, "", echo="/model scripted")
-    reply = screen(session.turn("hi"))
+    complete(session, "/sta\t", "/stats")
+    assert "Stats on." in session.command(" on")
+    complete(session, "/model scr\t", "/model scripted")
+    assert "Now chatting with scripted" in session.command("")
+    reply = session.turn("hi")
     assert "[turn 1] You said: hi" in reply
-    assert "TTFT" in plain(session.screen.rsplit("You said: hi", 1)[1])  # stats still on
+    assert "TTFT" in reply  # stats still on
     session.leave("\x04")
 
 
@@ -63,20 +54,20 @@ def test_model_switches_and_the_conversation_carries_over(chat: StartChat, tmp_p
     first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
     session = chat("-m", recording(first))
     session.turn("one")
-    shown = command(session, f"/model {recording(second)}")
+    shown = session.command(f"/model {recording(second)}")
     assert "Now chatting with" in shown and "carries over" in shown
-    assert "You said: two" in screen(session.turn("two"))
+    assert "You said: two" in session.turn("two")
     assert len(received(first)) == 1
     (request,) = received(second)
     assert contents(request) == ["one", "[turn 1] You said: one", "two"]
-    assert "Chatting with" in command(session, "/model")
+    assert "Chatting with" in session.command("/model")
     session.leave("\x04")
 
 
 def test_an_unknown_model_is_refused_with_the_closest_name(chat: StartChat, tmp_path: Path) -> None:
     record = tmp_path / "r.jsonl"
     session = chat("-m", recording(record))
-    shown = command(session, "/model smolm2")
+    shown = session.command("/model smolm2")
     assert "unknown model 'smolm2'" in shown and "did you mean 'smollm2'?" in shown
     session.turn("still here")
     assert len(received(record)) == 1  # the same model answered
@@ -86,10 +77,10 @@ def test_an_unknown_model_is_refused_with_the_closest_name(chat: StartChat, tmp_
 def test_system_sets_and_clears_the_system_prompt(chat: StartChat, tmp_path: Path) -> None:
     record = tmp_path / "r.jsonl"
     session = chat("-m", recording(record))
-    assert "System prompt set." in command(session, "/system answer in French")
-    assert "answer in French" in command(session, "/system")
+    assert "System prompt set." in session.command("/system answer in French")
+    assert "answer in French" in session.command("/system")
     session.turn("a")
-    assert "cleared" in command(session, "/system off")
+    assert "cleared" in session.command("/system off")
     session.turn("b")
     first, second = received(record)
     assert first["system"] == "answer in French"
@@ -103,10 +94,10 @@ def test_new_starts_a_new_conversation_in_memory_and_in_the_history(
     record = tmp_path / "r.jsonl"
     session = chat("-m", recording(record))
     session.turn("old topic")
-    assert "New conversation." in command(session, "/new")
+    assert "New conversation." in session.command("/new")
     session.turn("fresh topic")
     assert contents(received(record)[-1]) == ["fresh topic"]
-    listed = command(session, "/history")
+    listed = session.command("/history")
     assert "fresh topic" in listed and "old topic" in listed
     assert "(this one)" in listed.split("fresh topic")[1].splitlines()[0]
     session.leave("\x04")
@@ -116,9 +107,7 @@ def test_retry_regenerates_the_last_reply(chat: StartChat, tmp_path: Path) -> No
     record = tmp_path / "r.jsonl"
     session = chat("-m", recording(record))
     session.turn("question")
-    session.child.send("/retry\r")
-    session.expect("Assistant:")
-    assert "[turn 1] You said: question" in screen(session.expect("You:"))
+    assert session.turn("/retry") == "[turn 1] You said: question"
     session.turn("next")
     first, again, last = received(record)
     assert contents(first) == contents(again) == ["question"]  # the old reply was not sent
@@ -131,11 +120,11 @@ def test_undo_drops_the_last_exchange(chat: StartChat, tmp_path: Path) -> None:
     session = chat("-m", recording(record))
     session.turn("keep")
     session.turn("regret")
-    assert "Dropped the last exchange (You: regret)" in command(session, "/undo")
+    assert "Dropped the last exchange (You: regret)" in session.command("/undo")
     session.turn("instead")
     assert contents(received(record)[-1]) == ["keep", "[turn 1] You said: keep", "instead"]
-    command(session, "/new")
-    assert "Nothing to undo" in command(session, "/undo")
+    session.command("/new")
+    assert "Nothing to undo" in session.command("/undo")
     session.leave("\x04")
 
 
@@ -143,23 +132,23 @@ def test_save_writes_the_conversation_as_markdown(chat: StartChat, tmp_path: Pat
     session = chat("-m", "scripted", "-s", "be brief")
     session.turn("hello there")
     target = tmp_path / "saved.md"
-    assert f"Saved 2 turns to {target}" in command(session, f"/save {target}")
+    assert f"Saved 2 turns to {target}" in session.command(f"/save {target}")
     text = target.read_text()
     assert text.startswith("# Conversation with scripted")
     assert "System prompt: be brief" in text
     assert "## You\n\nhello there\n" in text
     assert "## Assistant\n\n[turn 1] You said: hello there\n" in text
-    assert "cannot save" in command(session, f"/save {tmp_path}/missing/dir/x.md")
+    assert "cannot save" in session.command(f"/save {tmp_path}/missing/dir/x.md")
     session.leave("\x04")
 
 
 def test_stats_on_and_off(chat: StartChat) -> None:
     session = chat("-m", "scripted")
-    command(session, "/stats on")
-    assert "TTFT" in plain(session.turn("a"))
-    assert "Stats off." in command(session, "/stats off")
-    assert "TTFT" not in plain(session.turn("b"))
-    assert "usage: /stats on|off" in command(session, "/stats maybe")
+    session.command("/stats on")
+    assert "TTFT" in session.turn("a")
+    assert "Stats off." in session.command("/stats off")
+    assert "TTFT" not in session.turn("b")
+    assert "usage: /stats on|off" in session.command("/stats maybe")
     session.leave("\x04")
 
 
@@ -172,10 +161,10 @@ def test_history_and_resume_continue_an_earlier_conversation(
     earlier.leave("\x04")
     session = chat("-m", recording(record))
     session.turn("unrelated")
-    listed = command(session, "/history")
+    listed = session.command("/history")
     line = next(ln for ln in listed.splitlines() if "banana" in ln)
     conversation_id = line.split()[0]
-    shown = command(session, f"/resume {conversation_id}")
+    shown = session.command(f"/resume {conversation_id}")
     assert f"Resuming conversation {conversation_id}" in shown
     session.turn("what was the word?")
     assert contents(received(record)[-1]) == [
@@ -183,7 +172,7 @@ def test_history_and_resume_continue_an_earlier_conversation(
         "[turn 1] You said: remember the word banana",
         "what was the word?",
     ]
-    assert "no conversation 999" in command(session, "/resume 999")
+    assert "no conversation 999" in session.command("/resume 999")
     session.leave("\x04")
 
 
@@ -192,7 +181,7 @@ def test_file_attaches_a_text_file_to_the_next_message(chat: StartChat, tmp_path
     notes.write_text("def f():\n    return 42\n")
     record = tmp_path / "r.jsonl"
     session = chat("-m", recording(record))
-    shown = command(session, f"/file {notes}")
+    shown = session.command(f"/file {notes}")
     assert f"📎 {notes} (2 lines, 23 bytes)" in shown
     session.turn("what does it return?")
     session.turn("thanks")
@@ -203,15 +192,15 @@ def test_file_attaches_a_text_file_to_the_next_message(chat: StartChat, tmp_path
     assert contents(after)[-1] == "thanks"  # attached once
     binary = tmp_path / "blob.bin"
     binary.write_bytes(b"\x00\x01\x02")
-    assert "not a text file" in command(session, f"/file {binary}")
-    assert "cannot read" in command(session, f"/file {tmp_path}/nothing.txt")
+    assert "not a text file" in session.command(f"/file {binary}")
+    assert "cannot read" in session.command(f"/file {tmp_path}/nothing.txt")
     session.leave("\x04")
 
 
 def test_tokens_shows_the_context_used(chat: StartChat) -> None:
     session = chat("-m", "scripted?context=100")
     session.turn("one two three")
-    shown = command(session, "/tokens")
+    shown = session.command("/tokens")
     assert "context: 11 tokens of 100 (11%) · 2 turns" in shown  # with a one-word message
     session.leave("\x04")
 
@@ -224,16 +213,13 @@ def test_the_oldest_turns_are_left_out_when_the_context_is_full(
     words = "alpha beta gamma delta epsilon zeta"
     for n in range(3):
         session.turn(f"{n} {words}")
-    screen_before = plain(session.screen)
-    assert "left out" not in screen_before
-    session.child.send(f"3 {words}\r")
-    notice = plain(session.expect("Assistant:"))
+    assert not session.term.shows("left out")
+    notice = flowed(session.command(f"3 {words}").split("Assistant:")[0])
     assert "[the oldest 2 turns left out" in notice and "context window of 60" in notice
-    session.expect("You:")
     last = contents(received(record)[-1])
     assert last[-1] == f"3 {words}"  # the newest turn whole
     assert last[0] == f"1 {words}"  # the oldest exchange left out
-    assert "left out to fit" in command(session, "/tokens")
+    assert "left out to fit" in session.command("/tokens")
     session.leave("\x04")
 
 
@@ -241,7 +227,7 @@ def test_a_turn_too_long_for_the_window_is_sent_whole_and_the_error_shown(
     chat: StartChat, tmp_path: Path
 ) -> None:
     session = chat("-m", "scripted?context=5")
-    reply = plain(session.turn("one two three four five six seven"))
+    reply = flowed(session.turn("one two three four five six seven"))
     assert "[error: messages: prompt is too long: 7 tokens > 5 maximum" in reply
     assert "You said" not in reply
     session.leave("\x04")
@@ -250,9 +236,7 @@ def test_a_turn_too_long_for_the_window_is_sent_whole_and_the_error_shown(
 def test_alt_enter_and_esc_enter_insert_a_newline(chat: StartChat, tmp_path: Path) -> None:
     record = tmp_path / "r.jsonl"
     session = chat("-m", recording(record))
-    session.child.send("line one" + ESC_ENTER + "line two" + ESC_ENTER + "three\r")
-    session.expect("Assistant:")
-    session.expect("You:")
+    session.turn("three", keys="line one" + ESC_ENTER + "line two" + ESC_ENTER)
     assert contents(received(record)[-1]) == ["line one\nline two\nthree"]
     session.leave("\x04")
 
@@ -260,10 +244,7 @@ def test_alt_enter_and_esc_enter_insert_a_newline(chat: StartChat, tmp_path: Pat
 def test_pasted_text_keeps_its_newlines(chat: StartChat, tmp_path: Path) -> None:
     record = tmp_path / "r.jsonl"
     session = chat("-m", recording(record))
-    session.child.send("\x1b[200~first line\nsecond line\n\nfourth\x1b[201~")
-    session.child.send(" (pasted)\r")
-    session.expect("Assistant:")
-    session.expect("You:")
+    session.turn(" (pasted)", keys="\x1b[200~first line\nsecond line\n\nfourth\x1b[201~")
     assert contents(received(record)[-1]) == ["first line\nsecond line\n\nfourth (pasted)"]
     session.leave("\x04")
 

@@ -7,17 +7,20 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import pexpect
 import pytest
 
 from serving import received
+from streamchat.errors import HistoryError
 from streamchat.history import HistoryStore
+from terminal import Terminal
+from test_cli_chat import Chat
+from waiting import wait_until
 
 SLOW = "scripted?delay=0.1&repeat=20"
 
@@ -61,9 +64,19 @@ def test_sigkill_mid_reply_leaves_the_partial_text_marked_interrupted(
         stdout=subprocess.PIPE,
         env=env(tmp_path),
     )
+
+    def partial_words() -> int:
+        """Words of the reply as the history holds it so far (the ask is still running)."""
+        try:
+            found = conversations(db)
+        except (HistoryError, sqlite3.Error):  # not created yet
+            return 0
+        replies = [m["text"] for c in found for m in c["messages"] if m["role"] == "assistant"]
+        return len(replies[0].split()) if replies else 0
+
     try:
         assert os.read(process.stdout.fileno(), 100)  # the reply has started
-        time.sleep(1.5)  # a few flush intervals
+        wait_until(lambda: partial_words() >= 3, what="a partial reply of 3 words in the history")
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
@@ -288,16 +301,9 @@ def test_history_list_shows_latest_first(tmp_path: Path, two_conversations: Path
 
 
 def test_history_list_draws_a_table_on_a_terminal(tmp_path: Path, two_conversations: Path) -> None:
-    child = pexpect.spawn(
-        sys.executable,
-        ["-m", "streamchat.cli.main", "history", "list", "--db", str(two_conversations)],
-        env=env(tmp_path),
-        dimensions=(24, 120),
-        encoding="utf-8",
-    )
-    screen = child.read()
-    child.close()
-    assert "First words" in screen and "━" in screen and "albatrosses" in screen
+    shown = Terminal(command("history", "list", "--db", two_conversations), env=env(tmp_path))
+    assert shown.wait_for_exit() == 0
+    assert shown.shows("First words") and shown.shows("━") and shown.shows("albatrosses")
 
 
 def test_history_show_and_search(tmp_path: Path, two_conversations: Path) -> None:
@@ -344,32 +350,16 @@ def test_export_markdown_and_json_round_trip(tmp_path: Path, two_conversations: 
     ]
 
 
-def test_ctrl_c_in_the_terminal_chat_keeps_the_partial_reply(tmp_path: Path, db: Path) -> None:
-    child = pexpect.spawn(
-        sys.executable,
-        ["-m", "streamchat.cli.main", "chat", "--db", str(db), "-m", SLOW],
-        env={**env(tmp_path), "TERM": "xterm"},
-        dimensions=(40, 200),
-        encoding="utf-8",
-        timeout=30,
-    )
+def test_ctrl_c_in_the_terminal_chat_keeps_the_partial_reply(tmp_path: Path) -> None:
+    session = Chat(tmp_path, "-m", SLOW)
     try:
-        child.expect("You:")
-        child.sendline("go on")
-        child.expect("You said")
-        time.sleep(0.8)
-        child.sendintr()
-        child.expect("stopped")
-        child.expect("You:")
-        child.sendline("next")
-        child.expect(r"\[turn 2\]")
-        child.sendintr()
-        child.expect("You:")
-        child.sendline("quit")
-        child.expect(pexpect.EOF)
+        halfway = lambda: session.term.count("You said: go on") >= 2  # noqa: E731 (1 of 20 shown)
+        assert session.turn("go on", stop_when=halfway).endswith("[stopped]")
+        assert session.turn("next", stop_when="[turn 2]").endswith("[stopped]")
+        assert session.leave("quit\r") == 0
     finally:
-        child.close(force=True)
-    ((conversation),) = conversations(db)
+        session.close()
+    ((conversation),) = conversations(tmp_path / "history.db")
     texts = [(m["role"], m["interrupted"]) for m in conversation["messages"]]
     assert texts == [("user", False), ("assistant", True), ("user", False), ("assistant", True)]
     partial = conversation["messages"][1]["text"]

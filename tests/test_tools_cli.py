@@ -8,19 +8,17 @@ What a pipe gets: stdout carries the answer — text, and each tool call on its 
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
 from urllib.parse import urlencode
 
-import pexpect
 import pytest
 
 from serving import received, recording
 from test_cli_ask import env as ask_env
+from test_cli_chat import Chat
 from test_cli_chat import env as chat_env
-from test_cli_chat import plain
 
 CALL_INPUT = {"city": "Paris", "days": ["mon", "tue"]}
 THOUGHT = "Rain is likely, check first"
@@ -146,33 +144,19 @@ def test_chat_through_pipes_keeps_tool_calls_on_stdout_and_thinking_on_stderr(
 def test_chat_in_a_terminal_shows_the_call_compactly_and_thinking_dimmed(
     tmp_path: Path, tools: Path
 ) -> None:
-    child = pexpect.spawn(
-        sys.executable,
-        [*CHAT[1:], "--db", str(tmp_path / "h.db"), "-m", MODEL, "--tools", str(tools), *THINK],
-        env=chat_env(tmp_path),
-        dimensions=(40, 160),
-        encoding="utf-8",
-        timeout=30,
-    )
+    session = Chat(tmp_path, "-m", MODEL, "--tools", str(tools), *THINK)
     try:
-        child.expect("You:")
-        child.send("weather in Paris?\r")
-        child.expect("Assistant: ")
-        child.expect("You:")
-        screen = child.before
-        shown = plain(screen)
-        assert f"{THOUGHT}\n{CALL_LINE}\n" in shown  # thinking, then the call on its own line
-        assert "\x1b[2;3mRain" in screen  # thinking is dimmed (and in italics)
-        assert re.search(r"\x1b\[1;36m⚙ get_weather\(", screen)  # the call stands out
-        child.send("and a plain question\r")  # the chat goes on after a tool call
-        child.expect("Assistant: ")
-        child.expect("You:")
-        assert CALL_LINE in plain(child.before)
-        child.send("quit\r")
-        child.expect(pexpect.EOF)
+        shown = session.turn("weather in Paris?")
+        assert shown == f"{THOUGHT}\n{CALL_LINE}"  # thinking, then the call on its own line
+        thought, call = session.term.style(THOUGHT), session.term.style(CALL_LINE)
+        assert thought.italics and "\x1b[2;3mRain" in session.term.output  # dimmed (pyte: no dim)
+        assert call.bold and call.fg == "cyan"  # the call stands out
+        again = session.turn("and a plain question")  # the chat goes on after a tool call
+        assert again == f"{THOUGHT}\n{CALL_LINE}"
+        assert session.leave("quit\r") == 0
     finally:
-        child.close(force=True)
-    shown = run(tmp_path, "history", "show", "1", "--db", tmp_path / "h.db").stdout
+        session.close()
+    shown = run(tmp_path, "history", "show", "1", "--db", tmp_path / "history.db").stdout
     assert shown.count("**Tool call**") == 2
 
 

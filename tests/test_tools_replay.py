@@ -18,6 +18,7 @@ from botocore.config import Config
 
 from serving import serve_in_thread
 from streamchat.history import HistoryStore
+from streamchat.providers.scripted import JSON_FRAGMENT
 from streamchat.server.common import ServerConfig
 from streamchat.tape import load_tapes
 
@@ -198,9 +199,13 @@ def test_a_server_logs_each_protocols_agent_loop_as_one_conversation(
 def test_a_client_leaving_in_the_middle_of_a_tool_call_leaves_the_partial_call_logged(
     tmp_path: Path, fresh_providers: None
 ) -> None:
+    """The server sends five fragments of the call, then nothing (``stall_after``): it is still
+    in the call when the client leaves after three, however slowly the client reads (with a
+    stream paced by a delay instead, a starved client could read its third fragment only after
+    the server had sent the whole call)."""
     path = tmp_path / "history.db"
     long_input = {"city": "Paris", "notes": "x" * 200}
-    spec = "scripted?" + urlencode({"tool_input": json.dumps(long_input), "delay": "0.05"})
+    spec = "scripted?" + urlencode({"tool_input": json.dumps(long_input), "stall_after": "5"})
     config = ServerConfig(default_model=spec, models=[], history_path=str(path))
     with serve_in_thread(config) as url:
         client = anthropic.Anthropic(base_url=url, api_key="x", max_retries=0)
@@ -224,14 +229,12 @@ def test_a_client_leaving_in_the_middle_of_a_tool_call_leaves_the_partial_call_l
                 reply = store.conversation(conversation["id"])["messages"][-1]
             return reply if reply["ttft"] is not None else None  # the final write is done
 
-        reply = None
-        for _ in range(200):  # the final write follows the disconnect shortly
-            if (reply := stored()) is not None:
-                break
-            time.sleep(0.05)
+        reply, deadline = None, time.monotonic() + 60
+        while reply is None and time.monotonic() < deadline:  # the write follows the disconnect
+            if (reply := stored()) is None:
+                time.sleep(0.05)
     assert reply is not None and reply["interrupted"] is True and reply["stop_reason"] is None
     (call,) = reply["blocks"]
-    arrived = "".join(fragments)
-    assert call["partial_json"].startswith(arrived)  # what arrived (maybe a fragment more)
-    assert call["partial_json"] != json.dumps(long_input)  # cut short, never completed
+    sent = json.dumps(long_input)[: 5 * JSON_FRAGMENT]  # the five fragments, cut short
+    assert call["partial_json"] == sent and sent.startswith("".join(fragments))
     assert call["input"] == {"city": "Paris"}  # the members that arrived whole

@@ -125,10 +125,39 @@ class _Idle:
     busy = False
 
 
-def _close(engine: Engine, llama: Any) -> None:
+def _close(engine: Engine, llama: Any, weights: Any) -> None:
     engine.close()
     if not engine.busy:  # a decode may still be running on the daemon thread at exit
+        import llama_cpp
+
         llama.close()
+        llama_cpp.llama_model_free(weights)
+
+
+def use_extra_buffers() -> bool:
+    """Whether llama.cpp may put weights in its CPU "extra" buffers (repacked layouts, AMX).
+
+    Not in a build with AMX kernels: on a Sapphire Rapids VM (llama-cpp-python 0.3.36, native
+    build) they crash the process on any batch of two or more tokens, i.e. every prompt. The
+    repacked layouts they also switch off matter only for Q4_0/Q4_K/IQ4_NL/Q8_0 weights.
+    ``STREAMCHAT_EXTRA_BUFFERS=1`` (or ``0``) decides instead.
+    """
+    forced = os.environ.get("STREAMCHAT_EXTRA_BUFFERS")
+    if forced:
+        return forced.strip().lower() not in ("0", "false", "no", "off")
+    import llama_cpp
+
+    return b"AMX_INT8 = 1" not in llama_cpp.llama_print_system_info()
+
+
+def load_weights(path: str) -> Any:
+    """The model's weights (``llama_model *``), loaded once with :func:`use_extra_buffers`;
+    ``None`` when llama.cpp cannot read the file."""
+    import llama_cpp
+
+    params = llama_cpp.llama_model_default_params()
+    params.use_extra_bufts = use_extra_buffers()
+    return llama_cpp.llama_model_load_from_file(path.encode(), params) or None
 
 
 def is_local_model(name: str) -> bool:
@@ -231,8 +260,12 @@ class LocalProvider:
 
                 _capture_llama_log()
                 _llama_log.clear()
-                try:  # the Llama object tokenizes; the engine's context decodes
-                    llama = llama_cpp.Llama(model_path=self.path, n_ctx=256, verbose=False)
+                try:  # the Llama object only tokenizes (vocabulary, template); the engine decodes
+                    llama = llama_cpp.Llama(model_path=self.path, vocab_only=True, verbose=False)
+                    weights = load_weights(self.path)
+                    if weights is None:
+                        llama.close()
+                        raise ValueError("llama.cpp could not load its weights")
                 except (ValueError, RuntimeError, OSError) as error:
                     detail = next((line for line in _llama_log if line), str(error))
                     detail = detail.split(": ", 1)[-1]
@@ -252,7 +285,7 @@ class LocalProvider:
                     self._template_tools = "tools" in template
                 self.grammars = GrammarCache(llama._model.vocab)
                 self.engine = Engine(
-                    llama._model.model,
+                    weights,
                     slots=self.parallel,
                     window=self.n_ctx,
                     threads=self.n_threads,
@@ -262,7 +295,7 @@ class LocalProvider:
                 self._llama = llama
                 # Free it with the provider, or at exit while llama.cpp's bindings still exist
                 # (Llama.__del__ during interpreter teardown prints a TypeError traceback).
-                weakref.finalize(self, _close, self.engine, llama)
+                weakref.finalize(self, _close, self.engine, llama, weights)
             return self._llama
 
     @property

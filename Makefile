@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup browser nginx chat test docs lint format bench clean
+.PHONY: setup system-packages chat test docs lint format bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required")'
@@ -19,24 +19,25 @@ setup: $(STAMP)
 chat: setup
 	$(BIN)/streamchat chat
 
-# The web page's tests drive Debian's Chromium (never `playwright install`: it cannot download).
-browser:
-	@if [ ! -x /usr/bin/chromium ]; then \
+# What the suite drives from Debian: Chromium for the web page (never `playwright install`: it
+# cannot download), nginx and PostgreSQL for the deployment and history tests, curl and openssl
+# for HTTP/2. Installed when missing and run as root; in CI (CI=true) a test that would skip
+# for want of one of them fails instead.
+system-packages:
+	@missing=""; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v curl >/dev/null 2>&1 || missing="$$missing curl"; \
+	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
+	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
-		else echo "no /usr/bin/chromium (apt-get install chromium as root): browser tests skip"; fi; \
+			echo "Installing from Debian:$$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+		else echo "missing:$$missing (apt-get install them as root): the tests that need them skip"; fi; \
 	fi
 
-# The deployment test puts Debian's nginx in front of two replicas (PostgreSQL is Debian's
-# binaries in /usr/lib/postgresql; the test skips, saying why, where either is missing).
-nginx:
-	@if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then \
-		if [ "$$(id -u)" = 0 ]; then \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx; \
-		else echo "no nginx (apt-get install nginx as root): deployment tests skip"; fi; \
-	fi
-
-test: setup browser nginx
+test: setup system-packages
 	$(BIN)/ruff check src tests benchmarks
 	$(MAKE) --no-print-directory docs
 	$(BIN)/pytest -q

@@ -38,7 +38,7 @@ browser, new_page, page_errors, start = (
 )
 
 pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing: make browser (apt chromium)"
+    not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing: make system-packages (apt chromium)"
 )
 
 CALL_INPUT = {"city": "Paris", "when": ["today", "tomorrow"], "units": "metric"}

@@ -37,7 +37,7 @@ browser, new_page, page_errors, start = (
 )
 
 pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing: make browser (apt chromium)"
+    not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing: make system-packages (apt chromium)"
 )
 
 JS_CACHE = Path(__file__).parent / ".js"  # npm test tools, ignored by git

@@ -95,7 +95,16 @@ def provenance(packages: Collection[str], threads: Any) -> dict[str, Any]:
         "threads": threads,
         "packages": package_versions(packages),
         "baselines": dict(_BASELINES),
+        **llama_cpp_build(),
     }
+
+
+def llama_cpp_build() -> dict[str, str]:
+    """The CPU features llama-cpp-python's llama.cpp was built with, when the run used it."""
+    llama_cpp = sys.modules.get("llama_cpp")
+    if llama_cpp is None:
+        return {}
+    return {"llama_cpp_system_info": llama_cpp.llama_print_system_info().decode().strip()}
 
 
 def write_result(

@@ -87,6 +87,8 @@ def describe(prov: dict[str, Any]) -> list[str]:
         + (f"; threads: {json.dumps(prov['threads'])}" if prov.get("threads") is not None else ""),
         f"Packages: {packages}",
     ]
+    if prov.get("llama_cpp_system_info"):
+        lines.append(f"llama-cpp-python's llama.cpp: `{prov['llama_cpp_system_info']}`")
     for name, facts in prov.get("baselines", {}).items():
         details = "; ".join(f"{k}: `{v}`" for k, v in facts.items())
         lines.append(f"Baseline {name}: {details}")

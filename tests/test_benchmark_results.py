@@ -55,7 +55,7 @@ def test_every_script_declares_its_keys_and_writes_only_through_write_result(
     source = script.read_text()
     assert declared_keys(script)
     assert "write_result(" in source
-    assert not re.search(r"json\.dump|\.write_text\(|open\([^)]*['\"]w", source), (
+    assert not re.search(r"json\.dump\(|\.write_text\(|open\([^)]*['\"]w", source), (
         f"{script.name} writes a file other than through write_result"
     )
     assert (RESULTS / f"{script.stem}.json").exists(), f"no published result for {script.stem}"

@@ -27,6 +27,7 @@ from protocols import PROTOCOLS, Protocol, error_type_of
 from serving import serve_in_thread
 from streamchat.errors import InvalidRequestError
 from streamchat.request import MessageRequest, build_request
+from streamchat.server.auth import client_key
 from streamchat.server.common import ServerConfig, parse_json
 from streamchat.wire import anthropic, bedrock
 from streamchat.wire.eventstream import (
@@ -237,7 +238,7 @@ def test_request_bodies_are_trusted_json_or_a_400(body: bytes) -> None:
 @example("AWS4-HMAC-SHA256 Credential=/x/y")
 @example("Bearer    ")
 def test_any_authorization_header_yields_a_key_or_none(header: str) -> None:
-    key = bedrock.client_key(header)
+    key = client_key(header)
     assert key is None or (isinstance(key, str) and key)
 
 

@@ -12,6 +12,7 @@ from botocore.model import ServiceModel
 from streamchat.errors import ERROR_STATUS, InvalidRequestError
 from streamchat.events import ErrorBody, ErrorEvent, PingEvent
 from streamchat.providers.base import message_end, message_start, text_block_start, text_delta
+from streamchat.server.auth import client_key
 from streamchat.wire import bedrock
 from streamchat.wire.eventstream import EventStreamDecoder
 
@@ -161,4 +162,4 @@ def test_build_converse_request_names_converse_fields_and_defaults_max_tokens():
     ],
 )
 def test_client_key_reads_the_sigv4_access_key_id(header, key):
-    assert bedrock.client_key(header) == key
+    assert client_key(header) == key

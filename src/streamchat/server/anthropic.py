@@ -11,12 +11,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..wire import anthropic as wire
+from .auth import check_api_key
 from .common import ServerConfig, count_prompt_tokens, open_events, read_json
 from .streaming import (
     EventStreamResponse,
     as_streamchat_error,
     builder,
-    check_api_key,
     encode_stream,
     respond_when_complete,
 )

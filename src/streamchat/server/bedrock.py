@@ -13,7 +13,6 @@ Auth: clients sign requests with SigV4, whose secret the server cannot know, so 
 
 from __future__ import annotations
 
-import hmac
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -23,10 +22,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..errors import AuthenticationError, InvalidRequestError, StreamchatError
+from ..errors import InvalidRequestError, StreamchatError
 from ..events import Message, StreamEvent
 from ..request import MessageRequest
 from ..wire import bedrock as wire
+from .auth import check_credentials
 from .common import ServerConfig, count_prompt_tokens, open_events, read_json
 from .streaming import (
     EventStreamResponse,
@@ -51,17 +51,6 @@ def error_response(error: Exception) -> JSONResponse:
 
 def encode_error(error: StreamchatError) -> bytes:
     return wire.exception_message(error.error_type, error.message)
-
-
-def check_credentials(request: Request, config: ServerConfig) -> None:
-    """With ``--api-key`` set, the SigV4 access key id (or bearer key) must equal it."""
-    if config.api_key is None:
-        return
-    offered = wire.client_key(request.headers.get("authorization"))
-    if offered is None:
-        raise AuthenticationError("Missing Authentication Token")
-    if not hmac.compare_digest(offered.encode(), config.api_key.encode()):
-        raise AuthenticationError("The security token included in the request is invalid.")
 
 
 def stream_response(chunks: AsyncIterator[bytes], headers: dict[str, str]) -> Response:

@@ -19,8 +19,9 @@ from ..errors import ConversationNotFoundError, InvalidRequestError, NotFoundErr
 from ..history import Store
 from ..providers import get_provider
 from ..recorder import shared_store
+from .auth import check_api_key
 from .common import ServerConfig, read_json, route_model
-from .streaming import as_streamchat_error, check_api_key
+from .streaming import as_streamchat_error
 
 MAX_LIMIT = 200
 

@@ -37,6 +37,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import StreamchatError
 from ..events import StreamEvent
+from .auth import check_api_key
 
 if TYPE_CHECKING:
     from .common import ServerConfig
@@ -310,8 +311,6 @@ def install(app: Starlette, replica: str | None = None) -> ServerMetrics:
 
 
 def routes(config: ServerConfig) -> list[Route]:
-    from .streaming import check_api_key  # here: streaming imports common, which imports us
-
     async def metrics_endpoint(request: Request) -> Response:
         try:
             check_api_key(request, config)

@@ -12,8 +12,9 @@ from starlette.routing import Route
 
 from ..providers.local import BUILTIN_MODELS
 from ..wire import anthropic, openai
+from .auth import check_api_key
 from .common import ServerConfig
-from .streaming import as_streamchat_error, check_api_key
+from .streaming import as_streamchat_error
 
 
 def wants_anthropic(request: Request) -> bool:

@@ -12,12 +12,12 @@ from starlette.routing import Route
 
 from ..errors import StreamchatError
 from ..wire import openai as wire
+from .auth import check_api_key
 from .common import ServerConfig, open_events, read_json
 from .streaming import (
     EventStreamResponse,
     as_streamchat_error,
     builder,
-    check_api_key,
     encode_stream,
     respond_when_complete,
 )

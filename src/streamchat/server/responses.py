@@ -27,12 +27,12 @@ from ..events import Message
 from ..recorder import shared_store
 from ..request import MessageRequest
 from ..wire import responses as wire
+from .auth import check_api_key
 from .common import ServerConfig, open_events, read_json
 from .openai import DEFAULT_MAX_TOKENS, error_response
 from .streaming import (
     EventStreamResponse,
     builder,
-    check_api_key,
     encode_stream,
     respond_when_complete,
 )

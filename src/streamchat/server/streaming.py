@@ -1,4 +1,4 @@
-"""What the HTTP+JSON protocols (Anthropic, OpenAI) share: API keys, streaming, final messages.
+"""What the protocols share once a request is accepted: streaming, final messages, errors.
 
 ``EventStreamResponse`` closes its body iterator however the response ends (finished, client
 gone, cancelled), and the encoding generator closes the provider stream in ``finally``: a client
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -19,7 +18,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from ..accumulate import accumulate_event
-from ..errors import APIError, AuthenticationError, OverloadedError, StreamchatError
+from ..errors import APIError, OverloadedError, StreamchatError
 from ..events import Message, StreamEvent
 from ..request import MessageRequest, build_request
 from .common import ServerConfig
@@ -31,19 +30,6 @@ STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away"; nobody reads it
 SHUTTING_DOWN = OverloadedError("the server is shutting down; retry the request")
 FAREWELL_SECONDS = 1.0  # how long a stream cut by shutdown may take to send its error frame
-
-
-def check_api_key(request: Request, config: ServerConfig) -> None:
-    """With ``--api-key`` set, require it as ``x-api-key`` or ``Authorization: Bearer``."""
-    if config.api_key is None:
-        return
-    expected = config.api_key.encode()
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    offered = [request.headers.get("x-api-key", "")]
-    if scheme.lower() == "bearer":
-        offered.append(token.strip())
-    if not any(hmac.compare_digest(key.encode(), expected) for key in offered if key):
-        raise AuthenticationError("invalid or missing API key (send x-api-key or Bearer)")
 
 
 def builder(kwargs: dict[str, Any], config: ServerConfig) -> Callable[[str], MessageRequest]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -664,24 +663,3 @@ class InvokeStreamEncoder:
             }
         raw = json.dumps(data, ensure_ascii=False).encode()
         return event_message("chunk", {"bytes": base64.b64encode(raw).decode("ascii")})
-
-
-# -- auth --------------------------------------------------------------------------------------
-_CREDENTIAL = re.compile(r"\bCredential=([^/,\s]+)/")
-
-
-def client_key(authorization: str | None) -> str | None:
-    """The key a Bedrock client presents: the SigV4 access key id, or a bearer API key.
-
-    The signature itself is not checked (the server knows no secret key): the access key id
-    plays the role of the API key.
-    """
-    if not authorization:
-        return None
-    scheme, _, rest = authorization.partition(" ")
-    if scheme.lower() == "bearer":
-        return rest.strip() or None
-    if scheme.upper().startswith("AWS4-"):
-        match = _CREDENTIAL.search(rest)
-        return match.group(1) if match else None
-    return None

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import pytest
 
+from cache import building
 from streamchat.cli import testbench
 from streamchat.cli.main import build_parser
 from streamchat.testing import StreamchatServer, start_server
@@ -196,13 +197,15 @@ def js_folder() -> Path:
         pytest.skip("node and npm are needed for the JavaScript examples")
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     folder = cache / "streamchat-tests" / "js"
-    folder.mkdir(parents=True, exist_ok=True)
     marker = folder / ".installed"
-    if not marker.exists() or marker.read_text() != " ".join(JS_PACKAGES):
-        command = ["npm", "install", "--no-audit", "--no-fund", "--silent", *JS_PACKAGES]
-        result = subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=280)
-        assert result.returncode == 0, f"npm install failed:\n{result.stderr}"
-        marker.write_text(" ".join(JS_PACKAGES))
+    with building(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        if not marker.exists() or marker.read_text() != " ".join(JS_PACKAGES):
+            command = ["npm", "install", "--no-audit", "--no-fund", "--silent", *JS_PACKAGES]
+            result = subprocess.run(command, cwd=folder, capture_output=True, text=True,
+                                    timeout=280)  # fmt: skip
+            assert result.returncode == 0, f"npm install failed:\n{result.stderr}"
+            marker.write_text(" ".join(JS_PACKAGES))
     return folder
 
 

@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 
 import pytest
 
+from cache import building
 from serving import Server, serve
 
 JS_DIR = Path(__file__).parent / ".js"
@@ -76,13 +77,15 @@ def js_folder() -> Path:
     """``tests/.js`` with the pinned package installed (npm runs only when it is missing)."""
     if not (shutil.which("node") and shutil.which("npm")):
         pytest.skip("node and npm are needed to run the AWS SDK for JavaScript")
-    JS_DIR.mkdir(exist_ok=True)
     marker = JS_DIR / ".installed"
-    if not marker.exists() or marker.read_text() != " ".join(PACKAGES):
-        command = ["npm", "install", "--prefix", str(JS_DIR), "--no-audit", "--no-fund", *PACKAGES]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=280)
-        assert result.returncode == 0, f"npm install failed:\n{result.stderr}"
-        marker.write_text(" ".join(PACKAGES))
+    with building(JS_DIR):
+        JS_DIR.mkdir(exist_ok=True)
+        if not marker.exists() or marker.read_text() != " ".join(PACKAGES):
+            command = ["npm", "install", "--prefix", str(JS_DIR), "--no-audit", "--no-fund",
+                       *PACKAGES]  # fmt: skip
+            result = subprocess.run(command, capture_output=True, text=True, timeout=280)
+            assert result.returncode == 0, f"npm install failed:\n{result.stderr}"
+            marker.write_text(" ".join(PACKAGES))
     return JS_DIR
 
 

@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 
 import pytest
 
+from cache import building
 from serving import Server, received, serve
 
 SEED_SDK = "anthropic[bedrock]==0.40.0"
@@ -40,20 +41,21 @@ def seed_version(python: Path) -> str | None:
 @pytest.fixture(scope="session")
 def seed_python() -> Path:
     python = SEED_VENV / "bin" / "python"
-    if seed_version(python) == SEED_VERSION:
+    with building(SEED_VENV):
+        if seed_version(python) == SEED_VERSION:
+            return python
+        subprocess.run([sys.executable, "-m", "venv", "--clear", SEED_VENV], check=True)
+        install = subprocess.run(
+            [python, "-m", "pip", "install", "--quiet", SEED_SDK],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        if install.returncode != 0:
+            tail = (install.stderr or install.stdout).strip().splitlines()[-3:]
+            pytest.skip(f"pip could not install {SEED_SDK}: {' | '.join(tail)}")
+        assert seed_version(python) == SEED_VERSION
         return python
-    subprocess.run([sys.executable, "-m", "venv", "--clear", SEED_VENV], check=True)
-    install = subprocess.run(
-        [python, "-m", "pip", "install", "--quiet", SEED_SDK],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    if install.returncode != 0:
-        tail = (install.stderr or install.stdout).strip().splitlines()[-3:]
-        pytest.skip(f"pip could not install {SEED_SDK}: {' | '.join(tail)}")
-    assert seed_version(python) == SEED_VERSION
-    return python
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ freshly built streamchat wheel into it.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import shutil
@@ -17,6 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from cache import building
 
 ROOT = Path(__file__).parent.parent
 CACHE = ROOT / ".venv-extras"
@@ -53,9 +54,7 @@ def clean_venv(wheel: Path, extras: str) -> Path:
     name = extras or "core"
     folder = CACHE / f"{pyproject_key()}-{name}"
     python = folder / "bin" / "python"
-    CACHE.mkdir(exist_ok=True)
-    with (CACHE / f".{name}.lock").open("w") as lock:  # one builder at a time (xdist workers)
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with building(CACHE / name):  # one builder at a time (xdist workers)
         if not (folder / ".complete").exists():
             for old in CACHE.glob(f"*-{name}"):  # a previous pyproject's venv (or a broken one)
                 shutil.rmtree(old, ignore_errors=True)

@@ -12,10 +12,12 @@ from .events import (
     DELTA_TYPES,
     ContentBlock,
     Message,
+    MessageDeltaUsage,
     StreamEvent,
     TextBlock,
     ThinkingBlock,
     ToolUseBlock,
+    Usage,
 )
 
 _EMPTY_BLOCKS: dict[str, type] = {"text": TextBlock, "thinking": ThinkingBlock}
@@ -71,6 +73,19 @@ def _check_tool_inputs(snapshot: Message, stop_reason: str | None) -> None:
             raise APIError(
                 f"content block {index}: the input of tool call {block.name!r} is not valid JSON"
             )
+
+
+def merge_usage(usage: Usage, final: MessageDeltaUsage) -> None:
+    """Fold a stream's final usage (``message_delta``) into what ``message_start`` said: the
+    output count always; the prompt and prompt-cache counts only where the backend sends them
+    late (Bedrock, OpenAI-compatible servers). Every encoder that reports usage folds it here."""
+    usage.output_tokens = final.output_tokens
+    if final.input_tokens is not None:
+        usage.input_tokens = final.input_tokens
+    if final.cache_read_input_tokens is not None:
+        usage.cache_read_input_tokens = final.cache_read_input_tokens
+    if final.cache_creation_input_tokens is not None:
+        usage.cache_creation_input_tokens = final.cache_creation_input_tokens
 
 
 def accumulate_event(snapshot: Message | None, event: StreamEvent) -> Message | None:
@@ -131,13 +146,7 @@ def accumulate_event(snapshot: Message | None, event: StreamEvent) -> Message | 
         _check_tool_inputs(snapshot, event.delta.stop_reason)
         snapshot.stop_reason = event.delta.stop_reason
         snapshot.stop_sequence = event.delta.stop_sequence
-        snapshot.usage.output_tokens = event.usage.output_tokens
-        if event.usage.input_tokens is not None:
-            snapshot.usage.input_tokens = event.usage.input_tokens
-        if event.usage.cache_read_input_tokens is not None:
-            snapshot.usage.cache_read_input_tokens = event.usage.cache_read_input_tokens
-        if event.usage.cache_creation_input_tokens is not None:
-            snapshot.usage.cache_creation_input_tokens = event.usage.cache_creation_input_tokens
+        merge_usage(snapshot.usage, event.usage)
         return snapshot
     if kind == "error":
         raise error_from_type(event.error.type, event.error.message)

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..events import StreamEvent
 from ..request import MessageRequest
-from ..wire.bedrock import converse_message, converse_tool_params
+from ..wire.bedrock_upstream import converse_message, converse_tool_params
 from ._threaded import iterate_in_thread
 from .base import (
     block_stop,

@@ -17,7 +17,7 @@ from typing import Any
 from ..errors import AuthenticationError, type_for_status
 from ..events import StopReason, StreamEvent
 from ..request import MessageRequest
-from ..wire.openai import chat_messages, tool_params
+from ..wire.openai_upstream import chat_messages, tool_params
 from .base import (
     block_stop,
     input_json_delta,

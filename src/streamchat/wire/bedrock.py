@@ -4,23 +4,25 @@ Every Bedrock name lives here as data: Converse field names, Converse stream eve
 error codes and statuses. Shapes follow botocore's service model
 (``botocore/data/bedrock-runtime/2023-09-30/service-2.json``), the judge of what boto3 accepts.
 Two APIs share it: Converse (Bedrock's own shape) and invoke (the Anthropic Messages shape with
-``anthropic_version``, used by ``anthropic.AnthropicBedrock``). Both directions live here, the
-server's and the ``bedrock/`` provider's, so that each Converse name is written once: a longer
-module on purpose.
+``anthropic_version``, used by ``anthropic.AnthropicBedrock``). This is the server's side; the
+``bedrock/`` provider's requests upstream are :mod:`.bedrock_upstream`, which reads its Converse
+names (blocks, tool choices) from the tables here, so that each is written once.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from ..accumulate import merge_usage
 from ..errors import InvalidRequestError, field_name
-from ..events import Message, StreamEvent
-from ..request import MessageRequest, Turn, build_request
+from ..events import Message, StreamEvent, Usage
+from ..request import MessageRequest, build_request
 from .anthropic import parse_messages_request
 from .eventstream import encode_message
 
@@ -413,64 +415,22 @@ def count_tokens_body(input_tokens: int) -> dict[str, int]:
     return {"inputTokens": input_tokens}
 
 
-# -- requests to an upstream Bedrock (providers/bedrock.py) ------------------------------------
-def converse_message(turn: Turn) -> dict[str, Any]:
-    """A canonical turn as a Converse message (blank text blocks left out: Bedrock refuses them)."""
-    if not turn.blocks:
-        return {"role": turn.role, "content": [{"text": turn.content}]}
-    blocks = [
-        CONVERSE_BLOCKS[b.type](b) for b in turn.blocks if not (b.type == "text" and not b.text)
-    ]
-    return {"role": turn.role, "content": blocks}
-
-
-def converse_tool_params(request: MessageRequest) -> dict[str, Any]:
-    """``toolConfig``, ``outputConfig`` and Claude's ``thinking`` for a Converse call.
-
-    Converse has no ``none`` tool choice: the tools are still sent without one (Bedrock wants
-    ``toolConfig`` whenever the history holds tool blocks), and nor can it disable parallel calls.
-    """
-    params: dict[str, Any] = {}
-    if request.tools:
-        tools = []
-        for tool in request.tools:
-            spec: dict[str, Any] = {"name": tool.name, "inputSchema": {"json": tool.input_schema}}
-            if tool.description:  # NonEmptyString
-                spec["description"] = tool.description
-            tools.append({"toolSpec": spec})
-        config: dict[str, Any] = {"tools": tools}
-        choice = request.tool_choice
-        if choice.type in TOOL_CHOICES:
-            config["toolChoice"] = {choice.type: {"name": choice.name} if choice.name else {}}
-        params["toolConfig"] = config
-    if request.thinking is not None:
-        thinking: dict[str, Any] = {"type": request.thinking.type}
-        if request.thinking.budget_tokens is not None:
-            thinking["budget_tokens"] = request.thinking.budget_tokens
-        params["additionalModelRequestFields"] = {"thinking": thinking}
-    if request.output_format is not None:
-        definition = {"schema": json.dumps(request.output_format.schema or {"type": "object"})}
-        if request.output_format.name:
-            definition["name"] = request.output_format.name
-        params["outputConfig"] = {
-            "textFormat": {"type": "json_schema", "structure": {"jsonSchema": definition}}
-        }
-    return params
-
-
 # -- responses ---------------------------------------------------------------------------------
-def _usage(
-    input_tokens: int, output_tokens: int, read: int | None = None, written: int | None = None
-) -> dict[str, int]:
+def _usage(usage: Usage) -> dict[str, int]:
     """TokenUsage; the prompt-cache members only where the backend has a cache. As in the
     canonical (Anthropic) usage, ``inputTokens`` excludes what the cache read or wrote."""
-    total = input_tokens + output_tokens + (read or 0) + (written or 0)
-    usage = {"inputTokens": input_tokens, "outputTokens": output_tokens, "totalTokens": total}
+    read, written = usage.cache_read_input_tokens, usage.cache_creation_input_tokens
+    total = usage.input_tokens + usage.output_tokens + (read or 0) + (written or 0)
+    body = {
+        "inputTokens": usage.input_tokens,
+        "outputTokens": usage.output_tokens,
+        "totalTokens": total,
+    }
     if read is not None:
-        usage["cacheReadInputTokens"] = read
+        body["cacheReadInputTokens"] = read
     if written is not None:
-        usage["cacheWriteInputTokens"] = written
-    return usage
+        body["cacheWriteInputTokens"] = written
+    return body
 
 
 def _millis(seconds: float) -> int:
@@ -505,12 +465,7 @@ def converse_response(message: Message, latency: float) -> dict[str, Any]:
     return {
         "output": {"message": {"role": "assistant", "content": content}},
         "stopReason": message.stop_reason or "end_turn",
-        "usage": _usage(
-            message.usage.input_tokens,
-            message.usage.output_tokens,
-            message.usage.cache_read_input_tokens,
-            message.usage.cache_creation_input_tokens,
-        ),
+        "usage": _usage(message.usage),
         "metrics": {"latencyMs": _millis(latency)},
     }
 
@@ -553,27 +508,15 @@ class _Tally:
 
     started: float
     first: float | None = None
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read: int | None = None
-    cache_written: int | None = None
+    usage: Usage = dataclasses.field(default_factory=Usage)
 
     def see(self, event: StreamEvent) -> None:
         if self.first is None:
             self.first = event.timestamp
         if event.type == "message_start":
-            usage = event.message.usage
-            self.input_tokens = usage.input_tokens
-            self.cache_read = usage.cache_read_input_tokens
-            self.cache_written = usage.cache_creation_input_tokens
+            self.usage = dataclasses.replace(event.message.usage)
         elif event.type == "message_delta":
-            self.output_tokens = event.usage.output_tokens
-            if event.usage.input_tokens is not None:  # backends that count the prompt late
-                self.input_tokens = event.usage.input_tokens
-            if event.usage.cache_read_input_tokens is not None:
-                self.cache_read = event.usage.cache_read_input_tokens
-            if event.usage.cache_creation_input_tokens is not None:
-                self.cache_written = event.usage.cache_creation_input_tokens
+            merge_usage(self.usage, event.usage)
 
 
 # canonical delta type -> ContentBlockDelta member
@@ -617,7 +560,7 @@ CONVERSE_EVENTS: dict[str, tuple[str, Callable[[Any, _Tally], dict[str, Any] | N
     "message_stop": (
         "metadata",
         lambda e, t: {
-            "usage": _usage(t.input_tokens, t.output_tokens, t.cache_read, t.cache_written),
+            "usage": _usage(t.usage),
             "metrics": {"latencyMs": _millis(e.timestamp - t.started)},
         },
     ),
@@ -656,8 +599,8 @@ class InvokeStreamEncoder:
         data = event.to_dict()
         if event.type == "message_stop":
             data["amazon-bedrock-invocationMetrics"] = {
-                "inputTokenCount": tally.input_tokens,
-                "outputTokenCount": tally.output_tokens,
+                "inputTokenCount": tally.usage.input_tokens,
+                "outputTokenCount": tally.usage.output_tokens,
                 "invocationLatency": _millis(event.timestamp - tally.started),
                 "firstByteLatency": _millis((tally.first or event.timestamp) - tally.started),
             }

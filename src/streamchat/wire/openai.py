@@ -3,18 +3,20 @@
 Canonical events are Anthropic-shaped, so this module translates: system/developer messages fold
 into ``system``, ``tool`` messages become ``tool_result`` blocks of a user turn, stop reasons
 become finish reasons, usage gets OpenAI's names, and errors get OpenAI's ``{"error": {message,
-type, param, code}}`` body with OpenAI's statuses. It also translates the other way, for the
-``openai/`` provider: a canonical request into Chat Completions messages and tool parameters.
+type, param, code}}`` body with OpenAI's statuses. The other way, a canonical request as the
+``openai/`` provider sends it upstream, is :mod:`.openai_upstream`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..accumulate import merge_usage
 from ..errors import (
     ERROR_STATUS,
     InvalidRequestError,
@@ -22,8 +24,8 @@ from ..errors import (
     error_from_type,
     field_name,
 )
-from ..events import Message, StreamEvent, TextBlock, ToolResultBlock, ToolUseBlock
-from ..request import MAX_TOOLS, MessageRequest, OutputFormat, content_text
+from ..events import Message, StreamEvent, TextBlock, ToolResultBlock, ToolUseBlock, Usage
+from ..request import MAX_TOOLS, OutputFormat, content_text
 from .sse import encode_sse
 
 FINISH_REASONS: dict[str | None, str | None] = {
@@ -44,12 +46,9 @@ ERRORS: dict[str, tuple[int | None, str | None]] = {
 }
 SYSTEM_ROLES = ("system", "developer")
 CHAT_ROLES = ("user", "assistant", "tool")
-# OpenAI ``tool_choice`` string -> canonical tool choice (and back, for the provider)
+# OpenAI ``tool_choice`` string -> canonical tool choice (openai_upstream.py maps it back)
 TOOL_CHOICES: dict[str, str] = {"auto": "auto", "none": "none", "required": "any"}
-OPENAI_TOOL_CHOICES: dict[str, str] = {v: k for k, v in TOOL_CHOICES.items()}
 REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
-# a thinking budget (tokens, 0 = the model's choice) -> the reasoning_effort asked upstream
-EFFORT_BUDGETS: tuple[tuple[int, str], ...] = ((0, "medium"), (2048, "low"), (8192, "medium"))
 # canonical request field -> the parameter this client sent ("#" any index; a field's children
 # follow it: output_format.schema.x -> response_format.json_schema.schema.x)
 PARAMS: dict[str, str] = {
@@ -357,20 +356,19 @@ def encode_error(error: StreamchatError) -> bytes:
     return _data(error_response(error)[1])
 
 
-def usage_body(
-    input_tokens: int, output_tokens: int, read: int | None = None, written: int | None = None
-) -> dict[str, Any]:
+def usage_body(usage: Usage) -> dict[str, Any]:
     """OpenAI's usage: its ``prompt_tokens`` include what the prompt cache served (reported as
     ``prompt_tokens_details.cached_tokens``), where Anthropic's ``input_tokens`` do not."""
-    prompt = input_tokens + (read or 0) + (written or 0)
-    usage: dict[str, Any] = {
+    read = usage.cache_read_input_tokens
+    prompt = usage.input_tokens + (read or 0) + (usage.cache_creation_input_tokens or 0)
+    body: dict[str, Any] = {
         "prompt_tokens": prompt,
-        "completion_tokens": output_tokens,
-        "total_tokens": prompt + output_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": prompt + usage.output_tokens,
     }
     if read is not None:
-        usage["prompt_tokens_details"] = {"cached_tokens": read}
-    return usage
+        body["prompt_tokens_details"] = {"cached_tokens": read}
+    return body
 
 
 def completion_id(message_id: str) -> str:
@@ -395,9 +393,7 @@ class ChunkEncoder:
         self.include_usage = include_usage
         self.created = int(time.time()) if created is None else created
         self.id = "chatcmpl-"
-        self.input_tokens = 0
-        self.output_tokens = 0
-        self.cache: tuple[int | None, int | None] = (None, None)  # prompt cache read, written
+        self.usage = Usage()  # from message_start, completed by message_delta
         self.calls: dict[int, int] = {}  # content block index -> tool call index
 
     def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
@@ -445,25 +441,14 @@ class ChunkEncoder:
             )
         if kind == "message_start":
             self.id = completion_id(event.message.id)
-            usage = event.message.usage
-            self.input_tokens = usage.input_tokens
-            self.cache = (usage.cache_read_input_tokens, usage.cache_creation_input_tokens)
+            self.usage = dataclasses.replace(event.message.usage)
             return self._chunk([self._choice({"role": "assistant", "content": ""})])
         if kind == "message_delta":
-            self.output_tokens = event.usage.output_tokens
-            if event.usage.input_tokens is not None:  # backends that count the prompt late
-                self.input_tokens = event.usage.input_tokens
-            read = event.usage.cache_read_input_tokens
-            written = event.usage.cache_creation_input_tokens
-            self.cache = (
-                self.cache[0] if read is None else read,
-                self.cache[1] if written is None else written,
-            )
+            merge_usage(self.usage, event.usage)
             finish = FINISH_REASONS.get(event.delta.stop_reason, "stop")
             return self._chunk([self._choice({}, finish)])
         if kind == "message_stop":
-            usage = usage_body(self.input_tokens, self.output_tokens, *self.cache)
-            tail = self._chunk([], usage=usage) if self.include_usage else b""
+            tail = self._chunk([], usage=usage_body(self.usage)) if self.include_usage else b""
             return tail + DONE
         if kind == "error":
             return encode_error(error_from_type(event.error.type, event.error.message))
@@ -512,12 +497,7 @@ def completion_body(message: Message, model: str, created: int | None = None) ->
                 "finish_reason": FINISH_REASONS.get(message.stop_reason, "stop"),
             }
         ],
-        "usage": usage_body(
-            message.usage.input_tokens,
-            message.usage.output_tokens,
-            message.usage.cache_read_input_tokens,
-            message.usage.cache_creation_input_tokens,
-        ),
+        "usage": usage_body(message.usage),
     }
 
 
@@ -525,76 +505,3 @@ def models_body(model_ids: Iterable[str], owned_by: str = "streamchat") -> dict[
     """``GET /v1/models`` in the OpenAI shape (``created`` 0: the release date is unknown)."""
     data = [{"id": m, "object": "model", "created": 0, "owned_by": owned_by} for m in model_ids]
     return {"object": "list", "data": data}
-
-
-# The other direction: a canonical request as Chat Completions parameters (the openai/ provider).
-
-
-def chat_messages(request: MessageRequest) -> list[dict[str, Any]]:
-    """The conversation as OpenAI messages: tool results become ``tool`` messages (before any
-    text of their turn), tool calls ``tool_calls`` with JSON-string arguments. Thinking is left
-    out: OpenAI-compatible servers take no reasoning back (DeepSeek refuses it)."""
-    messages: list[dict[str, Any]] = []
-    if request.system:
-        messages.append({"role": "system", "content": request.system})
-    for turn in request.messages:
-        if not turn.blocks:
-            messages.append({"role": turn.role, "content": turn.content})
-            continue
-        calls = [block for block in turn.blocks if block.type == "tool_use"]
-        for block in turn.blocks:
-            if block.type == "tool_result":
-                messages.append(
-                    {"role": "tool", "tool_call_id": block.tool_use_id, "content": block.text}
-                )
-        if turn.role == "assistant":
-            content = turn.content or (None if calls else "")
-            message: dict[str, Any] = {"role": "assistant", "content": content}
-            if calls:
-                message["tool_calls"] = tool_calls_body(calls)
-            messages.append(message)
-        elif turn.content or not any(b.type == "tool_result" for b in turn.blocks):
-            messages.append({"role": "user", "content": turn.content})
-    return messages
-
-
-def tool_params(request: MessageRequest) -> dict[str, Any]:
-    """``tools``, ``tool_choice``, ``parallel_tool_calls``, ``response_format`` and
-    ``reasoning_effort`` for what the request asks (only the ones it sets)."""
-    params: dict[str, Any] = {}
-    if request.tools:
-        params["tools"] = [
-            {
-                "type": "function",
-                "function": {
-                    "name": tool.name,
-                    "description": tool.description,
-                    "parameters": tool.input_schema,
-                },
-            }
-            for tool in request.tools
-        ]
-        choice = request.tool_choice
-        params["tool_choice"] = (
-            {"type": "function", "function": {"name": choice.name}}
-            if choice.type == "tool"
-            else OPENAI_TOOL_CHOICES[choice.type]
-        )
-        if choice.disable_parallel_tool_use:
-            params["parallel_tool_calls"] = False
-    output = request.output_format
-    if output is not None:
-        params["response_format"] = (
-            {"type": "json_object"}
-            if output.schema is None
-            else {
-                "type": "json_schema",
-                "json_schema": {"name": output.name or "output", "schema": output.schema},
-            }
-        )
-    if request.thinking is not None:
-        budget = request.thinking.budget_tokens or 0
-        params["reasoning_effort"] = next(
-            (effort for limit, effort in EFFORT_BUDGETS if budget <= limit), "high"
-        )
-    return params

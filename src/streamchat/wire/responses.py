@@ -270,12 +270,7 @@ def response_id(message_id: str) -> str:
 def usage_body(usage: Usage) -> dict[str, Any]:
     """OpenAI's Responses usage: ``input_tokens`` include what the prompt cache served (the
     same total as Chat Completions' ``prompt_tokens``), reported as ``cached_tokens``."""
-    chat = openai_usage_body(
-        usage.input_tokens,
-        usage.output_tokens,
-        usage.cache_read_input_tokens,
-        usage.cache_creation_input_tokens,
-    )
+    chat = openai_usage_body(usage)
     return {
         "input_tokens": chat["prompt_tokens"],
         "input_tokens_details": {"cached_tokens": usage.cache_read_input_tokens or 0},

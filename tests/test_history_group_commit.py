@@ -18,7 +18,8 @@ import pytest
 from serving import serve
 from streamchat.history import HistoryStore
 from streamchat.providers.base import message_end, message_start, text_block_start, text_delta
-from streamchat.recorder import GroupCommit, ReplyRecorder, group_commit
+from streamchat.recording.commit import GroupCommit, group_commit
+from streamchat.recording.reply import ReplyRecorder
 
 SLOW = "scripted?delay=0.01&repeat=30"  # ~150 text deltas
 

@@ -16,7 +16,7 @@ from streamchat.errors import ConversationNotFoundError, HistoryError
 from streamchat.events import ErrorBody, ErrorEvent
 from streamchat.history import SCHEMA_VERSION, HistoryStore, db_path, turns_for_model
 from streamchat.providers.base import message_end, message_start, text_block_start, text_delta
-from streamchat.recorder import ReplyRecorder
+from streamchat.recording.reply import ReplyRecorder
 
 
 @pytest.fixture
@@ -245,7 +245,7 @@ def test_turns_for_model_keep_the_conversation_alternating() -> None:
 WRITER = """
 import sys
 from streamchat.history import HistoryStore
-from streamchat.recorder import ReplyRecorder
+from streamchat.recording.reply import ReplyRecorder
 from streamchat.providers.base import message_start, text_delta, message_end
 store = HistoryStore(sys.argv[1])
 for i in range(int(sys.argv[2])):

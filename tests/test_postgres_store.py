@@ -22,7 +22,8 @@ from streamchat.history import HistoryUnavailableError, open_store
 pytest.importorskip("psycopg", reason="the postgres extra is not installed")
 from streamchat.history.postgres import SCHEMA_VERSION, PostgresStore
 from streamchat.providers.base import message_end, message_start, text_block_start, text_delta
-from streamchat.recorder import GroupCommit, ReplyRecorder
+from streamchat.recording.commit import GroupCommit
+from streamchat.recording.reply import ReplyRecorder
 
 WHY_NOT = postgres_cluster.unavailable()
 pytestmark = pytest.mark.skipif(WHY_NOT is not None, reason=str(WHY_NOT))

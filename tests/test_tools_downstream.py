@@ -26,7 +26,8 @@ from streamchat import Client
 from streamchat.history import MIGRATIONS, SCHEMA_VERSION, HistoryStore, turns_for_model
 from streamchat.metrics import MetricsRecorder
 from streamchat.providers.scripted import ScriptedConfig, ScriptedProvider
-from streamchat.recorder import ReplyRecorder, record_stream
+from streamchat.recording.reply import ReplyRecorder
+from streamchat.recording.tap import record_stream
 from streamchat.request import build_request
 from streamchat.server.common import ServerConfig
 from streamchat.server.faults import FaultInjector, Faults, inject

@@ -1,4 +1,10 @@
-"""The one place a final message is built: a fold from canonical events to a :class:`Message`."""
+"""The one place a message is built from its events: a fold from canonical events to a
+:class:`Message`, for clients, the server's encoders and the history's recorder alike.
+
+:func:`accumulate_event` is the fold a consumer uses: it raises a stream's ``error`` event and
+refuses a tool call whose JSON does not parse. :func:`fold_event` is the same fold without
+judging the stream, for a recorder that keeps whatever arrived.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +27,13 @@ from .events import (
 )
 
 _EMPTY_BLOCKS: dict[str, type] = {"text": TextBlock, "thinking": ThinkingBlock}
+# delta type -> the attribute its fragment extends, named alike on the delta and on the block
+_DELTA_ATTRIBUTES: dict[str, str] = {
+    "text_delta": "text",
+    "input_json_delta": "partial_json",
+    "thinking_delta": "thinking",
+    "signature_delta": "signature",
+}
 
 
 def parse_partial_json(text: str) -> Any:
@@ -50,17 +63,34 @@ def _block(snapshot: Message, index: int, kind: str) -> ContentBlock:
     return block
 
 
+def parse_tool_input(text: str) -> tuple[Any, bool]:
+    """A tool call's joined JSON: ``(value, True)`` when it parses, else ``(its complete members
+    so far, False)``."""
+    try:
+        return json.loads(text), True
+    except ValueError:
+        return parse_partial_json(text), False
+
+
 def _finish_tool_input(block: ToolUseBlock) -> None:
     """Parse a finished tool call's joined JSON; a text that does not parse stays in
     ``partial_json`` (its complete members in ``input``) for :func:`_check_tool_inputs`."""
     if not block.partial_json:
         return
-    try:
-        block.input = json.loads(block.partial_json)
-    except ValueError:
-        block.input = parse_partial_json(block.partial_json)
-        return
-    block.partial_json = ""
+    block.input, complete = parse_tool_input(block.partial_json)
+    if complete:
+        block.partial_json = ""
+
+
+def _append(block: ContentBlock, attribute: str, fragment: str) -> None:
+    """``block.<attribute> += fragment`` in amortized O(1): with the block's own reference
+    dropped first, CPython grows the string in place rather than copying it (measured at 40,000
+    deltas: 0.2 µs a delta, against 30 µs for a copy). Not atomic: a reader on another thread
+    must hold a lock around the fold (as the recorder does)."""
+    text = getattr(block, attribute)
+    setattr(block, attribute, "")
+    text += fragment
+    setattr(block, attribute, text)
 
 
 def _check_tool_inputs(snapshot: Message, stop_reason: str | None) -> None:
@@ -95,20 +125,26 @@ def accumulate_event(snapshot: Message | None, event: StreamEvent) -> Message | 
     consumer can never mistake a failed stream for a complete one.
     """
     kind = event.type
+    if kind == "error":
+        raise error_from_type(event.error.type, event.error.message)
+    if kind == "message_delta" and snapshot is not None:
+        _check_tool_inputs(snapshot, event.delta.stop_reason)
+    return fold_event(snapshot, event)
+
+
+def fold_event(snapshot: Message | None, event: StreamEvent) -> Message | None:
+    """:func:`accumulate_event` without judging the stream: an ``error`` event and a tool input
+    that does not parse are left to the caller (a recorder stores them as they came). Raises
+    ``ValueError`` only for events out of order (a delta before its message or block)."""
+    kind = event.type
     if kind == "content_block_delta":
         if snapshot is None:
             raise ValueError("content_block_delta before message_start")
         delta = event.delta
         delta_type = delta.type
         block = _block(snapshot, event.index, DELTA_TYPES[delta_type])
-        if delta_type == "text_delta":
-            block.text += delta.text
-        elif delta_type == "input_json_delta":
-            block.partial_json += delta.partial_json
-        elif delta_type == "thinking_delta":
-            block.thinking += delta.thinking
-        else:
-            block.signature += delta.signature
+        attribute = _DELTA_ATTRIBUTES[delta_type]
+        _append(block, attribute, getattr(delta, attribute))
         return snapshot
     if kind == "message_start":
         message = event.message
@@ -143,14 +179,11 @@ def accumulate_event(snapshot: Message | None, event: StreamEvent) -> Message | 
     if kind == "message_delta":
         if snapshot is None:
             raise ValueError("message_delta before message_start")
-        _check_tool_inputs(snapshot, event.delta.stop_reason)
         snapshot.stop_reason = event.delta.stop_reason
         snapshot.stop_sequence = event.delta.stop_sequence
         merge_usage(snapshot.usage, event.usage)
         return snapshot
-    if kind == "error":
-        raise error_from_type(event.error.type, event.error.message)
-    return snapshot  # message_stop, ping
+    return snapshot  # message_stop, ping, error
 
 
 def accumulate(events: Iterable[StreamEvent]) -> Message:

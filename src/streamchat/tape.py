@@ -1,9 +1,9 @@
 """Stream tapes: one backend stream per JSON-lines file, for ``serve --record`` and ``replay/``.
 
-Not the history (:mod:`.recorder`): history keeps conversations for people to read back; a tape
+Not the history (:mod:`.recording`): history keeps conversations for people to read back; a tape
 keeps one stream exactly — every canonical event with its time since the request — so a stream
 recorded once from a real backend can be served again offline, over any protocol. The two share
-the conversation digest (:func:`~streamchat.recorder.thread_key`) that recognises a request.
+the conversation digest (:func:`~streamchat.recording.digest.thread_key`) that recognises a request.
 
 A tape, line by line::
 
@@ -36,7 +36,7 @@ from typing import Any
 
 from .errors import StreamchatError
 from .events import StreamEvent, close_events
-from .recorder import request_turn_keys, thread_key
+from .recording.digest import request_turn_keys, thread_key
 from .request import MessageRequest
 
 TAPE_VERSION = 1

@@ -27,7 +27,7 @@ from ..client import Client
 from ..errors import InvalidRequestError, StreamchatError
 from ..history import data_dir, private_dir, turns_for_model
 from ..providers import is_known, unknown_model_message
-from ..recorder import ReplyRecorder
+from ..recording.reply import ReplyRecorder
 from .attach import Attachment, read_attachment, with_attachments
 from .blocks import HELPER_EVENTS, Piece, ReplyView
 from .commands import (

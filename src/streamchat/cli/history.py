@@ -16,10 +16,12 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from .. import recorder
 from ..errors import ConversationNotFoundError, HistoryError, InvalidRequestError
 from ..history import Store, db_target, is_postgres, open_store, turns_for_model
-from ..recorder import ReplyRecorder, group_commit, shared_store
+from ..history.shared import shared_store
+from ..recording import commit, tap
+from ..recording.commit import group_commit
+from ..recording.reply import ReplyRecorder
 from .options import bounded
 
 MARK_START, MARK_END = "\x02", "\x03"  # how HistoryStore.search marks matches in snippets
@@ -79,10 +81,10 @@ def add_server_history_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--history-commit-ms",
         type=bounded(float, 1, 10_000),
-        default=recorder.COMMIT_SECONDS * 1000,
+        default=commit.COMMIT_SECONDS * 1000,
         metavar="MS",
         help="write every open stream's new text in one transaction this often "
-        f"(default {recorder.COMMIT_SECONDS * 1000:g})",
+        f"(default {commit.COMMIT_SECONDS * 1000:g})",
     )
     parser.add_argument(
         "--history-strict",
@@ -98,8 +100,8 @@ def server_history_path(args: argparse.Namespace) -> str | None:
     if not (args.history or (args.history is None and args.db)):
         return None
     target = db_target(args.db)
-    recorder.COMMIT_SECONDS = args.history_commit_ms / 1000
-    recorder.STRICT = args.history_strict
+    commit.COMMIT_SECONDS = args.history_commit_ms / 1000
+    tap.STRICT = args.history_strict
     try:
         shared_store(target)
     except HistoryError as error:

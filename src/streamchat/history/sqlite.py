@@ -2,7 +2,8 @@
 
 WAL mode, a busy timeout and short transactions let chat, ask and serve write at once;
 ``PRAGMA user_version`` versions the schema; an FTS5 index (kept by triggers) answers
-``streamchat history search``. Replies are written while they stream by :mod:`..recorder`.
+``streamchat history search``. Replies are written while they stream by
+:mod:`streamchat.recording`.
 """
 
 from __future__ import annotations

@@ -23,8 +23,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import HistoryError, NotFoundError
+from ..history.shared import shared_store
 from ..providers import get_provider
-from ..recorder import shared_store
 from . import anthropic, bedrock, metrics, openai
 from .common import ServerConfig
 from .guard import BrowserGuard

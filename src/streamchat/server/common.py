@@ -20,7 +20,7 @@ from ..errors import InvalidRequestError, NotFoundError, RequestTooLargeError
 from ..events import StreamEvent
 from ..providers import get_provider, split_model
 from ..providers.local import BUILTIN_MODELS, DEFAULT_LOCAL_MODEL
-from ..recorder import record_stream
+from ..recording.tap import record_stream
 from ..request import MAX_TOKENS_LIMIT, MessageRequest
 from ..tape import record_tape
 from .faults import FaultInjector, inject

@@ -17,8 +17,8 @@ from starlette.routing import Route
 
 from ..errors import ConversationNotFoundError, InvalidRequestError, NotFoundError
 from ..history import Store
+from ..history.shared import shared_store
 from ..providers import get_provider
-from ..recorder import shared_store
 from .auth import check_api_key
 from .common import ServerConfig, read_json, route_model
 from .streaming import as_streamchat_error

@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from ..errors import HistoryError, NotFoundError, StreamchatError, field_name
 from ..events import Message
-from ..recorder import shared_store
+from ..history.shared import shared_store
 from ..request import MessageRequest
 from ..wire import responses as wire
 from .auth import check_api_key

@@ -16,11 +16,22 @@ generator that yields events for its client and :data:`NEED` when it wants its n
    seed and grammar), and resumes its program until it needs a token again.
 
 The programs run on the scheduler thread, so nothing here needs a lock except the queue of
-arriving requests; events reach each client through its own thread-safe hand-off.
+arriving requests; events reach each client through its own thread-safe hand-off. Every
+llama.cpp call on the context is made on that thread (``reset`` too: a request it runs between
+steps).
+
+Supervision: whatever fails on the scheduler thread (placing a request, copying a prefix, a
+program, a hook, a decode) fails the request it belongs to, with an ``api_error``, and the
+scheduler goes on. A batch llama.cpp refuses is decoded again in halves (as llama.cpp's server
+does) until only the sequence that cannot be decoded fails. A scheduler thread that dies, or
+makes no step for ``stall_seconds`` with work waiting, is reported by :meth:`Engine.health`
+(``/readyz``) and replaced, with a new context, by a supervisor thread; the requests it held fail.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
 import time
 from collections import deque
@@ -28,7 +39,7 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ModelError
+from ..errors import APIError, ModelError, StreamchatError
 from .grammar import GrammarCache, TokenSampler
 
 NEED = object()  # yielded by a program: "decode my pending tokens and send me the next one"
@@ -44,6 +55,10 @@ SHARE_MIN = 8  # prompt tokens another slot must hold beyond this slot's before 
 SHARE_MAX_CELLS = 2048  # a donor slot longer than this is not copied (its whole state moves)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 PREFILL_BUCKETS = (0, 16, 64, 128, 256, 512, 1024)
+STALL_SECONDS = 30.0  # no step for this long with work waiting: the scheduler is stuck
+SUPERVISE_SECONDS = 1.0  # how often the supervisor looks
+
+log = logging.getLogger("streamchat.local")
 
 Program = Generator[Any, Any, None]
 
@@ -118,6 +133,16 @@ class _Job:
     cancel: threading.Event
     program: Any = None
     slot: _Slot | None = None
+    ended: bool = False  # its end was sent: nothing more reaches the client
+
+    def send(self, item: Any, error: BaseException | None = None) -> None:
+        """An event for the client, or (``None``) its end; nothing after the end (a restarted
+        engine has already failed the job its stuck thread may still be running)."""
+        if self.ended:
+            return
+        self.ended = item is None
+        with contextlib.suppress(Exception):  # a hand-off whose event loop is gone
+            self.emit(item, error)
 
 
 @dataclass(eq=False)
@@ -126,6 +151,69 @@ class _Slot:
     tokens: list[int] = field(default_factory=list)  # what this sequence's KV cells hold
     job: _Job | None = None
     used_at: float = 0.0
+
+
+@dataclass(eq=False)
+class _Segment:
+    """One sequence's tokens in a batch."""
+
+    slot: _Slot
+    job: _Job
+    tokens: list[int]
+    position: int  # of the first token in the sequence
+    prefill: int  # prompt tokens among them
+    sample: bool  # the last token's logits are sampled
+
+
+@dataclass(eq=False)
+class _Request:
+    """Work the scheduler does between steps for another thread (it alone calls llama.cpp)."""
+
+    call: Callable[[_Context], None]
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
+class _Context:
+    """One llama.cpp context, its slots and the one thread that calls llama.cpp on it. A restart
+    builds a new one: a stuck thread keeps its own, and frees it if it ever returns."""
+
+    def __init__(
+        self, model: Any, slots: int, window: int, n_batch: int, threads: int, batch_threads: int
+    ):
+        import llama_cpp
+
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = slots * window
+        params.n_batch = n_batch
+        params.n_ubatch = min(n_batch, 512)
+        params.n_seq_max = slots
+        params.kv_unified = False  # each sequence attends over its own cells only
+        params.n_threads = threads  # llama.cpp uses it for a step of one token,
+        params.n_threads_batch = batch_threads  # this for a step of more
+        params.no_perf = True
+        ctx = llama_cpp.llama_init_from_model(model, params)
+        if not ctx:
+            raise ModelError(f"cannot create a llama.cpp context of {slots} x {window} tokens")
+        self.ctx = ctx
+        self.window = llama_cpp.llama_n_ctx_seq(ctx)
+        self.memory = llama_cpp.llama_get_memory(ctx)
+        self.batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        self.slots = [_Slot(i) for i in range(slots)]
+        self.jobs: set[_Job] = set()  # admitted: placed in a slot, or about to be
+        self.thread: threading.Thread | None = None
+        self.beat = time.monotonic()  # the scheduler's last sign of progress
+        self.retired = False  # replaced (a restart) or closed: its thread leaves at its next turn
+        self.died: BaseException | None = None
+        self.freed = False
+
+    def free(self) -> None:
+        import llama_cpp
+
+        if not self.freed:
+            self.freed = True
+            llama_cpp.llama_batch_free(self.batch)
+            llama_cpp.llama_free(self.ctx)
 
 
 @dataclass
@@ -142,6 +230,8 @@ class EngineStats:
     prefill_buckets: list[int] = field(default_factory=lambda: [0] * (len(PREFILL_BUCKETS) + 1))
     prefill_sum: int = 0
     prefill_steps: int = 0  # steps that prefilled prompt tokens
+    retried_decodes: int = 0  # batches llama.cpp refused, decoded again in halves
+    restarts: int = 0  # scheduler threads replaced (died or stuck)
 
 
 def _bucket(counts: list[int], bounds: tuple[int, ...], value: int) -> None:
@@ -161,9 +251,21 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
+def _client_error(error: BaseException) -> BaseException:
+    """What the client is told: our own errors as they are; anything else is the engine's
+    failure, an ``api_error`` (500) whose cause is the original."""
+    if isinstance(error, StreamchatError):
+        return error
+    wrapped = APIError(f"the local model failed: {type(error).__name__}: {error}")
+    wrapped.__cause__ = error
+    return wrapped
+
+
 class Engine:
     """``slots`` sequences of ``window`` tokens each in one context, on one scheduler thread;
-    ``threads`` decode a step of one token, ``batch_threads`` a step of more."""
+    ``threads`` decode a step of one token, ``batch_threads`` a step of more. A supervisor
+    replaces a scheduler thread that died or made no step for ``stall_seconds`` with work
+    waiting (:meth:`health` says why until then)."""
 
     def __init__(
         self,
@@ -176,39 +278,44 @@ class Engine:
         chunk: int = PREFILL_CHUNK,
         burst: int = PREFILL_BURST,
         name: str = "streamchat-batch",
+        stall_seconds: float = STALL_SECONDS,
     ):
         import llama_cpp
 
-        self.slots = [_Slot(i) for i in range(slots)]
         self.chunk, self.burst = chunk, burst
         self.n_batch = burst + slots * STEP_EXTRA
-        params = llama_cpp.llama_context_default_params()
-        params.n_ctx = slots * window
-        params.n_batch = self.n_batch
-        params.n_ubatch = min(self.n_batch, 512)
-        params.n_seq_max = slots
-        params.kv_unified = False  # each sequence attends over its own cells only
-        params.n_threads = threads  # llama.cpp uses it for a step of one token,
-        params.n_threads_batch = batch_threads or threads  # this for a step of more
-        params.no_perf = True
-        ctx = llama_cpp.llama_init_from_model(model, params)
-        if not ctx:
-            raise ModelError(f"cannot create a llama.cpp context of {slots} x {window} tokens")
-        self.ctx = ctx
-        self.window = llama_cpp.llama_n_ctx_seq(ctx)
+        self._context_args = (model, slots, window, self.n_batch, threads, batch_threads or threads)
+        self.gen = _Context(*self._context_args)  # the current context and its scheduler
+        self._contexts = [self.gen]  # not yet freed: the current one, and any a stuck thread holds
+        self.window = self.gen.window
         self.n_swa = llama_cpp.llama_model_n_swa(model)
-        self.memory = llama_cpp.llama_get_memory(ctx)
-        self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         self.stats = EngineStats()
         self.batch_bounds, self.prefill_bounds = BATCH_BUCKETS, PREFILL_BUCKETS
-        self.active = 0  # slots running a request
         self._waiting: deque[_Job] = deque()
+        self._requests: deque[_Request] = deque()
         self._cond = threading.Condition()
         self._name = name
-        self._thread: threading.Thread | None = None
         self._closed = False
+        self._stop = threading.Event()
+        self._supervisor: threading.Thread | None = None
+        self.stall_seconds = stall_seconds
+        self.supervise_every: float | None = SUPERVISE_SECONDS  # None: only supervise() calls
+        self.incident: str | None = None  # why the scheduler was last restarted
         # Tests and diagnostics: called with every sampled token, and ``None`` when a run leaves.
         self.observe: Callable[[Run, int | None], None] | None = None
+
+    @property
+    def slots(self) -> list[_Slot]:
+        return self.gen.slots
+
+    @property
+    def active(self) -> int:
+        """Slots running a request now."""
+        return len(self.gen.jobs)
+
+    @property
+    def memory(self) -> Any:
+        return self.gen.memory
 
     # -- from other threads --------------------------------------------------------------------
     def submit(
@@ -220,77 +327,251 @@ class Engine:
     ) -> None:
         """Queue a request; it joins the batch at the next step a slot is free."""
         with self._cond:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
-                self._thread.start()
+            if self._closed:
+                raise APIError("the local model's engine is closed")
+            self._running()
+            if not self.busy:  # the stall clock starts when work arrives
+                self.gen.beat = time.monotonic()
             self._waiting.append(_Job(run, make, emit, cancel))
-            self._cond.notify()
+            self._cond.notify_all()
 
     def wake(self) -> None:
         """A waiting request was cancelled: let the scheduler drop it."""
         with self._cond:
-            self._cond.notify()
+            self._cond.notify_all()
 
     def reset(self) -> None:
         """Forget every idle slot's cells (benchmarks: a cold prompt is prefilled in full)."""
-        import llama_cpp
 
-        with self._cond:
-            for slot in self.slots:
+        def forget(gen: _Context) -> None:
+            import llama_cpp
+
+            for slot in gen.slots:
                 if slot.job is None:
-                    llama_cpp.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
+                    llama_cpp.llama_memory_seq_rm(gen.memory, slot.seq_id, -1, -1)
                     slot.tokens.clear()
+
+        self._call(forget)
+
+    def _call(self, call: Callable[[_Context], None]) -> None:
+        """Run ``call`` on the scheduler thread between two steps, and wait for it: llama.cpp's
+        context must not be touched while that thread may be inside ``llama_decode``."""
+        request = _Request(call)
+        with self._cond:
+            if self._closed:
+                return
+            self._requests.append(request)
+            self._running()
+            self._cond.notify_all()
+        request.done.wait()
+        if request.error is not None:
+            raise request.error
 
     @property
     def busy(self) -> bool:
         return self.active > 0 or bool(self._waiting)
 
-    def close(self) -> None:
-        """Free the context (only when idle: the scheduler may be inside llama_decode)."""
-        import llama_cpp
+    def health(self) -> str | None:
+        """Why this engine cannot serve now (its scheduler died, or made no step for
+        ``stall_seconds`` with work waiting); ``None`` when it can."""
+        gen = self.gen
+        if self._closed:
+            return "the local model's engine is closed"
+        if gen.thread is not None and not gen.thread.is_alive():
+            return f"the scheduler thread died ({type(gen.died).__name__}: {gen.died})"
+        idle = time.monotonic() - gen.beat
+        if self.busy and idle > self.stall_seconds:
+            return f"the scheduler made no step for {idle:.0f} s with work waiting"
+        return None
 
-        if self._closed or self.busy:
+    def supervise(self) -> str | None:
+        """Restart the scheduler if :meth:`health` says it cannot serve; returns why (the
+        supervisor thread calls this every ``supervise_every`` seconds)."""
+        with self._cond:
+            reason = self.health()
+            if reason is not None and not self._closed:
+                self._restart(reason)
+            return reason
+
+    def close(self, timeout: float = 5.0) -> bool:
+        """Stop the scheduler (requests still waiting or running fail) and free its context.
+        Idempotent. True when every context is freed, so the weights may go; a thread stuck
+        inside a step keeps its context until it returns."""
+        with self._cond:
+            if not self._closed:
+                self._closed = True
+                self._stop.set()
+                error = APIError("the local model's engine was closed")
+                for gen in self._contexts:
+                    gen.retired = True
+                for job in self._waiting:
+                    job.run.sampler.close()
+                    job.send(None, error)
+                self._waiting.clear()
+                for request in self._requests:
+                    request.done.set()
+                self._requests.clear()
+                self._cond.notify_all()
+            threads = [gen.thread for gen in self._contexts if gen.thread is not None]
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout)
+        with self._cond:
+            for gen in self._contexts:
+                if gen.thread is None:  # never started: no thread owns it
+                    gen.free()
+            return all(gen.freed for gen in self._contexts)
+
+    # -- supervision (callers hold the lock) ---------------------------------------------------
+    def _running(self) -> None:
+        """A scheduler thread for the current context, and the supervisor, are running; a dead
+        scheduler is replaced now rather than at the supervisor's next look."""
+        gen = self.gen
+        if gen.thread is not None and not gen.thread.is_alive():
+            self._restart(self.health() or "the scheduler thread died")
+            gen = self.gen
+        if gen.thread is None:
+            gen.thread = threading.Thread(
+                target=self._loop, args=(gen,), name=self._name, daemon=True
+            )
+            gen.thread.start()
+        if self._supervisor is None:
+            self._supervisor = threading.Thread(
+                target=self._supervise_loop, name=f"{self._name}-supervisor", daemon=True
+            )
+            self._supervisor.start()
+
+    def _restart(self, reason: str) -> None:
+        """A new context and scheduler thread take over; the old thread's requests fail now (a
+        stuck thread cleans them up, and frees its context, if it ever returns)."""
+        try:
+            fresh = _Context(*self._context_args)
+        except ModelError as error:
+            self.incident = f"{reason}; restarting failed: {error}"
             return
-        self._closed = True
-        llama_cpp.llama_batch_free(self.batch)
-        llama_cpp.llama_free(self.ctx)
+        old, self.gen = self.gen, fresh
+        old.retired = True
+        self._contexts = [gen for gen in self._contexts if not gen.freed] + [fresh]
+        self.incident = reason
+        self.stats.restarts += 1
+        log.error("local model engine restarted: %s", reason)
+        error = APIError(f"the local model's scheduler was restarted: {reason}")
+        for job in list(old.jobs):
+            job.send(None, error)
+        if self._waiting or self._requests:
+            self._running()
+        self._cond.notify_all()  # an idle old thread wakes and leaves
+
+    def _supervise_loop(self) -> None:
+        while not self._stop.wait(self.supervise_every or SUPERVISE_SECONDS):
+            if self.supervise_every is not None:
+                self.supervise()
 
     # -- the scheduler thread ------------------------------------------------------------------
-    def _loop(self) -> None:
-        while True:
-            with self._cond:
-                while not self.active and not self._waiting:
-                    self._cond.wait()
-                waiting = self._waiting
-                arrived: list[_Job] = []
-                for job in list(waiting):
-                    if job.cancel.is_set():  # its client left while it waited
-                        waiting.remove(job)
-                        job.run.sampler.close()
-                        job.emit(None, None)
-                while waiting and self.active < len(self.slots):
-                    arrived.append(waiting.popleft())
-                    self.active += 1
-            for slot in self.slots:
-                if slot.job is not None and slot.job.cancel.is_set():
-                    self._finish(slot, None, keep=False)
-            for job in arrived:
-                self._start(job)
-            if self.active:
-                try:
-                    self._step()
-                except Exception as error:  # a decode failure fails the requests in flight
-                    for slot in self.slots:
-                        if slot.job is not None:
-                            self._finish(slot, error, keep=False)
+    def _loop(self, gen: _Context) -> None:
+        """Turns until ``gen`` is retired; dying or leaving, it fails the requests it holds (an
+        error each, never a hang) and frees its context."""
+        try:
+            while self._turn(gen):
+                pass
+        except BaseException as error:
+            gen.died = error
+            log.exception("the local model's scheduler thread died")
+        finally:
+            reason = gen.died or APIError("the local model's scheduler stopped")
+            for job in list(gen.jobs):
+                self._fail(gen, job, reason)
+            with contextlib.suppress(Exception):
+                gen.free()
 
-    def _place(self, job: _Job) -> _Slot:
+    def _turn(self, gen: _Context) -> bool:
+        """One turn: admit, run requests, drop cancelled runs, start arrived ones, step."""
+        with self._cond:
+            while not (gen.retired or gen.jobs or self._waiting or self._requests):
+                self._cond.wait()
+            if gen.retired:
+                return False
+            gen.beat = time.monotonic()
+            requests = list(self._requests)
+            self._requests.clear()
+            arrived = self._admit(gen)
+        for request in requests:
+            try:
+                request.call(gen)
+            except Exception as error:
+                request.error = error
+            request.done.set()
+        for slot in gen.slots:
+            if slot.job is not None and slot.job.cancel.is_set():
+                self._guarded(gen, slot.job, self._finish, gen, slot, None, keep=False)
+        for job in arrived:
+            self._guarded(gen, job, self._start, gen, job)
+        if gen.jobs:
+            try:
+                self._step(gen)
+            except Exception as error:  # a step broken outside any one sequence: its own fail
+                for job in list(gen.jobs):
+                    self._fail(gen, job, error)
+        gen.beat = time.monotonic()
+        return True
+
+    def _admit(self, gen: _Context) -> list[_Job]:
+        """Under the lock: drop waiting requests whose clients left, take those slots can hold."""
+        waiting = self._waiting
+        for job in list(waiting):
+            if job.cancel.is_set():  # its client left while it waited
+                waiting.remove(job)
+                job.run.sampler.close()
+                job.send(None, None)
+        arrived: list[_Job] = []
+        while waiting and len(gen.jobs) < len(gen.slots):
+            job = waiting.popleft()
+            gen.jobs.add(job)
+            arrived.append(job)
+        return arrived
+
+    def _guarded(
+        self, gen: _Context, job: _Job, action: Callable[..., None], *args: Any, **kwargs: Any
+    ) -> None:
+        """``action`` for one job: if it raises, that job alone fails."""
+        try:
+            action(*args, **kwargs)
+        except Exception as error:
+            self._fail(gen, job, error)
+
+    def _fail(self, gen: _Context, job: _Job, error: BaseException) -> None:
+        """The job leaves with ``error``, whatever state its failure left: its slot's cells are
+        freed (what they hold is unknown), its program and sampler closed. Never raises."""
+        import llama_cpp
+
+        if job in gen.jobs and not isinstance(error, StreamchatError):
+            log.error("a local model request failed", exc_info=error)
+        gen.jobs.discard(job)
+        slot = job.slot
+        if slot is not None and slot.job is job:
+            slot.job = None
+            slot.used_at = time.monotonic()
+            slot.tokens.clear()
+            with contextlib.suppress(Exception):
+                llama_cpp.llama_memory_seq_rm(gen.memory, slot.seq_id, -1, -1)
+        with contextlib.suppress(Exception):
+            if job.program is not None:
+                job.program.close()
+        with contextlib.suppress(Exception):
+            job.run.sampler.close()
+        if not job.ended:
+            with contextlib.suppress(Exception):
+                if self.observe is not None:
+                    self.observe(job.run, None)
+        job.send(None, _client_error(error))
+
+    def _place(self, gen: _Context, job: _Job) -> _Slot:
         """The free slot whose cells this prompt continues (a conversation's next turn: most of
         the slot; the same prompt again: all of the prompt); else an empty slot, else the least
         recently used. A prompt that shares only a little with a slot (the system prompt) must
         not wipe that slot's longer conversation."""
         prompt = job.run.prompt
-        free = [slot for slot in self.slots if slot.job is None]
+        free = [slot for slot in gen.slots if slot.job is None]
         best = max(free, key=lambda s: (common_prefix(s.tokens, prompt), -s.used_at))
         shared = common_prefix(best.tokens, prompt)
         if shared and (shared >= len(prompt) - 1 or 2 * shared >= len(best.tokens)):
@@ -298,35 +579,35 @@ class Engine:
         empty = [slot for slot in free if not slot.tokens]
         return empty[0] if empty else min(free, key=lambda s: s.used_at)
 
-    def _start(self, job: _Job) -> None:
+    def _start(self, gen: _Context, job: _Job) -> None:
         import llama_cpp
 
-        slot = self._place(job)
+        slot = self._place(gen, job)
         slot.job, job.slot = job, slot
         run = job.run
         run.seq_id = slot.seq_id
         prefix = min(common_prefix(slot.tokens, run.prompt), len(run.prompt) - 1)
         seq = slot.seq_id
         if prefix > 0 and self.n_swa > 0:  # sliding-window layers may have dropped old cells
-            low = llama_cpp.llama_memory_seq_pos_min(self.memory, seq)
+            low = llama_cpp.llama_memory_seq_pos_min(gen.memory, seq)
             if low > max(0, prefix - self.n_swa):
                 prefix = 0
-        if prefix <= 0 or not llama_cpp.llama_memory_seq_rm(self.memory, seq, prefix, -1):
+        if prefix <= 0 or not llama_cpp.llama_memory_seq_rm(gen.memory, seq, prefix, -1):
             prefix = 0
-            llama_cpp.llama_memory_seq_rm(self.memory, seq, -1, -1)
+            llama_cpp.llama_memory_seq_rm(gen.memory, seq, -1, -1)
         del slot.tokens[prefix:]
-        prefix = self._share(slot, run.prompt, prefix)
+        prefix = self._share(gen, slot, run.prompt, prefix)
         run.reused = prefix
         run.pending = run.prompt[prefix:]
         self.stats.reused_tokens += prefix
         try:
             job.program = job.make(run)
         except BaseException as error:
-            self._finish(slot, error, keep=False)
+            self._finish(gen, slot, error, keep=False)
             return
-        self._resume(slot, None)
+        self._resume(gen, slot, None)
 
-    def _share(self, slot: _Slot, prompt: list[int], have: int) -> int:
+    def _share(self, gen: _Context, slot: _Slot, prompt: list[int], have: int) -> int:
         """Copy a prefix of ``prompt`` (a shared system prompt, say) from another slot's cells
         into ``slot``, when one holds at least :data:`SHARE_MIN` more of it: moving a sequence's
         state costs far less than prefilling it again. The tokens the slot now holds: ``have``
@@ -337,130 +618,166 @@ class Engine:
 
         if self.n_swa > 0:  # sliding-window caches keep too little to copy a prefix from
             return have
-        donors = [s for s in self.slots if s is not slot and 0 < len(s.tokens) <= SHARE_MAX_CELLS]
+        donors = [s for s in gen.slots if s is not slot and 0 < len(s.tokens) <= SHARE_MAX_CELLS]
         if not donors:
             return have
         donor = max(donors, key=lambda s: common_prefix(s.tokens, prompt))
         shared = min(common_prefix(donor.tokens, prompt), len(prompt) - 1)
         if shared < have + SHARE_MIN:
             return have
-        ctx, seq = self.ctx, slot.seq_id
+        ctx, memory, seq = gen.ctx, gen.memory, slot.seq_id
         size = llama_cpp.llama_state_seq_get_size(ctx, donor.seq_id)
         state = (ctypes.c_uint8 * size)()
         written = llama_cpp.llama_state_seq_get_data(ctx, state, size, donor.seq_id)
-        llama_cpp.llama_memory_seq_rm(self.memory, seq, -1, -1)
+        llama_cpp.llama_memory_seq_rm(memory, seq, -1, -1)
         slot.tokens.clear()
         if not written or not llama_cpp.llama_state_seq_set_data(ctx, state, written, seq):
-            llama_cpp.llama_memory_seq_rm(self.memory, seq, -1, -1)
+            llama_cpp.llama_memory_seq_rm(memory, seq, -1, -1)
             return 0
-        if not llama_cpp.llama_memory_seq_rm(self.memory, seq, shared, -1):
-            llama_cpp.llama_memory_seq_rm(self.memory, seq, -1, -1)
+        if not llama_cpp.llama_memory_seq_rm(memory, seq, shared, -1):
+            llama_cpp.llama_memory_seq_rm(memory, seq, -1, -1)
             return 0
         slot.tokens[:] = donor.tokens[:shared]
         self.stats.shared_tokens += shared
         return shared
 
-    def _resume(self, slot: _Slot, value: int | None) -> None:
+    def _resume(self, gen: _Context, slot: _Slot, value: int | None) -> None:
         """Run the slot's program until it needs a token (its events go to its client)."""
         job = slot.job
         assert job is not None
         try:
             item = job.program.send(value)
             while item is not NEED:
-                job.emit(item, None)
+                job.send(item)
                 item = job.program.send(None)
         except StopIteration:
-            self._finish(slot, None, keep=True)
-        except BaseException as error:
-            self._finish(slot, error, keep=False)
+            self._finish(gen, slot, None, keep=True)
+        except Exception as error:
+            self._finish(gen, slot, error, keep=False)
 
-    def _finish(self, slot: _Slot, error: BaseException | None, *, keep: bool) -> None:
+    def _finish(
+        self, gen: _Context, slot: _Slot, error: BaseException | None, *, keep: bool
+    ) -> None:
         """The request leaves now. Its cells stay for prefix reuse after a complete reply; after
-        a cancel or an error they are freed."""
+        a cancel or an error they are freed. If this raises, :meth:`_fail` ends the job."""
         import llama_cpp
 
         job = slot.job
         assert job is not None
+        if not keep:
+            llama_cpp.llama_memory_seq_rm(gen.memory, slot.seq_id, -1, -1)
+            slot.tokens.clear()
+        gen.jobs.discard(job)
         slot.job = None
         slot.used_at = time.monotonic()
-        self.active -= 1
-        if not keep:
-            llama_cpp.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
-            slot.tokens.clear()
-        try:
-            if job.program is not None:
+        if job.program is not None:
+            try:
                 job.program.close()
-        except BaseException as close_error:
-            error = error or close_error
-        finally:
-            job.run.sampler.close()
-            if self.observe is not None:
-                self.observe(job.run, None)
-            job.emit(None, error)
+            except Exception as close_error:
+                error = error or close_error
+        job.run.sampler.close()
+        if self.observe is not None:
+            self.observe(job.run, None)
+        job.send(None, None if error is None else _client_error(error))
 
-    def _step(self) -> None:
-        import llama_cpp
-
-        batch = self.batch
-        n = 0
+    def _step(self, gen: _Context) -> None:
+        """One batch: every decoding sequence's pending tokens, then chunks of prompts."""
         budget, capacity = self.chunk, self.n_batch
-        sampled: list[tuple[_Slot, int]] = []
-        prefilled = members = 0
+        segments: list[_Segment] = []
         # Decoding sequences first (one token each, or a short format prefill), then prompts.
         order = sorted(
-            (s for s in self.slots if s.job is not None), key=lambda s: s.job.run.prompting
+            (s for s in gen.slots if s.job is not None), key=lambda s: s.job.run.prompting
         )  # type: ignore[union-attr]
         for slot in order:
-            run = slot.job.run  # type: ignore[union-attr]
+            job = slot.job
+            assert job is not None
+            run = job.run
             take = len(run.pending)
             if run.prompting:
                 take = min(take, budget)
             take = min(take, capacity)
             if take <= 0:
                 continue
-            tokens, position = run.pending[:take], len(slot.tokens)
-            for i, token in enumerate(tokens):
-                batch.token[n + i] = token
-                batch.pos[n + i] = position + i
-                batch.n_seq_id[n + i] = 1
-                batch.seq_id[n + i][0] = slot.seq_id
-                batch.logits[n + i] = False
-            n += take
-            members += 1
+            tokens = run.pending[:take]
+            prefill = take if run.prompting else 0
+            segments.append(_Segment(slot, job, tokens, len(slot.tokens), prefill, False))
             capacity -= take
-            if run.prompting:
-                budget -= take
-                prefilled += take
+            budget -= prefill
             del run.pending[:take]
             slot.tokens += tokens
-            if not run.pending:
-                batch.logits[n - 1] = True
-                sampled.append((slot, n - 1))
-        if n == 0:
+            segments[-1].sample = not run.pending
+        if segments:
+            self._decode(gen, segments)
+
+    def _decode(self, gen: _Context, segments: list[_Segment]) -> None:
+        """Decode ``segments`` in one ``llama_decode`` and sample them. When llama.cpp refuses
+        the batch (1: no room in the KV cache), decode it again in halves, as llama.cpp's server
+        does, until a sequence that still fails alone fails alone."""
+        import llama_cpp
+
+        segments = [s for s in segments if s.slot.job is s.job]  # still running
+        if not segments:
             return
+        batch, n = gen.batch, 0
+        for segment in segments:
+            for i, token in enumerate(segment.tokens):
+                batch.token[n] = token
+                batch.pos[n] = segment.position + i
+                batch.n_seq_id[n] = 1
+                batch.seq_id[n][0] = segment.slot.seq_id
+                batch.logits[n] = False
+                n += 1
+            batch.logits[n - 1] = segment.sample
         batch.n_tokens = n
-        code = llama_cpp.llama_decode(self.ctx, batch)
+        code = self._llama_decode(gen)
         if code != 0:
-            raise ModelError(f"llama_decode failed ({code}) with {n} tokens in the batch")
+            for segment in segments:  # whatever a partial decode wrote
+                llama_cpp.llama_memory_seq_rm(gen.memory, segment.slot.seq_id, segment.position, -1)
+            if len(segments) > 1:
+                self.stats.retried_decodes += 1
+                half = len(segments) // 2
+                self._decode(gen, segments[:half])
+                self._decode(gen, segments[half:])
+                return
+            lone = segments[0]
+            error = APIError(
+                f"llama_decode failed ({code}) on {len(lone.tokens)} tokens of this sequence"
+            )
+            self._fail(gen, lone.job, error)
+            return
         stats = self.stats
+        prefilled = sum(segment.prefill for segment in segments)
         stats.steps += 1
         stats.decoded_tokens += n
         stats.prefill_tokens += prefilled
         stats.prefill_sum += prefilled
         stats.prefill_steps += prefilled > 0
         _bucket(stats.prefill_buckets, PREFILL_BUCKETS, prefilled)
-        stats.batch_sum += members
-        _bucket(stats.batch_buckets, BATCH_BUCKETS, members)
-        for slot, index in sampled:
-            job = slot.job
-            if job is None:
-                continue
-            if job.cancel.is_set():
-                self._finish(slot, None, keep=False)
-                continue
-            run = job.run
-            token = run.sampler.sample(self.ctx, index)
-            run.prompting = False
-            if self.observe is not None:
-                self.observe(run, token)
-            self._resume(slot, token)
+        stats.batch_sum += len(segments)
+        _bucket(stats.batch_buckets, BATCH_BUCKETS, len(segments))
+        gen.beat = time.monotonic()
+        index = -1
+        for segment in segments:
+            index += len(segment.tokens)
+            if segment.sample:
+                self._guarded(gen, segment.job, self._sample, gen, segment, index)
+
+    def _llama_decode(self, gen: _Context) -> int:
+        """``llama_decode`` of the batch as filled (its own method: tests inject failures)."""
+        import llama_cpp
+
+        return llama_cpp.llama_decode(gen.ctx, gen.batch)
+
+    def _sample(self, gen: _Context, segment: _Segment, index: int) -> None:
+        slot, job = segment.slot, segment.job
+        if slot.job is not job:
+            return
+        if job.cancel.is_set():
+            self._finish(gen, slot, None, keep=False)
+            return
+        run = job.run
+        token = run.sampler.sample(gen.ctx, index)
+        run.prompting = False
+        if self.observe is not None:
+            self.observe(run, token)
+        self._resume(gen, slot, token)

@@ -43,7 +43,7 @@ from .base import (
     text_delta,
     tool_use_start,
 )
-from .batching import Engine, Run
+from .batching import STALL_SECONDS, Engine, Run
 from .grammar import GrammarCache, JSONEnd, TokenSampler, choice_gbnf, schema_gbnf
 
 DEFAULT_LOCAL_MODEL = "smollm2"
@@ -126,8 +126,7 @@ class _Idle:
 
 
 def _close(engine: Engine, llama: Any, weights: Any) -> None:
-    engine.close()
-    if not engine.busy:  # a decode may still be running on the daemon thread at exit
+    if engine.close():  # a thread stuck inside a decode still holds a context on these weights
         import llama_cpp
 
         llama.close()
@@ -210,6 +209,7 @@ class LocalProvider:
         n_threads: int | None = None,
         max_waiting: int | None = None,
         parallel: int | None = None,
+        stall_seconds: float = STALL_SECONDS,
     ):
         key = _ALIASES.get(model.lower(), model.lower())
         builtin = BUILTIN_MODELS.get(key)
@@ -242,6 +242,7 @@ class LocalProvider:
         self.parallel = max(1, parallel or DEFAULT_PARALLEL)
         waiting = MAX_WAITING if max_waiting is None else max_waiting
         self.admission = _Admission(self.parallel + waiting)
+        self.stall_seconds = stall_seconds  # no step this long with work waiting: restarted
         self.engine: Engine | None = None
         self._load_lock = threading.Lock()
         self._llama: Any = None
@@ -291,12 +292,18 @@ class LocalProvider:
                     threads=self.n_threads,
                     batch_threads=self.n_threads_batch,
                     name=f"streamchat-llama-{Path(self.path).stem}",
+                    stall_seconds=self.stall_seconds,
                 )
                 self._llama = llama
                 # Free it with the provider, or at exit while llama.cpp's bindings still exist
                 # (Llama.__del__ during interpreter teardown prints a TypeError traceback).
                 weakref.finalize(self, _close, self.engine, llama, weights)
             return self._llama
+
+    def health(self) -> str | None:
+        """Why this model cannot serve now (its scheduler died or is stuck: ``/readyz``), or
+        ``None``; a model not loaded yet is healthy."""
+        return None if self.engine is None else self.engine.health()
 
     @property
     def worker(self) -> Engine | _Idle:

@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import HistoryError, NotFoundError
+from ..errors import APIError, HistoryError, NotFoundError
 from ..history.shared import shared_store
 from ..providers import get_provider
 from . import anthropic, bedrock, metrics, openai
@@ -65,8 +65,11 @@ async def _history_ready(config: ServerConfig) -> None:
 
 async def _provider_ready(config: ServerConfig) -> None:
     """A remote default provider (an OpenAI-compatible server, the Anthropic API) must accept
-    a TCP connection; embedded and scripted models are always there."""
+    a TCP connection; an embedded model's scheduler must be alive and stepping."""
     provider = get_provider(config.default_model)
+    health = getattr(provider, "health", None)
+    if health is not None and (trouble := health()) is not None:
+        raise APIError(trouble)
     base = getattr(getattr(provider, "client", None), "base_url", None)
     if base is None:
         return

@@ -14,6 +14,6 @@ def building(folder: Path) -> Iterator[None]:
     """Hold ``folder``'s lock (a file beside it) while checking and building it: the other
     workers wait, then find it built."""
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with (folder.parent / f".{folder.name}.lock").open("w") as lock:
+    with (folder.parent / f"{folder.name}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield

@@ -31,6 +31,7 @@ from streamchat.providers import ScriptedProvider
 from streamchat.server.app import create_app
 from streamchat.server.common import ServerConfig
 from streamchat.server.http2 import DualProtocol
+from waiting import wait_until
 
 TEXT = "one two three four five six seven eight"
 EXPECTED = "[turn 1] You said: " + TEXT  # the scripted echo when no text is scripted
@@ -127,10 +128,9 @@ def test_curl_streams_with_prior_knowledge(server: Server) -> None:
 
 @pytest.mark.anyio
 async def test_many_concurrent_streams_share_one_connection(server: Server) -> None:
-    """Fifty streams multiplexed on one connection, each interleaved with the others."""
+    """Fifty streams multiplexed on one connection by a real HTTP/2 client, each whole (that
+    they are under way at once: ``test_fifty_streams_on_one_connection_are_under_way_at_once``)."""
     protocol = PROTOCOLS["anthropic"]
-    starts: list[float] = []
-    ends: list[float] = []
 
     async def one(client: httpx.AsyncClient, index: int) -> str:
         reader = protocol.reader()
@@ -138,9 +138,7 @@ async def test_many_concurrent_streams_share_one_connection(server: Server) -> N
         async with client.stream("POST", server.url + protocol.stream_path, json=body) as reply:
             assert reply.http_version == "HTTP/2"
             async for chunk in reply.aiter_bytes():
-                if reader.feed(chunk) and not reader.texts[1:]:
-                    starts.append(time.monotonic())
-        ends.append(time.monotonic())
+                reader.feed(chunk)
         assert reader.done
         return reader.text
 
@@ -150,7 +148,6 @@ async def test_many_concurrent_streams_share_one_connection(server: Server) -> N
         connections = client._transport._pool.connections  # type: ignore[attr-defined]
         assert len(connections) == 1
     assert texts == [f"[turn 1] You said: s{i} {TEXT}" for i in range(50)]
-    assert len(starts) == 50 and max(starts) < min(ends)  # all had begun before any ended
 
 
 # -- raw HTTP/2 (the h2 library) against an in-process server whose provider we can see -------
@@ -226,6 +223,14 @@ class RawH2:
                 self.reset.add(event.stream_id)
         self.flush()
 
+    def grant(self, *streams: int) -> None:
+        """Open the connection's and ``streams``' windows wide and acknowledge from now on."""
+        self.acknowledge = True
+        self.conn.increment_flow_control_window(10_000_000)
+        for stream_id in streams:
+            self.conn.increment_flow_control_window(10_000_000, stream_id)
+        self.flush()
+
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.conn.close_connection()
@@ -233,11 +238,33 @@ class RawH2:
         self.sock.close()
 
 
-def wait_for(condition, what: str, timeout: float = 20) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
+def anthropic_body(prompt: str, max_tokens: int) -> bytes:
+    return json.dumps(PROTOCOLS["anthropic"].body(prompt, max_tokens)).encode()
+
+
+def test_fifty_streams_on_one_connection_are_under_way_at_once(server: Server) -> None:
+    """Each stream may send 1 KB before the client reads on (HTTP/2 flow control), less than a
+    reply: all fifty have begun while none can have ended, which a server handling a
+    connection's streams one after the other never gets to. Then every one finishes whole."""
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    client = RawH2(host, int(port), window=1024)
+    client.acknowledge = False
+    try:
+        streams = [
+            client.post("/v1/messages", anthropic_body(f"s{i} {TEXT}", 100)) for i in range(50)
+        ]
+        while not all(b"content_block_delta" in client.data[s] for s in streams):
+            client.pump()
+        assert not client.ended and not client.reset  # all under way, none could end
+        client.grant(*streams)
+        while not client.ended.issuperset(streams):
+            client.pump()
+    finally:
+        client.close()
+    for i, stream_id in enumerate(streams):
+        reader = PROTOCOLS["anthropic"].reader()
+        reader.feed(bytes(client.data[stream_id]))
+        assert (reader.text, reader.done) == (f"[turn 1] You said: s{i} {TEXT}", True)
 
 
 def test_a_client_that_half_closes_after_its_request_still_gets_the_reply(server: Server) -> None:
@@ -269,23 +296,28 @@ def test_a_client_that_half_closes_after_its_request_still_gets_the_reply(server
 
 
 def test_rst_stream_cancels_that_stream_and_the_connection_goes_on() -> None:
-    words = " ".join(f"w{i}" for i in range(200))
-    spec = "scripted?" + urlencode({"text": words, "delay": 0.02})
+    """Both streams are held by flow control (4 KB each, not read on), so neither can finish
+    before the first is reset and the second is let go."""
+    words = " ".join(f"w{i}" for i in range(2000))  # ~200 KB of SSE frames
+    spec = "scripted?" + urlencode({"text": words})
     with in_process(spec) as (host, port, provider):
-        client = RawH2(host, port)
+        client = RawH2(host, port, window=4096)
+        client.acknowledge = False
         try:
-            body = PROTOCOLS["anthropic"].body("go", 1000)
-            encoded = __import__("json").dumps(body).encode()
+            encoded = anthropic_body("go", 10_000)
             first, second = (
                 client.post("/v1/messages", encoded),
                 client.post("/v1/messages", encoded),
             )
-            while b"content_block_delta" not in client.data[first] or b"content_block_delta" not in client.data[second]:  # fmt: skip # noqa: E501
+            while not all(b"content_block_delta" in client.data[s] for s in (first, second)):
                 client.pump()
             client.conn.reset_stream(first)
             client.flush()
-            wait_for(lambda: provider.cancelled == 1, "generation of the reset stream to stop")
-            assert provider.active == 1  # the other stream is still generating
+            wait_until(
+                lambda: provider.cancelled == 1, what="generation of the reset stream to stop"
+            )
+            assert provider.active == 1 and provider.completed == 0  # the other one still waits
+            client.grant(second)
             while second not in client.ended:
                 client.pump()
         finally:
@@ -293,7 +325,7 @@ def test_rst_stream_cancels_that_stream_and_the_connection_goes_on() -> None:
         reader = PROTOCOLS["anthropic"].reader()
         reader.feed(bytes(client.data[second]))
         assert (reader.text, reader.done) == (words, True)
-        wait_for(lambda: provider.completed == 1, "the second stream to complete")
+        wait_until(lambda: provider.completed == 1, what="the second stream to complete")
         assert provider.cancelled == 1
 
 
@@ -306,20 +338,13 @@ def test_a_stalled_http2_reader_pauses_generation() -> None:
         client = RawH2(host, port, window=16_384)
         client.acknowledge = False
         try:
-            body = __import__("json").dumps(PROTOCOLS["anthropic"].body("go", 10_000)).encode()
-            stream = client.post("/v1/messages", body)
-            client.sock.settimeout(1.0)
-            with contextlib.suppress(TimeoutError):
-                while True:
-                    client.pump()
-            assert len(client.data[stream]) <= 65_535  # the connection window at most
-            assert stream not in client.ended
+            stream = client.post("/v1/messages", anthropic_body("go", 10_000))
+            while len(client.data[stream]) < 16_384:  # the stream's window, filled
+                client.pump()
+            time.sleep(1.0)  # the stall under test: a reader that grants no window for a while
+            assert len(client.data[stream]) == 16_384 and stream not in client.ended
             assert provider.active == 1 and provider.completed == 0  # waiting, not finished
-            client.acknowledge = True
-            client.conn.increment_flow_control_window(10_000_000)
-            client.conn.increment_flow_control_window(10_000_000, stream)
-            client.flush()
-            client.sock.settimeout(30)
+            client.grant(stream)
             while stream not in client.ended:
                 client.pump()
         finally:
@@ -360,16 +385,16 @@ def test_tls_negotiates_http2_by_alpn_and_http1_without_it(certificate: tuple[Pa
     )
     url = f"https://{HOST}:{port}"
     context = ssl.create_default_context(cafile=str(cert))
+
+    def up() -> bool:
+        assert process.poll() is None, "serve --tls-cert exited"
+        try:
+            return httpx.get(url + "/healthz", verify=context, timeout=5).status_code == 200
+        except httpx.TransportError:
+            return False
+
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, "serve --tls-cert exited"
-            try:
-                if httpx.get(url + "/healthz", verify=context, timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "the TLS server did not come up"
-                time.sleep(0.1)
+        wait_until(up, what="the TLS server to come up")
         with httpx.Client(http2=True, verify=context, timeout=30) as client:
             version, text, done = stream_over(client, url, PROTOCOLS["bedrock"])
         assert (version, text, done) == ("HTTP/2", EXPECTED, True)

@@ -49,33 +49,32 @@ STOP = {"anthropic": "end_turn", "openai": "stop", "bedrock": "end_turn"}
 def check_timings(result: BenchResult, *, every_gap: bool = True) -> None:
     """Streaming TTFT ≈ first_delay, gaps ≈ delay, non-streaming TTFT = whole reply.
 
-    Over a network one late frame makes the next gap short, so only the library (timed at
-    generation) bounds ``every_gap``; endpoints bound the span from first to last delta.
+    Only lower bounds on times: the provider's sleeps guarantee them, while a loaded machine
+    can only make a measurement later. Over a network one late frame makes the next gap short,
+    so only the library (timed at generation) bounds ``every_gap``; endpoints are checked side
+    by side instead: a stream's first token is measured before a whole reply of the same run.
     """
     streams, wholes = result.measured("stream"), result.measured("non-stream")
     assert streams and wholes
     for sample in streams:
         assert sample.output_tokens == len(WORDS)
         assert len(sample.delta_offsets_s) == len(WORDS)
+        assert sample.delta_offsets_s == sorted(sample.delta_offsets_s)
         assert sample.ttft_s == sample.delta_offsets_s[0]
         assert sample.ttft_s >= FIRST_DELAY - EARLY
-        if every_gap:  # over a network a late first frame shortens the span: medians below
-            span = sample.delta_offsets_s[-1] - sample.delta_offsets_s[0]
+        span = sample.delta_offsets_s[-1] - sample.delta_offsets_s[0]
+        assert sample.decode_tokens_per_s == pytest.approx((len(WORDS) - 1) / span)
+        if every_gap:  # over a network a late first frame shortens the span
             assert span >= (len(WORDS) - 1) * DELAY - EARLY
             assert min(sample.gaps()) >= DELAY - EARLY
         assert sample.total_s >= sample.delta_offsets_s[-1]
-    ttft = statistics.median(s.ttft_s for s in streams)
-    gap = statistics.median(g for s in streams for g in s.gaps())
-    rate = statistics.median(s.decode_tokens_per_s for s in streams)
-    assert FIRST_DELAY - EARLY <= ttft <= FIRST_DELAY + 0.1
-    assert DELAY - EARLY <= gap <= DELAY + 0.03
-    assert rate >= 1 / (DELAY + 0.03)
     whole_reply = FIRST_DELAY + (len(WORDS) - 1) * DELAY
     for sample in wholes:
         assert sample.ttft_s == sample.total_s >= whole_reply - EARLY
         assert sample.output_tokens == len(WORDS)
         assert sample.delta_offsets_s == [] and sample.decode_tokens_per_s is None
-    assert ttft < statistics.median(s.ttft_s for s in wholes)
+    ttft = statistics.median(s.ttft_s for s in streams)
+    assert ttft < statistics.median(s.ttft_s for s in wholes)  # 0.2 s vs 0.41 s of sleeps
     assert {s.input_tokens for s in streams + wholes} == {PROMPT_TOKENS}
 
 

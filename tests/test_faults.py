@@ -40,18 +40,11 @@ from streamchat.request import MessageRequest
 from streamchat.server import listen
 from streamchat.server.app import create_app
 from streamchat.server.common import ServerConfig
+from waiting import wait_until
 
 ScriptedFactory = Callable[..., tuple[str, ScriptedProvider]]
 LONG = " ".join(f"w{i}" for i in range(300))  # 300 tokens x 20 ms: 6 s unless cancelled
 IDS = list(PROTOCOLS)
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 10.0) -> Any:
-    """Poll ``condition`` until it is truthy (a hang guard, not a speed test)."""
-    deadline = time.monotonic() + timeout
-    while not (result := condition()) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return result
 
 
 @contextlib.contextmanager
@@ -112,17 +105,17 @@ def test_a_hundred_disconnects_cancel_every_generation_and_leak_no_task_or_threa
     ):
         for protocol in protocols:  # warm-up: whatever is created lazily exists from here on
             read_then_leave(http, protocol, protocol.body("hi", 1000), texts=2)
-        assert wait_for(lambda: provider.active == 0)
+        wait_until(lambda: provider.active == 0, what="the warm-up generations to end")
         threads, tasks = threading.active_count(), tasks_on(loop)
 
         for i in range(100):
             protocol = protocols[i % len(protocols)]
             read_then_leave(http, protocol, protocol.body(f"leave {i}", 1000), texts=2)
 
-        assert wait_for(lambda: provider.active == 0), f"{provider.active} still generating"
+        wait_until(lambda: provider.active == 0, what="every generation to end")
         assert (provider.cancelled, provider.completed) == (104, 0)
-        assert wait_for(lambda: tasks_on(loop) == tasks), f"{tasks_on(loop)} tasks, was {tasks}"
-        assert wait_for(lambda: threading.active_count() == threads)
+        wait_until(lambda: tasks_on(loop) == tasks, what=f"the server's {tasks} tasks")
+        wait_until(lambda: threading.active_count() == threads, what=f"{threads} threads")
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS.values(), ids=IDS)
@@ -139,9 +132,9 @@ def test_a_client_that_gives_up_on_a_whole_reply_stops_its_generation(
         port = int(url.rsplit(":", 1)[1])
         with socket.create_connection((HOST, port)) as sock:
             sock.sendall(request)
-            assert wait_for(lambda: provider.active == 1)  # generating the whole reply...
+            wait_until(lambda: provider.active == 1, what="generation")  # the whole reply...
         # ...for a client that has gone
-        assert wait_for(lambda: provider.active == 0), "generation went on without a client"
+        wait_until(lambda: provider.active == 0, what="the generation to stop")
     assert (provider.cancelled, provider.completed) == (1, 0)
 
 
@@ -180,7 +173,7 @@ def test_disconnects_end_the_embedded_models_worker_threads(
             read_then_leave(http, protocol, body, texts=3)
             at_close = counter.tokens
             idle = lambda: not local_model.worker.busy and local_model.admission.count == 0  # noqa: E731
-            assert wait_for(idle, 30)
+            wait_until(idle, what="the model to be idle")
             assert counter.tokens - at_close <= 16, "generation went on after the client left"
         assert counter.tokens > 0  # the hook saw the generations
 
@@ -297,7 +290,7 @@ def test_a_provider_failing_mid_stream_ends_it_with_the_protocols_error_and_keep
                 reply = store.conversation(conversations[0]["id"])["messages"][-1]
             return reply if reply["role"] == "assistant" and reply["interrupted"] else None
 
-        reply = wait_for(stored)
+        reply = wait_until(stored, what="the interrupted reply in the history")
     assert reader.texts == [" t0", " t1", " t2"]
     assert (reader.error, reader.done) == (expected, False)
     assert reply is not None and reply["text"] == " t0 t1 t2"

@@ -151,6 +151,19 @@ def render(results: Path) -> str:
         "`benchmarks/README.md`.",
         "",
     ]
+    scripts = sorted(
+        p.stem
+        for p in results.parent.glob("*.py")
+        if not p.name.startswith("_") and p.name != "report.py"
+    )
+    missing = [name for name in scripts if name not in {stem for stem, _ in loaded}]
+    if missing:
+        lines += [
+            "Not in this render (no result file; `make bench` writes one): "
+            + ", ".join(f"`{name}.py`" for name in missing)
+            + ".",
+            "",
+        ]
     for name, data in loaded:
         lines += section(data.get("benchmark", name), data)
     return "\n".join(lines).rstrip() + "\n"

@@ -25,6 +25,7 @@ from streamchat.providers.scripted import tokenize
 from streamchat.request import build_request
 from streamchat.server.app import create_app
 from streamchat.server.common import ServerConfig
+from waiting import wait_until
 
 HELLO = [{"role": "user", "content": [{"text": "hello world"}]}]  # Converse shape
 HI = [{"role": "user", "content": "hi"}]  # Anthropic shape
@@ -316,13 +317,9 @@ def test_closing_the_stream_cancels_generation(bedrock, model):
     for _ in range(4):
         next(events)
     assert provider.active == 1
-    closed = time.monotonic()
     stream.close()
-    while provider.cancelled == 0 and time.monotonic() - closed < 5:
-        time.sleep(0.02)
-    assert provider.cancelled == 1
-    assert provider.completed == 0 and provider.active == 0
-    assert time.monotonic() - closed < 5
+    wait_until(lambda: provider.active == 0, what="the generation to end")  # either way
+    assert provider.cancelled == 1 and provider.completed == 0  # stopped, not run to its end
 
 
 def test_model_ids_with_reserved_characters_route_intact(bedrock, model):

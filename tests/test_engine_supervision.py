@@ -38,7 +38,7 @@ pytestmark = [pytest.mark.model, pytest.mark.anyio]
 
 SLOTS = 2
 WINDOW = 512
-LONG = digits_format(40)  # JSON output the grammar spells: 40 tokens at least, so runs overlap
+LONG = digits_format(16)  # JSON output the grammar spells: 16 tokens at least, so runs overlap
 HANG_GUARD = 120  # seconds: today's engine hangs here; a healthy one is far quicker
 
 
@@ -141,7 +141,7 @@ def both_submitted(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 async def two_then_one(model: LocalProvider) -> tuple[list[Any], Any]:
     """Two requests together, then one more once both ended."""
     pair = await asyncio.wait_for(
-        asyncio.gather(outcome(model, max_tokens=40, output_format=LONG), outcome(model)),
+        asyncio.gather(outcome(model, max_tokens=24, output_format=LONG), outcome(model)),
         HANG_GUARD,
     )
     after = await asyncio.wait_for(outcome(model), HANG_GUARD)
@@ -309,7 +309,7 @@ async def test_a_dead_scheduler_fails_its_requests_is_unready_and_restarts_at_th
         assert ready(url)[0] == 200
         engine.observe = observe
         failed = await asyncio.wait_for(
-            outcome(model, max_tokens=40, output_format=LONG), HANG_GUARD
+            outcome(model, max_tokens=24, output_format=LONG), HANG_GUARD
         )
         engine.observe = None
         assert admit.fired.is_set() and engine_error(failed), failed

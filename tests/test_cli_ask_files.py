@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pexpect
-
 from serving import received, recording
+from terminal import Terminal
 from test_cli_ask import ask, command, env
 
 
@@ -40,10 +39,8 @@ def test_files_alone_are_the_prompt_and_a_terminal_stdin_is_not_waited_for(
     notes.write_text("buy milk\n")
     record = tmp_path / "r.jsonl"
     argv = command("ask", "--no-history", "-m", recording(record), "-f", notes)
-    child = pexpect.spawn(argv[0], argv[1:], env=env(tmp_path), encoding="utf-8", timeout=30)
-    child.expect(pexpect.EOF)  # stdin is a terminal: nothing is read from it
-    child.close()
-    assert child.exitstatus == 0
+    terminal = Terminal(argv, env=env(tmp_path))
+    assert terminal.wait_for_exit() == 0  # stdin is a terminal: nothing is read from it
     assert prompt_of(record) == f"File {notes}:\n```txt\nbuy milk\n```"
 
 

@@ -37,10 +37,12 @@ system-packages:
 		else echo "missing:$$missing (apt-get install them as root): the tests that need them skip"; fi; \
 	fi
 
+# Two pytest workers (pytest-xdist), each taking whole files (their module-scoped servers and
+# engines start once); every run in a new random order (pytest-randomly, seed printed on top).
 test: setup system-packages
 	$(BIN)/ruff check src tests benchmarks
 	$(MAKE) --no-print-directory docs
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 # The documentation site (docs/, mkdocs.yml) into build/docs; any warning fails the build.
 # Offline and a few seconds; the examples in it run in tests/test_docs_examples.py.

@@ -45,7 +45,8 @@ LAST_REPLY = "#messages article.assistant:last-child"
 Scripted = Callable[..., tuple[str, ScriptedProvider]]
 
 pytestmark = pytest.mark.skipif(
-    not os.access(CHROMIUM, os.X_OK), reason=f"{CHROMIUM} missing: make system-packages (apt chromium)"
+    not os.access(CHROMIUM, os.X_OK),
+    reason=f"{CHROMIUM} missing: make system-packages (apt chromium)",
 )
 
 

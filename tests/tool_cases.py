@@ -1,6 +1,7 @@
 """Fifty forced tool calls: varied prompts and input schemas (nested objects, arrays, enums,
-numbers, integers, booleans, required and optional fields). Shared by the library tests and
-``benchmarks/tools.py``; ``jsonschema`` judges every generated input."""
+numbers, integers, booleans, required and optional fields). ``benchmarks/tools.py`` runs all
+fifty; the library tests run :func:`covering`'s few, which use every schema construct of the
+fifty at least twice. ``jsonschema`` judges every generated input."""
 
 from __future__ import annotations
 
@@ -421,3 +422,46 @@ CASES: list[ToolCase] = [
 
 assert len(CASES) == 50
 assert len({case.name for case in CASES}) == len(CASES)
+
+
+def features(schema: dict[str, Any], path: str = "") -> set[str]:
+    """The JSON Schema constructs a case's grammar is built from: each type, and each way of
+    bounding, choosing or nesting it (an enum, an integer range, an array of objects...)."""
+    found: set[str] = set()
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        found.add("type list:" + "+".join(sorted(kind)))
+        kind = next(k for k in kind if k != "null")
+    found.add(f"{kind} (nested)" if kind == "object" and path else str(kind))
+    for keyword in ("enum", "maxLength", "minItems", "maxItems"):
+        if keyword in schema:
+            found.add(f"{kind} {keyword}")
+    if kind == "integer" and ("minimum" in schema or "maximum" in schema):
+        found.add("integer range" if "maximum" in schema else "integer minimum")
+    if kind == "array":
+        items = schema["items"]
+        found.add(f"array of {items.get('type')}")
+        found |= features(items, path + "/items")
+    if kind == "object":
+        required = set(schema.get("required", []))
+        for name, value in schema["properties"].items():
+            found.add("optional property" if name not in required else "required property")
+            found |= features(value, f"{path}/{name}")
+    return found
+
+
+def covering(cases: list[ToolCase], times: int = 2) -> list[ToolCase]:
+    """A few cases that together use every construct of ``cases``, each at least ``times``
+    (when that many use it): the same grammar features, at a fraction of the cost."""
+    uses = [features(case.schema) for case in cases]
+    need = {f: min(times, sum(f in used for used in uses)) for used in uses for f in used}
+    chosen: list[ToolCase] = []
+    while any(need.values()):
+        best = max(
+            (c for c in cases if c not in chosen),
+            key=lambda c: sum(1 for f in features(c.schema) if need.get(f)),
+        )
+        chosen.append(best)
+        for f in features(best.schema):
+            need[f] = max(0, need[f] - 1)
+    return sorted(chosen, key=cases.index)

@@ -8,9 +8,8 @@ import os
 import subprocess
 import sys
 import threading
-import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ import pytest
 import deployment as postgres_cluster
 from streamchat.errors import ConversationNotFoundError, HistoryError
 from streamchat.history import HistoryUnavailableError, open_store
+from waiting import wait_until
 
 pytest.importorskip("psycopg", reason="the postgres extra is not installed")
 from streamchat.history.postgres import SCHEMA_VERSION, PostgresStore
@@ -259,14 +259,26 @@ def test_writes_resume_after_the_database_restarts(cluster: postgres_cluster.Clu
     for event in message_end("end_turn", 2):
         recorder.observe(event)
     recorder.finish()
-    store.ping()
+    wait_until(reachable(store), what="the restarted database to accept the store again")
 
     def stored() -> dict | None:
         (message,) = store.conversation(conversation)["messages"]
-        return message if message["text"] == "before during" else None
+        done = message["text"] == "before during" and not message["interrupted"]
+        return message if done else None
 
-    deadline = time.monotonic() + 15
-    while stored() is None or stored()["interrupted"]:
-        assert time.monotonic() < deadline, store.conversation(conversation)
-        time.sleep(0.1)
+    wait_until(stored, what="the reply written in full after the restart", every=0.1)
     store.close()
+
+
+def reachable(store: PostgresStore) -> Callable[[], bool]:
+    """Whether the store reaches its database now (a restarted server takes a moment, and the
+    pool a reconnect)."""
+
+    def ping() -> bool:
+        try:
+            store.ping()
+        except HistoryUnavailableError:
+            return False
+        return True
+
+    return ping

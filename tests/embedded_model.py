@@ -8,7 +8,7 @@ code guarantees, and these helpers make the guarantees:
   call's input, JSON output) certainly closes. Every sampled token adds at least one byte
   (llama.cpp's grammar refuses tokens with an empty piece) and the reply ends at the object's
   closing brace, so the longest text the grammar accepts bounds the tokens.
-- :func:`digits_format`: JSON output the grammar spells to the last character, a run of digits;
+- :func:`digits_format`: JSON output the grammar spells to the last character, runs of digits;
   no token of the default model holds two adjacent digits (checked by a test), so ``n`` digits
   take at least ``n`` tokens: a reply that certainly runs to ``max_tokens`` when that is at most
   ``n``, for tests that need a generation still running or cut.
@@ -132,9 +132,13 @@ def forced_budget(tools: list[dict[str, Any]], *, parallel: bool = False) -> int
 
 
 def digits_format(n: int) -> dict[str, Any]:
-    """``output_format`` whose grammar forces ``{"digits": "0123..."}`` with ``n`` digits."""
-    digits = ("0123456789" * (n // 10 + 1))[:n]
-    schema = {"type": "object", "properties": {"digits": {"const": digits}}, "required": ["digits"]}
+    """``output_format`` whose grammar forces ``{"digits": ["0123456789", ...]}``, at least ``n``
+    digits in all: as many tokens. The schema stays short (it is shown in the prompt, which every
+    stream of a batch must prefill)."""
+    count = -(-n // 10)
+    digits = {"type": "array", "items": {"const": "0123456789"}}
+    digits |= {"minItems": count, "maxItems": count}
+    schema = {"type": "object", "properties": {"digits": digits}, "required": ["digits"]}
     return {"type": "json_schema", "schema": schema}
 
 

@@ -33,7 +33,7 @@ from functools import cache
 from typing import Any
 
 from streamchat.providers.grammar import schema_gbnf
-from streamchat.providers.local import MAX_CALLS, PEEK_TOKENS, LocalProvider
+from streamchat.providers.local import MAX_CALLS, PEEK_TOKENS, LocalProvider, load_weights
 from streamchat.request import MessageRequest
 
 _GBNF_TOKEN = re.compile(
@@ -171,6 +171,7 @@ def cut_of(output_tokens: int, stop_reason: str | None, limit: int) -> tuple[int
 
 MIN_P = 0.05  # TokenSampler's min_p: no token below this share of the likeliest is ever sampled
 _silent: dict[str, list[int]] = {}
+_weights: dict[str, Any] = {}  # a second copy of each model's weights, for may_write_nothing
 
 
 def _silent_tokens(provider: LocalProvider) -> list[int]:
@@ -193,7 +194,7 @@ def may_write_nothing(provider: LocalProvider, request: MessageRequest) -> bool:
     one's probability there. Greedy decoding and min-p sampling never pick one below that, so
     when this is ``False`` a reply certainly has text, whatever the model then writes.
 
-    One decode of the prompt in a small context of its own (the engine's is the scheduler's).
+    One decode of the prompt in a small context of its own, on weights of its own.
     """
     import llama_cpp
     import numpy as np
@@ -203,8 +204,9 @@ def may_write_nothing(provider: LocalProvider, request: MessageRequest) -> bool:
     params = llama_cpp.llama_context_default_params()
     params.n_ctx = params.n_batch = params.n_ubatch = max(64, len(tokens))
     params.n_seq_max = 1
-    assert provider.engine is not None
-    ctx = llama_cpp.llama_init_from_model(llama_cpp.llama_get_model(provider.engine.ctx), params)
+    if provider.path not in _weights:  # the engine's own are its scheduler's business
+        _weights[provider.path] = load_weights(provider.path)
+    ctx = llama_cpp.llama_init_from_model(_weights[provider.path], params)
     try:
         array = (llama_cpp.llama_token * len(tokens))(*tokens)
         assert llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(array, len(tokens))) == 0

@@ -3,6 +3,11 @@
 The only changes: ``client`` is a streamchat client (the notebook leaves it undefined) and every
 ``max_tokens`` is ``MAX_TOKENS`` so the run stays short. The model id is the notebook's own; the
 client serves it with the embedded model and echoes it back.
+
+The cells print what the model writes; its words are its own. That a reply has text at all (the
+streaming cell needs one delta to time it) is certain, not hoped for: checked per prompt with
+``embedded_model.may_write_nothing`` (the model's first token cannot end the reply or be a token
+without text).
 """
 
 from __future__ import annotations
@@ -15,11 +20,15 @@ import time
 import pytest
 
 import streamchat
+from embedded_model import may_write_nothing
+from streamchat.request import build_request
 
 pytestmark = pytest.mark.model
 
 MAX_TOKENS = 40
 MODEL_ID = "anthropic.claude-3-5-sonnet-20241022-v2:0"
+ESSAY = "Write mme a long essay explaining the history of the American Revolution"
+SONNET = "Write me sonnet about orchids"
 client: streamchat.Client | streamchat.AsyncClient | None = None  # the notebook's setup cell's
 
 
@@ -158,7 +167,17 @@ def chat_with_claude():
 TIMING = r"(\d+\.\d{3}) seconds"
 
 
-def test_non_streaming_ttft_cell(notebook_client, capsys: pytest.CaptureFixture[str]) -> None:
+def says_something(local_model, *turns: str) -> bool:
+    """The reply to these turns (user, assistant, user...) certainly has text."""
+    roles = ("user", "assistant")
+    messages = [{"role": roles[i % 2], "content": text} for i, text in enumerate(turns)]
+    return not may_write_nothing(local_model, build_request(model=MODEL_ID, messages=messages))
+
+
+def test_non_streaming_ttft_cell(
+    notebook_client, local_model, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert says_something(local_model, ESSAY)
     notebook_client(streamchat.Client())
     measure_non_streaming_ttft()
     lines = capsys.readouterr().out.split("\n")
@@ -168,10 +187,13 @@ def test_non_streaming_ttft_cell(notebook_client, capsys: pytest.CaptureFixture[
     assert first and complete and tokens, lines[:3]
     assert first.group(1) == complete.group(1)  # non-streaming: the first token comes with the rest
     assert 0 < int(tokens.group(1)) <= MAX_TOKENS
-    assert "".join(lines[3:]).strip()  # the essay
+    assert "\n".join(lines[3:]).removesuffix("\n")  # the essay, as printed
 
 
-def test_streaming_ttft_cell(notebook_client, capsys: pytest.CaptureFixture[str]) -> None:
+def test_streaming_ttft_cell(
+    notebook_client, local_model, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert says_something(local_model, ESSAY)  # the cell times the first delta: there is one
     notebook_client(streamchat.Client())
     measure_streaming_ttft()
     out = capsys.readouterr().out
@@ -180,13 +202,14 @@ def test_streaming_ttft_cell(notebook_client, capsys: pytest.CaptureFixture[str]
     ttft = re.fullmatch(TIMING, lines[0])
     total = re.fullmatch(f"Time to recieve complete response: {TIMING}", lines[1])
     tokens = re.fullmatch(r"Total tokens generated: (\d+)", lines[2])
-    assert text.strip() and ttft and total and tokens, out
+    assert text and ttft and total and tokens, out
     assert float(ttft.group(1)) <= float(total.group(1))
     assert 0 < int(tokens.group(1)) <= MAX_TOKENS
 
 
 @pytest.mark.anyio
-async def test_streaming_with_helpers_cell(notebook_client, capsys) -> None:
+async def test_streaming_with_helpers_cell(notebook_client, local_model, capsys) -> None:
+    assert says_something(local_model, SONNET)
     notebook_client(streamchat.AsyncClient())
     await streaming_with_helpers()
     out = capsys.readouterr().out
@@ -198,13 +221,15 @@ async def test_streaming_with_helpers_cell(notebook_client, capsys) -> None:
     assert message["type"] == "message"
     assert message["role"] == "assistant"
     assert message["content"] == [{"type": "text", "text": streamed}]
-    assert streamed.strip()
+    assert streamed
     assert message["stop_reason"] in ("end_turn", "max_tokens")
     assert 0 < message["usage"]["output_tokens"] <= MAX_TOKENS
+    if message["stop_reason"] == "max_tokens":
+        assert message["usage"]["output_tokens"] == MAX_TOKENS
     assert message["usage"]["input_tokens"] > 0
 
 
-def test_chatbot_exercise_cell(notebook_client, capsys, monkeypatch) -> None:
+def test_chatbot_exercise_cell(notebook_client, local_model, capsys, monkeypatch) -> None:
     chat_client = notebook_client(streamchat.Client())
     typed = iter(["hi", "sup", "quit"])
     prompts: list[str] = []
@@ -240,4 +265,8 @@ def test_chatbot_exercise_cell(notebook_client, capsys, monkeypatch) -> None:
             {"role": "user", "content": "sup"},
         ],
     ]
-    assert all(reply.strip() for reply in printed)
+    # a reply with text wherever the model's first token cannot be silent (sampled replies: the
+    # second turn's prompt holds the first reply, so it is checked as it was sent)
+    for reply, turns_sent in zip(printed, sent, strict=True):
+        if says_something(local_model, *(m["content"] for m in turns_sent)):
+            assert reply.removesuffix("\n")

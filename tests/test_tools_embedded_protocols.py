@@ -1,7 +1,12 @@
 """The embedded model calls tools through ``streamchat serve`` (its default), judged by the official
 clients: anthropic (sync and async), AnthropicBedrock, boto3 Converse/ConverseStream and openai.
 Forced calls are grammar-constrained, so every input validates (jsonschema is the judge); a tool
-result sent back gets a text answer."""
+result sent back reaches the prompt and gets a text answer.
+
+What the model chooses (which city, how many calls, its words) is never asserted: ``max_tokens``
+is the grammar's bound (``embedded_model.forced_budget``), so every call certainly closes, and an
+answer to a tool result is text by construction (its first token is under a grammar that refuses
+a space or a call's ``<``)."""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import openai
 import pytest
 from botocore.config import Config
 
+from embedded_model import call_budget, check_limit, forced_budget
 from serving import Server, serve
 
 pytestmark = pytest.mark.model
@@ -38,6 +44,8 @@ WEATHER = {
 ASK = "What's the weather in Paris?"
 RESULT = "18 degrees Celsius and sunny"
 GREEDY = {"temperature": 0}  # the current anthropic SDK takes it only as an extra
+ONE_CALL = forced_budget([WEATHER])  # max_tokens under which a forced call certainly closes
+CALLS = forced_budget([WEATHER], parallel=True)  # ... and every parallel one
 
 
 @pytest.fixture(scope="module")
@@ -50,14 +58,14 @@ def messages_client(server: Server) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=server.url, api_key="x", max_retries=0, timeout=120)
 
 
-def answer_turns(call: Any) -> list[dict[str, Any]]:
+def answer_turns(call: Any, result: str = RESULT) -> list[dict[str, Any]]:
     """The Anthropic history after ``call``: the call, then its result."""
     return [
         {"role": "user", "content": ASK},
         {"role": "assistant", "content": [call.model_dump(exclude_none=True)]},
         {
             "role": "user",
-            "content": [{"type": "tool_result", "tool_use_id": call.id, "content": RESULT}],
+            "content": [{"type": "tool_result", "tool_use_id": call.id, "content": result}],
         },
     ]
 
@@ -66,10 +74,10 @@ def test_anthropic_stream_forced_tool_then_the_result_is_answered(server: Server
     client = messages_client(server)
     with client.messages.stream(
         model=MODEL,
-        max_tokens=60,
+        max_tokens=ONE_CALL,
         messages=[{"role": "user", "content": ASK}],
         tools=[WEATHER],
-        tool_choice={"type": "tool", "name": "get_weather"},
+        tool_choice={"type": "tool", "name": "get_weather", "disable_parallel_tool_use": True},
         extra_body=GREEDY,
     ) as stream:
         kinds = [event.type for event in stream]
@@ -87,8 +95,20 @@ def test_anthropic_stream_forced_tool_then_the_result_is_answered(server: Server
         extra_body=GREEDY,
     )
     assert [block.type for block in answer.content] == ["text"]
-    assert answer.content[0].text.strip()
+    assert answer.content[0].text[:1].strip() and answer.content[0].text[0] != "<"
     assert answer.stop_reason in ("end_turn", "max_tokens")
+    check_limit(answer.stop_reason, answer.usage.output_tokens, 40)
+
+    # the result reached the prompt: it is what the server counted, and a longer one counts more
+    def count(result: str) -> int:
+        turns = answer_turns(call, result)
+        return client.messages.count_tokens(
+            model=MODEL, messages=turns, tools=[WEATHER]
+        ).input_tokens
+
+    usage = answer.usage
+    assert usage.input_tokens + (usage.cache_read_input_tokens or 0) == count(RESULT)
+    assert count(RESULT + " with a light breeze from the west") > count(RESULT)
 
 
 @pytest.mark.anyio
@@ -96,7 +116,7 @@ async def test_async_anthropic_forced_call_validates(server: Server) -> None:
     client = anthropic.AsyncAnthropic(base_url=server.url, api_key="x", max_retries=0, timeout=120)
     async with client.messages.stream(
         model=MODEL,
-        max_tokens=60,
+        max_tokens=CALLS,
         messages=[{"role": "user", "content": "Weather in Tokyo for 3 days, in fahrenheit?"}],
         tools=[WEATHER],
         tool_choice={"type": "any"},
@@ -119,10 +139,10 @@ def test_anthropic_bedrock_forced_call_validates(server: Server, sdk_credentials
     )
     message = client.messages.create(
         model="anthropic.claude-3-5-sonnet-20241022-v2:0",
-        max_tokens=60,
+        max_tokens=ONE_CALL,
         messages=[{"role": "user", "content": ASK}],
         tools=[WEATHER],
-        tool_choice={"type": "tool", "name": "get_weather"},
+        tool_choice={"type": "tool", "name": "get_weather", "disable_parallel_tool_use": True},
         extra_body=GREEDY,
     )
     assert message.stop_reason == "tool_use"
@@ -159,7 +179,7 @@ def test_converse_stream_forced_then_converse_answers_the_tool_result(
         modelId="m",
         messages=CONVERSE_ASK,
         toolConfig=tool_config({"any": {}}),
-        inferenceConfig={"maxTokens": 60, "temperature": 0},
+        inferenceConfig={"maxTokens": CALLS, "temperature": 0},
     )
     events = [(kind, body) for event in response["stream"] for kind, body in event.items()]
     starts = [body["start"]["toolUse"] for kind, body in events if kind == "contentBlockStart"]
@@ -191,29 +211,35 @@ def test_converse_stream_forced_then_converse_answers_the_tool_result(
     )
     content = answer["output"]["message"]["content"]
     assert [list(block) for block in content] == [["text"]]
-    assert content[0]["text"].strip()
+    assert content[0]["text"][:1].strip() and content[0]["text"][0] != "<"
     assert answer["stopReason"] in ("end_turn", "max_tokens")
+    check_limit(answer["stopReason"], answer["usage"]["outputTokens"], 40)
 
 
 @pytest.mark.parametrize("choice", [{"auto": {}}, {"tool": {"name": "get_weather"}}])
 def test_converse_gives_text_or_a_valid_call(
     server: Server, sdk_credentials: None, choice: dict[str, Any]
 ) -> None:
+    """``auto``: text or calls as the model chooses (its text may run to the limit, cutting a
+    call); ``tool``: calls, all closed within the grammar's budget."""
+    limit = CALLS if "tool" in choice else 60
     answer = bedrock(server).converse(
         modelId="m",
         messages=CONVERSE_ASK,
         toolConfig=tool_config(choice),
-        inferenceConfig={"maxTokens": 60, "temperature": 0},
+        inferenceConfig={"maxTokens": limit, "temperature": 0},
     )
     content = answer["output"]["message"]["content"]
     uses = [block["toolUse"] for block in content if "toolUse" in block]
-    for use in uses:
+    stop = answer["stopReason"]
+    check_limit(stop, answer["usage"]["outputTokens"], limit)
+    closed = uses[:-1] if stop == "max_tokens" else uses  # the last one may be cut
+    for use in closed:
         jsonschema.validate(use["input"], SCHEMA)
     if "tool" in choice:
-        assert uses and answer["stopReason"] == "tool_use"
+        assert uses and stop == "tool_use"
     else:
-        expected = ("tool_use",) if uses else ("end_turn", "max_tokens")
-        assert answer["stopReason"] in expected
+        assert stop in (("tool_use", "max_tokens") if uses else ("end_turn", "max_tokens"))
 
 
 def openai_client(server: Server) -> openai.OpenAI:
@@ -235,7 +261,7 @@ def test_openai_streamed_required_call_then_the_tool_message_is_answered(server:
             tools=[FUNCTION],
             tool_choice="required",
             parallel_tool_calls=False,
-            max_tokens=60,
+            max_tokens=ONE_CALL,
             temperature=0,
             stream=True,
         )
@@ -267,7 +293,8 @@ def test_openai_streamed_required_call_then_the_tool_message_is_answered(server:
         max_tokens=40,
         temperature=0,
     )
-    assert answer.choices[0].message.content.strip()
+    text = answer.choices[0].message.content
+    assert text[:1].strip() and text[0] != "<"
     assert not answer.choices[0].message.tool_calls
     assert answer.choices[0].finish_reason in ("stop", "length")
 
@@ -278,7 +305,8 @@ def test_openai_named_function_not_streamed(server: Server) -> None:
         messages=[{"role": "user", "content": "Weather in Oslo for 2 days?"}],
         tools=[FUNCTION],
         tool_choice={"type": "function", "function": {"name": "get_weather"}},
-        max_tokens=60,
+        parallel_tool_calls=False,
+        max_tokens=ONE_CALL,
         temperature=0,
     )
     choice = reply.choices[0]
@@ -288,12 +316,13 @@ def test_openai_named_function_not_streamed(server: Server) -> None:
 
 
 def test_openai_response_format_json_schema_is_valid(server: Server) -> None:
+    words = {"type": "string", "maxLength": 24}
     schema = {
         "type": "object",
         "properties": {
-            "name": {"type": "string"},
+            "name": words,
             "age": {"type": "integer"},
-            "likes": {"type": "array", "items": {"type": "string"}},
+            "likes": {"type": "array", "items": words, "maxItems": 3},
         },
         "required": ["name", "age", "likes"],
         "additionalProperties": False,
@@ -306,21 +335,28 @@ def test_openai_response_format_json_schema_is_valid(server: Server) -> None:
             "type": "json_schema",
             "json_schema": {"name": "cat", "schema": schema, "strict": True},
         },
-        max_tokens=100,
+        max_tokens=call_budget(schema),  # the grammar's longest object: it closes
         temperature=0,
     )
     assert reply.choices[0].finish_reason == "stop"
     jsonschema.validate(json.loads(reply.choices[0].message.content), schema)
-    chunks = client.chat.completions.create(
-        model="gpt-4o",
-        messages=[{"role": "user", "content": "A JSON object about Paris."}],
-        response_format={"type": "json_object"},
-        max_tokens=100,
-        temperature=0,
-        stream=True,
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": "A JSON object about Paris."}],
+            response_format={"type": "json_object"},
+            max_tokens=100,
+            temperature=0,
+            stream=True,
+        )
     )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert isinstance(json.loads(text), dict)
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices][-1]
+    assert text.startswith("{")  # any object, unbounded: it may be cut, but it is one
+    if finish == "stop":
+        assert isinstance(json.loads(text), dict)
+    else:
+        assert finish == "length"
 
 
 def test_unsupported_schema_is_the_protocols_own_400(server: Server) -> None:

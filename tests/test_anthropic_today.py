@@ -189,14 +189,22 @@ def counting_prompt(words: int) -> str:
 def test_max_tokens_64000_is_clamped_to_the_context_and_stops_with_max_tokens(
     model_server: Server, local_model
 ) -> None:
+    """JSON output whose grammar spells 40 digits (``embedded_model.digits_format``): the reply
+    certainly runs past the few tokens of room, whatever the model would write."""
+    from embedded_model import digits_format
     from streamchat.request import build_request
 
+    runs_on = digits_format(40)
     window = local_model.n_ctx
-    words = window - 200
+    words = window - 300
     for _ in range(20):  # find a prompt that leaves a few tokens of room
         prompt = counting_prompt(words)
         used = local_model.count_tokens(
-            build_request(model="m", messages=[{"role": "user", "content": prompt}])
+            build_request(
+                model="m",
+                messages=[{"role": "user", "content": prompt}],
+                output_format=runs_on,
+            )
         )
         if 0 < window - used <= 6:
             break
@@ -208,6 +216,7 @@ def test_max_tokens_64000_is_clamped_to_the_context_and_stops_with_max_tokens(
         model="claude-sonnet-4-5",
         max_tokens=64000,
         messages=[{"role": "user", "content": prompt}],
+        output_config={"format": runs_on},
         timeout=600,  # a hang guard (a whole-window prefill under load); else the SDK streams
     )
     assert message.usage.input_tokens + (message.usage.cache_read_input_tokens or 0) == used

@@ -14,7 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from embedded_model import check_limit
 from serving import received, recording
+from streamchat.providers.local import LocalProvider
+from streamchat.request import build_request
 
 # What must not leak in from the user's environment: a history file, remote credentials.
 DROPPED = ("STREAMCHAT_DB", "OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY")
@@ -188,8 +191,17 @@ def test_ctrl_c_exits_130_and_keeps_the_partial_reply(tmp_path: Path) -> None:
 
 
 @pytest.mark.model
-def test_the_embedded_model_answers(tmp_path: Path) -> None:
-    result = ask(tmp_path, "--max-tokens", "12", "--temperature", "0", "Say hello.")
+def test_the_embedded_model_answers(tmp_path: Path, local_model: LocalProvider) -> None:
+    """Its words are its own: the events say it read the prompt and ended within the limit."""
+    result = ask(tmp_path, "--json", "--max-tokens", "12", "--temperature", "0", "Say hello.")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip()
     assert "Traceback" not in result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert (events[0]["type"], events[-1]["type"]) == ("message_start", "message_stop")
+    assert events[0]["message"]["model"] == "SmolLM2-135M-Instruct"
+    hello = build_request(model="m", messages=[{"role": "user", "content": "Say hello."}])
+    assert events[0]["message"]["usage"]["input_tokens"] == local_model.count_tokens(hello)
+    (end,) = [event for event in events if event["type"] == "message_delta"]
+    check_limit(end["delta"]["stop_reason"], end["usage"]["output_tokens"], 12)
+    texts = [e for e in events if e["type"] == "content_block_delta"]
+    assert all(e["delta"]["type"] == "text_delta" for e in texts)

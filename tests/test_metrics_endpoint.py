@@ -15,6 +15,7 @@ from botocore.config import Config
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
+from embedded_model import GenerateSpy
 from serving import serve_in_thread
 from streamchat.providers.local import LocalProvider
 from streamchat.server.app import create_app
@@ -210,14 +211,20 @@ def test_each_app_counts_only_its_own_requests() -> None:
 
 
 @pytest.mark.model
-def test_local_model_queue_depth_follows_requests(local_model: LocalProvider) -> None:
+def test_local_model_queue_depth_follows_requests(
+    local_model: LocalProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Generation is held at its first token, so the request is certainly in flight when the
+    metrics are read (however short the model's reply would be)."""
+    spy = GenerateSpy(local_model, hold_after=1)
+    monkeypatch.setattr(local_model.engine, "observe", spy)
     with serve_in_thread(ServerConfig()) as base:
         body = {"model": "smollm2", "max_tokens": 400, "messages": USER, "stream": True}
-        with httpx.stream("POST", f"{base}/v1/messages", json=body, timeout=60) as response:
-            lines = response.iter_lines()  # kept: a dropped iterator closes the connection
-            for line in lines:
-                if line == "event: content_block_delta":
-                    break
-            depth = value(scrape(base), "streamchat_local_queue_depth", model="smollm2")
-            assert depth == local_model.admission.count == 1
+        with httpx.stream("POST", f"{base}/v1/messages", json=body, timeout=60):
+            try:
+                assert spy.holding.wait(timeout=120)
+                depth = value(scrape(base), "streamchat_local_queue_depth", model="smollm2")
+                assert depth == local_model.admission.count == 1
+            finally:
+                spy.release()
         wait_for(lambda: value(scrape(base), "streamchat_local_queue_depth", model="smollm2") == 0)

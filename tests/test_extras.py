@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from embedded_model import check_limit, digits_format
 from serving import serve
 from streamchat import MissingExtraError, StreamchatError
 from streamchat._extras import EXTRAS, extra_for, missing_extra, require
@@ -245,8 +247,11 @@ def test_core_install_has_no_extra_and_asks_the_embedded_model(core_venv: Path) 
         "--stats", "Name a colour.",
     )  # fmt: skip
     assert reply.returncode == 0, reply.stderr
-    assert reply.stdout.strip(), "no reply text"
-    assert " out tokens" in reply.stderr  # --stats: the embedded model really generated
+    # --stats: the embedded model read the prompt and ended within the limit (its words are its
+    # own: a reply may be short)
+    counts = re.search(r"(\d+) in / (\d+) out tokens", reply.stderr)
+    assert counts, reply.stderr
+    assert int(counts[1]) > 0 and int(counts[2]) <= 8
     for args in (["chat", "--help"], ["history", "list"]):  # the other core commands
         assert venv_run(core_venv, "streamchat", *args).returncode == 0, args
     listing = venv_run(core_venv, "streamchat", "--help")
@@ -284,24 +289,39 @@ def test_server_extra_alone_serves_the_official_clients(
     assert installed(server_venv, EXTRA_MODULES) == sorted([*EXTRAS["server"][1], *CORE_TRANSITIVE])
     command = [str(server_venv / "bin" / "python"), "-m", "streamchat.cli.main"]
     hi = [{"role": "user", "content": "Say hello."}]
+    # JSON output whose grammar spells 20 digits: 5 tokens of text whatever the model would say
+    runs_on = digits_format(20)
     with serve("--no-history", command=command) as srv:  # the embedded model (the default)
         client = anthropic.Anthropic(base_url=srv.url, api_key="x", max_retries=0)
-        with client.messages.stream(model="claude-sonnet-4", max_tokens=5, messages=hi) as stream:
-            assert "".join(stream.text_stream).strip()
+        with client.messages.stream(
+            model="claude-sonnet-4", max_tokens=5, messages=hi, output_config={"format": runs_on}
+        ) as stream:
+            assert "".join(stream.text_stream).startswith("{")
         final = stream.get_final_message()
         assert final.usage.output_tokens == 5 and final.stop_reason == "max_tokens"
         chunks = openai.OpenAI(base_url=f"{srv.url}/v1", api_key="x").chat.completions.create(
-            model="gpt-4o", stream=True, max_tokens=5, messages=hi
+            model="gpt-4o",
+            stream=True,
+            max_tokens=5,
+            messages=hi,
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "digits", "schema": runs_on["schema"]},
+            },
         )
-        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip()
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)[0] == "{"
         bedrock = boto3.client("bedrock-runtime", endpoint_url=srv.url, region_name="us-west-2")
-        events = bedrock.converse_stream(
-            modelId="anthropic.claude-3-haiku",
-            messages=[{"role": "user", "content": [{"text": "Say hello."}]}],
-            inferenceConfig={"maxTokens": 5},
-        )["stream"]
-        deltas = [e["contentBlockDelta"]["delta"] for e in events if "contentBlockDelta" in e]
-        assert "".join(delta["text"] for delta in deltas).strip()
+        events = list(
+            bedrock.converse_stream(
+                modelId="anthropic.claude-3-haiku",
+                messages=[{"role": "user", "content": [{"text": "Say hello."}]}],
+                inferenceConfig={"maxTokens": 5},
+            )["stream"]
+        )
+        stop = next(e["messageStop"]["stopReason"] for e in events if "messageStop" in e)
+        usage = next(e["metadata"]["usage"] for e in events if "metadata" in e)
+        assert stop in ("end_turn", "max_tokens") and usage["inputTokens"] > 0
+        check_limit(stop, usage["outputTokens"], 5)
         metrics = httpx.get(f"{srv.url}/metrics")  # prometheus-client is there too
         assert metrics.status_code == 200 and "streamchat_requests" in metrics.text
     refused = venv_run(server_venv, "streamchat", "serve", "--model", "anthropic/claude")

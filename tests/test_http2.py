@@ -194,16 +194,23 @@ class RawH2:
     def flush(self) -> None:
         self.sock.sendall(self.conn.data_to_send())
 
-    def post(self, path: str, body: bytes) -> int:
+    def post(self, path: str, body: bytes, *, send_body: bool = True) -> int:
+        """Send a request; with ``send_body=False`` only its head (see :meth:`send_body`)."""
         stream_id = self.conn.get_next_available_stream_id()
         headers = [(":method", "POST"), (":path", path), (":scheme", "http"),
                    (":authority", f"{HOST}"), ("content-type", "application/json"),
                    ("content-length", str(len(body)))]  # fmt: skip
         self.conn.send_headers(stream_id, headers)
+        self.data[stream_id] = bytearray()
+        if send_body:
+            self.send_body(stream_id, body)
+        else:
+            self.flush()
+        return stream_id
+
+    def send_body(self, stream_id: int, body: bytes) -> None:
         self.conn.send_data(stream_id, body, end_stream=True)
         self.flush()
-        self.data[stream_id] = bytearray()
-        return stream_id
 
     def pump(self) -> None:
         """Read one batch of frames from the server."""
@@ -426,6 +433,28 @@ def test_api_key_is_required_over_http2() -> None:
                 locked.url + "/v1/messages", json=body, headers={"x-api-key": "sekrit"}
             )
             assert allowed.status_code == 200
+
+
+def test_a_body_that_arrives_after_its_response_leaves_the_connection_usable() -> None:
+    """A 401 is sent on the request's head; the body the client sends after it is dropped, and
+    the next request on the same connection is served (hypercorn 0.18 took such late data as
+    a KeyError that ended the connection: CI saw 'Server disconnected')."""
+    with serve("--model", "scripted", "--api-key", "sekrit") as locked:
+        host, port = locked.url.removeprefix("http://").rsplit(":", 1)
+        client = RawH2(host, int(port))
+        try:
+            body = anthropic_body("hi", 10)
+            refused = client.post("/v1/messages", body, send_body=False)
+            while refused not in client.ended:
+                client.pump()
+            assert b"authentication_error" in client.data[refused]
+            client.send_body(refused, body)
+            again = client.post("/v1/messages", body)
+            while again not in client.ended:
+                client.pump()
+            assert b"authentication_error" in client.data[again]
+        finally:
+            client.close()
 
 
 def test_sigterm_lets_an_http2_stream_finish_then_exits() -> None:

@@ -51,7 +51,7 @@ def test_hypercorn_h2_internals_the_subclasses_use() -> None:
                           None, None, None)  # fmt: skip
     assert isinstance(protocol.priority, priority.PriorityTree)
     assert protocol.stream_buffers == {} and protocol.streams == {}
-    for name in ("handle", "stream_send", "_create_stream"):
+    for name in ("handle", "stream_send", "_create_stream", "_handle_events"):
         assert inspect.iscoroutinefunction(getattr(H2Protocol, name)), name
     # _StreamBuffers swaps in the bounded buffer as hypercorn stores a stream's new one
     assert "self.stream_buffers[request.stream_id] = StreamBuffer(" in source(

@@ -23,7 +23,8 @@ streams of the connection carry on. Flow control is HTTP/2's own: a stream whose
 waits for window updates with at most one window (64 KB by default) in memory.
 
 What streamchat changes in hypercorn's HTTP/2 (bounded send buffers, round-robin sending, a
-client's graceful GOAWAY, half-closed connections) lives in subclasses used by these
+client's graceful GOAWAY, half-closed connections, request bodies that arrive after their
+response) lives in subclasses used by these
 connections alone: hypercorn's own modules are left as they are, so ``--http-server hypercorn``
 runs stock hypercorn. The subclasses lean on hypercorn's and uvicorn's internals, so the
 releases they were tested with are pinned (``listen.HTTP2_TESTED``, checked at start-up) and
@@ -36,6 +37,7 @@ import asyncio
 import ssl
 from typing import Any, ClassVar
 
+import h2.events
 import priority
 from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.asyncio.tcp_server import MAX_RECV, TCPServer
@@ -181,6 +183,26 @@ class _GracefulH2Protocol(H2Protocol):
         await super().handle(event)
         if self._peer_done and not self.streams:
             await self.send(Closed())
+
+    async def _handle_events(self, events: list[h2.events.Event]) -> None:
+        """Request body for a stream whose response has already ended (a 401 sent on the
+        request's head) is acknowledged and dropped: hypercorn 0.18 looks the stream up
+        unguarded, and the ``KeyError`` ended the whole connection."""
+        kept, opening = [], set()
+        for event in events:
+            if isinstance(event, h2.events.RequestReceived):
+                opening.add(event.stream_id)
+            elif (
+                isinstance(event, h2.events.DataReceived)
+                and event.stream_id not in self.streams
+                and event.stream_id not in opening
+            ):
+                self.connection.acknowledge_received_data(
+                    event.flow_controlled_length, event.stream_id
+                )
+                continue
+            kept.append(event)
+        await super()._handle_events(kept)
 
     def _without_graceful_goaway(self, data: bytes) -> bytes:
         """The bytes for h2, less GOAWAY frames with NO_ERROR, which h2 would take as the end

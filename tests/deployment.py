@@ -62,6 +62,12 @@ class Cluster:
         )
 
     def start(self) -> None:
+        """Start the server (a running one is left as it is)."""
+        if (
+            self.run("pg_ctl", "-D", str(self.directory / "data"), "status", check=False).returncode
+            == 0
+        ):
+            return
         options = f"-p {self.port} -k {self.directory} -c listen_addresses={HOST}"
         options += " -c max_connections=200 -c fsync=off"
         log = str(self.directory / "server.log")

@@ -73,9 +73,12 @@ class Deployment:
         return [line.split("|") for line in out.splitlines()] if out else []
 
     def reply_to(self, prompt: str) -> dict[str, Any] | None:
-        """The stored reply to the user message ``prompt`` (the latest such), or None."""
+        """The stored reply to the user message ``prompt`` (the latest such), or None; a
+        reply cut short has its text in its row and the deltas that streamed after it."""
         found = self.rows(
-            "SELECT a.text, a.interrupted, a.output_tokens, a.stop_reason FROM messages a "
+            "SELECT a.text || coalesce((SELECT string_agg(d.text, '' ORDER BY d.seq) FROM "
+            "message_deltas d WHERE d.message_id = a.id), ''), a.interrupted, a.output_tokens, "
+            "a.stop_reason FROM messages a "
             "JOIN messages u ON u.conversation_id = a.conversation_id AND u.role = 'user' "
             f"WHERE a.role = 'assistant' AND u.text = '{prompt}' ORDER BY a.id DESC LIMIT 1"
         )

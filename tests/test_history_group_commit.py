@@ -8,7 +8,6 @@ import json
 import os
 import random
 import signal
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,16 +32,17 @@ def store(tmp_path: Path) -> Iterator[HistoryStore]:
 def test_every_open_reply_goes_in_one_transaction(store: HistoryStore) -> None:
     committer = GroupCommit(store, interval=3600)  # commits only when asked
     conversations = [store.new_conversation() for _ in range(20)]
-    recorders = [ReplyRecorder(store, c, committer=committer) for c in conversations]
+    recorders = [ReplyRecorder(committer, conversation_id=c) for c in conversations]
     for event in [message_start("m", 1), text_block_start(), text_delta("a")]:
         for recorder in recorders:
-            recorder.observe(event)  # the first token creates each row, at once
+            recorder.observe(event)
     for word in ("b", "c", "d"):
         for recorder in recorders:
             recorder.observe(text_delta(word))
     assert committer.commits == 0  # no write per token...
     assert committer.sync().result(10) is True
-    assert (committer.commits, committer.rows) == (1, 20)  # ...one for all twenty replies
+    assert committer.commits == 1  # ...one for all twenty replies (each opened, its text)
+    assert committer.records == 2 * 20
     for conversation in conversations:
         (message,) = store.conversation(conversation)["messages"]
         assert (message["text"], message["output_tokens"], message["interrupted"]) == (
@@ -54,11 +54,11 @@ def test_every_open_reply_goes_in_one_transaction(store: HistoryStore) -> None:
 
 def test_the_final_write_goes_through_the_same_thread(store: HistoryStore) -> None:
     conversation = store.new_conversation()
-    recorder = ReplyRecorder(store, conversation, committer=group_commit(store))
+    recorder = ReplyRecorder(group_commit(store), conversation_id=conversation)
     events = [message_start("m", 1), text_block_start(), *map(text_delta, "xyz")]
     for event in [*events, *message_end("end_turn", 3)]:
         recorder.observe(event)
-    recorder.finish()  # waits for its commit: the row is final when it returns
+    recorder.finish_and_wait()  # the row is final when it returns
     (message,) = store.conversation(conversation)["messages"]
     assert (message["text"], message["interrupted"], message["stop_reason"]) == (
         "xyz",
@@ -69,11 +69,12 @@ def test_the_final_write_goes_through_the_same_thread(store: HistoryStore) -> No
 
 
 def stored_reply(db: Path) -> dict:
-    with sqlite3.connect(db) as raw:
-        raw.row_factory = sqlite3.Row
-        rows = raw.execute("SELECT * FROM messages WHERE role = 'assistant'").fetchall()
-    (row,) = rows
-    return dict(row)
+    """The reply as the history shows it (a cut reply's text is its row's and its deltas')."""
+    with HistoryStore(db) as store:
+        (conversation,) = store.conversations()
+        messages = store.conversation(conversation["id"])["messages"]
+    (reply,) = [message for message in messages if message["role"] == "assistant"]
+    return reply
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

@@ -16,6 +16,7 @@ from streamchat.errors import ConversationNotFoundError, HistoryError
 from streamchat.events import ErrorBody, ErrorEvent
 from streamchat.history import SCHEMA_VERSION, HistoryStore, db_path, turns_for_model
 from streamchat.providers.base import message_end, message_start, text_block_start, text_delta
+from streamchat.recording.commit import GroupCommit, group_commit
 from streamchat.recording.reply import ReplyRecorder
 
 
@@ -81,53 +82,72 @@ def test_junk_file_is_a_history_error_naming_it(tmp_path: Path) -> None:
         HistoryStore(path)
 
 
-def test_reply_row_appears_at_first_token_marked_interrupted(store: HistoryStore) -> None:
+def deltas(store: HistoryStore) -> list[tuple[int, str]]:
+    rows = store._db.execute("SELECT seq, text FROM message_deltas ORDER BY seq").fetchall()
+    return [tuple(row) for row in rows]
+
+
+def test_reply_row_appears_at_its_first_commit_marked_interrupted(store: HistoryStore) -> None:
     conversation_id = store.new_conversation()
-    recorder = ReplyRecorder(store, conversation_id, flush_seconds=3600, flush_tokens=1000)
+    committer = GroupCommit(store, interval=3600)  # commits only when asked
+    recorder = ReplyRecorder(committer, conversation_id=conversation_id)
     for event in reply_events(["Hello", " there"], end=False)[:3]:
         recorder.observe(event)
+    assert store.conversation(conversation_id)["messages"] == []  # nothing written per token
+    assert committer.sync().result(10) is True
     (message,) = store.conversation(conversation_id)["messages"]
-    assert message["text"] == "Hello"
-    assert message["interrupted"] is True
-    assert message["model"] == "m1"
+    assert (message["text"], message["interrupted"], message["model"]) == ("Hello", True, "m1")
 
 
-def test_text_is_flushed_periodically_not_per_token(
-    store: HistoryStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_each_commit_appends_only_what_streamed_since_the_last(store: HistoryStore) -> None:
+    """A commit's cost does not grow with the reply: it adds one delta row with the new text;
+    the reply's own row (and its search index) is written whole once, at the end."""
     conversation_id = store.new_conversation()
-    writes: list[str] = []
-    for name in ("add_message", "update_message"):
-        method = getattr(store, name)
-        monkeypatch.setattr(
-            store, name, lambda *a, _m=method, _n=name, **k: (writes.append(_n), _m(*a, **k))[1]
-        )
-    recorder = ReplyRecorder(store, conversation_id, flush_seconds=3600, flush_tokens=10)
-    words = [f" w{i}" for i in range(35)]
-    for event in reply_events(words, end=False):
+    committer = GroupCommit(store, interval=3600)
+    recorder = ReplyRecorder(committer, conversation_id=conversation_id)
+    for event in reply_events(["a", "b"], end=False):
         recorder.observe(event)
-    # the row at token 1, then one write per 10 tokens
-    assert writes == ["add_message", "update_message", "update_message", "update_message"]
-    stored = store.conversation(conversation_id)["messages"][0]["text"]
-    assert stored == "".join(words[:31])
+    committer.sync().result(10)
+    for word in ("c", "d", "e"):
+        recorder.observe(text_delta(word))
+    committer.sync().result(10)
+    assert deltas(store) == [(1, "ab"), (2, "cde")]
+    row = store._db.execute("SELECT text, output_tokens FROM messages").fetchone()
+    assert tuple(row) == ("", 5)  # the row holds the count; the text is in the deltas
+    assert store.conversation(conversation_id)["messages"][0]["text"] == "abcde"
+    assert store.search("abcde") == []  # indexed once, when whole
+    for event in message_end("end_turn", 5):
+        recorder.observe(event)
+    assert recorder.finish().result(10) is True
+    assert deltas(store) == []
+    (message,) = store.conversation(conversation_id)["messages"]
+    assert (message["text"], message["interrupted"]) == ("abcde", False)
+    assert len(store.search("abcde")) == 1
 
 
-def test_time_based_flush(store: HistoryStore) -> None:
+def test_records_applied_twice_change_nothing(store: HistoryStore) -> None:
+    """A spool drained up to a crash is drained again: the same records a second time."""
     conversation_id = store.new_conversation()
-    recorder = ReplyRecorder(store, conversation_id, flush_seconds=0.0, flush_tokens=1000)
-    for event in reply_events(["a", "b", "c"], end=False):
+    recorder = ReplyRecorder(GroupCommit(store, interval=3600), conversation_id=conversation_id)
+    for event in reply_events(["x", "y"], end=False):
         recorder.observe(event)
-    assert store.conversation(conversation_id)["messages"][0]["text"] == "abc"
+    records = recorder.take_records()
+    recorder.observe(text_delta("z"))
+    records += recorder.take_records()
+    store.apply(records)
+    store.apply(records)
+    (message,) = store.conversation(conversation_id)["messages"]
+    assert message["text"] == "xyz"
 
 
 def test_normal_end_clears_interrupted_and_stores_usage(store: HistoryStore) -> None:
     from streamchat.metrics import Metrics
 
     conversation_id = store.new_conversation()
-    recorder = ReplyRecorder(store, conversation_id)
+    recorder = ReplyRecorder(group_commit(store), conversation_id=conversation_id)
     for event in reply_events(["a", "b"]):
         recorder.observe(event)
-    recorder.finish(Metrics(ttft=0.25, total_time=1.5, output_tokens=2))
+    recorder.finish_and_wait(Metrics(ttft=0.25, total_time=1.5, output_tokens=2))
     (message,) = store.conversation(conversation_id)["messages"]
     assert message["text"] == "ab"
     assert message["interrupted"] is False
@@ -141,35 +161,37 @@ def test_normal_end_clears_interrupted_and_stores_usage(store: HistoryStore) -> 
 
 def test_error_event_keeps_text_and_records_the_error(store: HistoryStore) -> None:
     conversation_id = store.new_conversation()
-    recorder = ReplyRecorder(store, conversation_id)
+    recorder = ReplyRecorder(group_commit(store), conversation_id=conversation_id)
     for event in reply_events(["partial"], end=False):
         recorder.observe(event)
     recorder.observe(ErrorEvent(ErrorBody("overloaded_error", "busy")))
-    recorder.finish()
+    recorder.finish_and_wait()
     (message,) = store.conversation(conversation_id)["messages"]
     assert message["text"] == "partial"
     assert message["interrupted"] is True
     assert message["error"] == "overloaded_error: busy"
 
 
-def test_recorder_failure_is_reported_once_and_never_raised(store: HistoryStore) -> None:
+def test_a_refused_write_is_reported_and_never_raised(store: HistoryStore) -> None:
     conversation_id = store.new_conversation()
+    committer = GroupCommit(store, interval=3600)
     errors: list[HistoryError] = []
-    recorder = ReplyRecorder(store, conversation_id, flush_seconds=0, on_error=errors.append)
+    committer.on_error = errors.append
+    recorder = ReplyRecorder(committer, conversation_id=conversation_id)
     store._db.close()  # e.g. the disk went away
     for event in reply_events(["a", "b", "c"]):
         recorder.observe(event)
-    recorder.finish()
+    recorder.finish_and_wait()
     assert len(errors) == 1
 
 
 def test_search_sees_streamed_updates_and_forgets_deleted(store: HistoryStore) -> None:
     conversation_id = store.new_conversation()
     store.add_message(conversation_id, "user", "tell me about pelicans")
-    recorder = ReplyRecorder(store, conversation_id)
+    recorder = ReplyRecorder(group_commit(store), conversation_id=conversation_id)
     for event in reply_events(["Pelicans", " are", " large", " waterbirds"]):
         recorder.observe(event)
-    recorder.finish()
+    recorder.finish_and_wait()
     (hit,) = store.search("waterbirds")
     assert hit["conversation_id"] == conversation_id
     assert "\x02waterbirds\x03" in hit["snippet"]
@@ -201,10 +223,10 @@ def test_list_is_latest_first_with_turns_and_preview(store: HistoryStore) -> Non
 def test_json_export_reimports_to_the_same_messages(store: HistoryStore, tmp_path: Path) -> None:
     conversation_id = store.new_conversation(model="m", system="be brief", parameters={"seed": 1})
     store.add_message(conversation_id, "user", "hi ünïcode")
-    recorder = ReplyRecorder(store, conversation_id)
+    recorder = ReplyRecorder(group_commit(store), conversation_id=conversation_id)
     for event in reply_events(["a", "b"], end=False):
         recorder.observe(event)
-    recorder.finish()
+    recorder.finish_and_wait()
     exported = json.loads(json.dumps(store.export(conversation_id)))
     with HistoryStore(tmp_path / "other.db") as other:
         new_id = other.import_conversation(exported)
@@ -245,17 +267,18 @@ def test_turns_for_model_keep_the_conversation_alternating() -> None:
 WRITER = """
 import sys
 from streamchat.history import HistoryStore
+from streamchat.recording.commit import group_commit
 from streamchat.recording.reply import ReplyRecorder
 from streamchat.providers.base import message_start, text_delta, message_end
 store = HistoryStore(sys.argv[1])
 for i in range(int(sys.argv[2])):
     cid = store.new_conversation(source=sys.argv[3])
     store.add_message(cid, "user", f"q{i}")
-    rec = ReplyRecorder(store, cid, flush_seconds=0)
+    rec = ReplyRecorder(group_commit(store), conversation_id=cid)
     events = [message_start("m", 1), text_delta("x"), text_delta("y")]
     for event in [*events, *message_end("end_turn", 2)]:
         rec.observe(event)
-    rec.finish()
+    rec.finish_and_wait()
 """
 
 

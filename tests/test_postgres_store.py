@@ -91,20 +91,20 @@ def test_conversations_messages_search_export_and_delete(store: PostgresStore) -
 def test_a_streamed_reply_is_group_committed_with_its_token_count(store: PostgresStore) -> None:
     conversations = [store.new_conversation() for _ in range(5)]
     committer = GroupCommit(store, interval=3600)  # commits only when asked
-    recorders = [ReplyRecorder(store, c, committer=committer) for c in conversations]
+    recorders = [ReplyRecorder(committer, conversation_id=c) for c in conversations]
     events = reply([f" w{i}" for i in range(10)], end=False)
     for event in events:
         for recorder in recorders:
             recorder.observe(event)
     assert committer.sync().result(10) is True
-    assert (committer.commits, committer.rows) == (1, 5)  # five replies, one transaction
+    assert (committer.commits, committer.records) == (1, 10)  # five replies, one transaction
     for conversation in conversations:
         (message,) = store.conversation(conversation)["messages"]
         assert message["text"] == "".join(f" w{i}" for i in range(10))
         assert (message["interrupted"], message["output_tokens"]) == (True, 10)
     for event in message_end("end_turn", 10):
         recorders[0].observe(event)
-    recorders[0].finish()
+    recorders[0].finish_and_wait()
     (done,) = store.conversation(conversations[0])["messages"]
     assert (done["interrupted"], done["stop_reason"]) == (False, "end_turn")
 
@@ -227,24 +227,20 @@ def test_ask_chat_and_history_commands_on_postgresql(url: str, tmp_path: Path) -
     assert cli("history", "list", env=environment).stderr.strip() == "no conversations yet"
 
 
-def test_cli_and_serve_say_why_in_one_line_without_the_password() -> None:
+def test_cli_says_why_in_one_line_without_the_password() -> None:
     bad = f"postgresql://someone:{SECRET}@127.0.0.1:1/history"
-    for args in (
-        ("history", "list", "--db", bad),
-        ("serve", "--model", "scripted", "--history", bad),
-    ):
-        result = cli(*args)
-        assert result.returncode == 1, result
-        lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and SECRET not in result.stderr, result.stderr
-        assert "someone:***@127.0.0.1:1/history" in lines[0] and "refused" in lines[0]
+    result = cli("history", "list", "--db", bad)
+    assert result.returncode == 1, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and SECRET not in result.stderr, result.stderr
+    assert "someone:***@127.0.0.1:1/history" in lines[0] and "refused" in lines[0]
 
 
 def test_writes_resume_after_the_database_restarts(cluster: postgres_cluster.Cluster) -> None:
     store = PostgresStore(cluster.url, timeout=1)
     conversation = store.new_conversation()
-    committer = GroupCommit(store, interval=0.02)
-    recorder = ReplyRecorder(store, conversation, committer=committer)
+    committer = GroupCommit(store, interval=0.02)  # no spool: records wait in memory
+    recorder = ReplyRecorder(committer, conversation_id=conversation)
     for event in reply(["before"], end=False):
         recorder.observe(event)
     assert committer.sync().result(10) is True
@@ -282,3 +278,154 @@ def reachable(store: PostgresStore) -> Callable[[], bool]:
         return True
 
     return ping
+
+
+# -- a server's history through a database outage (serve --history postgresql://…) ---------------
+BODY = {"model": "m", "max_tokens": 50, "stream": True}
+
+
+def ask_server(url: str, text: str) -> str:
+    """One streamed Anthropic request; the text the client received."""
+    import json
+
+    import httpx
+
+    body = {**BODY, "messages": [{"role": "user", "content": text}]}
+    received = []
+    with httpx.stream("POST", f"{url}/v1/messages", json=body, timeout=60) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            data = json.loads(line[6:]) if line.startswith("data: ") else {}
+            if data.get("type") == "content_block_delta":
+                received.append(data["delta"]["text"])
+            if data.get("type") == "error":
+                raise AssertionError(data)
+    return "".join(received)
+
+
+def replies(url: str) -> dict[str, dict]:
+    """Every stored conversation's question -> its reply, as the history shows them."""
+    with open_store(url) as store:
+        found = {}
+        for listed in store.conversations(limit=100):
+            question, answer = store.conversation(listed["id"])["messages"]
+            found[question["text"]] = answer
+    return found
+
+
+def replies_stored(url: str, expected: dict[str, str]) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            stored = replies(url)
+        except HistoryError:
+            return False
+        return {q: (a["text"], a["interrupted"]) for q, a in stored.items()} == {
+            q: (text, False) for q, text in expected.items()
+        }
+
+    return check
+
+
+def status(url: str, path: str) -> int:
+    import httpx
+
+    return httpx.get(url + path, timeout=30).status_code
+
+
+def test_serve_starts_with_the_database_down_and_records_what_it_served(
+    url: str, cluster: postgres_cluster.Cluster
+) -> None:
+    """Unready (healthy) while the database is away, every request served all the same and
+    spooled; once the database answers, ready, and every reply is in the history in full."""
+    from serving import serve
+
+    store = open_store(url)  # the schema exists; the server must connect on its own
+    store.close()
+    cluster.stop()
+    try:
+        with serve("--model", "scripted", "--history", url) as server:
+            assert (status(server.url, "/healthz"), status(server.url, "/readyz")) == (200, 503)
+            served = {f"q{i}": ask_server(server.url, f"q{i}") for i in range(3)}
+            assert all(served.values())
+            assert SECRET not in server.log.read_text()
+            cluster.start()
+            wait_until(lambda: status(server.url, "/readyz") == 200, what="ready once it answers")
+            wait_until(replies_stored(url, served), what="the spooled replies in the history")
+            served["after"] = ask_server(server.url, "after")
+            wait_until(replies_stored(url, served), what="a reply written directly again")
+    finally:
+        cluster.start()
+
+
+def test_what_was_spooled_by_a_killed_server_is_drained_by_the_next(
+    url: str, cluster: postgres_cluster.Cluster
+) -> None:
+    """The spool is durable: a server killed (SIGKILL) during the outage loses nothing, and
+    the next one to write to that database drains it, in order."""
+    import signal
+
+    from serving import serve
+
+    with serve("--model", "scripted", "--history", url) as server:
+        served = {"before": ask_server(server.url, "before")}
+        wait_until(replies_stored(url, served), what="the first reply stored")
+        cluster.stop()
+        try:
+            served["during"] = ask_server(server.url, "during")
+            os.kill(server.process.pid, signal.SIGKILL)
+            server.process.wait(10)
+        finally:
+            cluster.start()
+    wait_until(reachable(open_store(url)), what="the database back")
+    assert set(replies(url)) == {"before"}  # "during" is in the spool alone
+    with serve("--model", "scripted", "--history", url):
+        wait_until(replies_stored(url, served), what="the killed server's spool drained")
+
+
+def test_the_first_token_never_waits_for_the_database(url: str) -> None:
+    """With the database hanging (every byte held by a proxy), a request streams in full;
+    its reply is recorded once the database answers again."""
+    from serving import serve
+    from streamchat.testing.proxy import TCPProxy
+
+    port = int(url.split("@", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+    with TCPProxy(port) as proxy:
+        proxied = url.replace(f":{port}/", f":{proxy.port}/")
+        with serve("--model", "scripted", "--history", proxied) as server:
+            served = {"warm": ask_server(server.url, "warm")}
+            wait_until(replies_stored(url, served), what="the connection pool in use")
+            proxy.pause()
+            served["hung"] = ask_server(server.url, "hung")
+            assert served["hung"] == "[turn 1] You said: hung"
+            proxy.resume()
+            wait_until(replies_stored(url, served), what="the reply recorded after the hang")
+
+
+def test_strict_mode_fails_the_stream_when_nothing_can_keep_the_reply(
+    url: str, cluster: postgres_cluster.Cluster, tmp_path: Path
+) -> None:
+    """--history-strict with the database down and the spool unwritable (its folder is a
+    file): the stream ends with Anthropic's error event, not a token it could not keep."""
+    import json
+
+    import httpx
+
+    from serving import serve
+
+    data = tmp_path / "data"
+    (data / "streamchat").mkdir(parents=True)
+    (data / "streamchat" / "spool").write_text("not a folder")
+    cluster.stop()
+    try:
+        environment = {"XDG_DATA_HOME": str(data)}
+        with serve("--model", "scripted", "--history", url, "--history-strict",
+                   env=environment) as server:  # fmt: skip
+            body = {**BODY, "messages": [{"role": "user", "content": "hi"}]}
+            with httpx.stream("POST", f"{server.url}/v1/messages", json=body, timeout=60) as r:
+                events = [json.loads(line[6:]) for line in r.iter_lines()
+                          if line.startswith("data: ")]  # fmt: skip
+    finally:
+        cluster.start()
+    kinds = [event["type"] for event in events]
+    assert "content_block_delta" not in kinds and kinds[-1] == "error", kinds
+    assert "history" in events[-1]["error"]["message"]

@@ -26,6 +26,7 @@ from streamchat import Client
 from streamchat.history import MIGRATIONS, SCHEMA_VERSION, HistoryStore, turns_for_model
 from streamchat.metrics import MetricsRecorder
 from streamchat.providers.scripted import ScriptedConfig, ScriptedProvider
+from streamchat.recording.commit import group_commit
 from streamchat.recording.reply import ReplyRecorder
 from streamchat.recording.tap import record_stream
 from streamchat.request import build_request
@@ -96,10 +97,10 @@ def test_a_reply_with_thinking_and_tool_calls_is_stored_block_by_block(store: Hi
     events = events_of(request)
     conversation_id = store.new_conversation(model=SPEC)
     store.add_message(conversation_id, "user", "Weather in Paris?")
-    recorder = ReplyRecorder(store, conversation_id)
+    recorder = ReplyRecorder(group_commit(store), conversation_id=conversation_id)
     for event in events:
         recorder.observe(event)
-    recorder.finish()
+    recorder.finish_and_wait()
     (_, reply) = store.conversation(conversation_id)["messages"]
     thinking, call = reply["blocks"]
     assert thinking == {
@@ -124,13 +125,14 @@ def test_a_reply_cut_in_the_middle_of_a_tool_call_keeps_what_arrived(store: Hist
     assert len(fragments) >= 4  # the input really streams in pieces
     cut = events.index(fragments[2]) + 1  # after 3 fragments: '{"city": "Paris", "days"'
     conversation_id = store.new_conversation()
-    recorder = ReplyRecorder(store, conversation_id, flush_seconds=0)
+    recorder = ReplyRecorder(group_commit(store), conversation_id=conversation_id)
     for event in events[:cut]:
         recorder.observe(event)
+    recorder.committer.sync().result(10)
     # the row is written as the call streams (a killed process leaves the partial input)...
     (written,) = store.conversation(conversation_id)["messages"]
     assert written["interrupted"] is True and written["blocks"][0]["type"] == "tool_use"
-    recorder.finish(interrupted=True)
+    recorder.finish_and_wait(interrupted=True)
     (reply,) = store.conversation(conversation_id)["messages"]
     (call,) = reply["blocks"]
     arrived = "".join(e.delta.partial_json for e in fragments[:3])
@@ -156,10 +158,10 @@ def test_markdown_shows_a_cut_call_as_it_arrived_and_lays_out_a_long_one() -> No
 def test_text_only_replies_are_stored_as_before(store: HistoryStore) -> None:
     request = build_request(model="scripted", messages=[{"role": "user", "content": "hi"}])
     conversation_id = store.new_conversation()
-    recorder = ReplyRecorder(store, conversation_id)
+    recorder = ReplyRecorder(group_commit(store), conversation_id=conversation_id)
     for event in events_of(request, "scripted"):
         recorder.observe(event)
-    recorder.finish()
+    recorder.finish_and_wait()
     (reply,) = store.conversation(conversation_id)["messages"]
     assert (reply["text"], reply["blocks"]) == ("[turn 1] You said: hi", None)
 

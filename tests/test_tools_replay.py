@@ -225,7 +225,10 @@ def test_a_client_leaving_in_the_middle_of_a_tool_call_leaves_the_partial_call_l
 
         def stored() -> dict[str, Any] | None:
             with HistoryStore(path) as store:
-                (conversation,) = store.conversations()
+                conversations = store.conversations()
+                if not conversations:  # its first commit is still to come
+                    return None
+                (conversation,) = conversations
                 reply = store.conversation(conversation["id"])["messages"][-1]
             return reply if reply["ttft"] is not None else None  # the final write is done
 

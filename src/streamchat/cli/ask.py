@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if recorder is not None:
             metrics = stream.metrics if stream is not None else None
-            recorder.finish(metrics, interrupted=interrupted, error=error_text)
+            recorder.finish_and_wait(metrics, interrupted=interrupted, error=error_text)
         log.close()
         if args.stats and stream is not None:
             print(stream.metrics.summary(), file=sys.stderr)

@@ -263,7 +263,7 @@ def stream_reply(
     show(view.close())
     metrics = stream.metrics if stream is not None else None
     if recorder is not None:
-        recorder.finish(metrics, interrupted=note is not None, error=error_text)
+        recorder.finish_and_wait(metrics, interrupted=note is not None, error=error_text)
     if stream is None:
         return "", None, note
     try:

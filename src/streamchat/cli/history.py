@@ -17,9 +17,16 @@ from datetime import datetime
 from typing import Any
 
 from ..errors import ConversationNotFoundError, HistoryError, InvalidRequestError
-from ..history import Store, db_target, is_postgres, open_store, turns_for_model
+from ..history import (
+    HistoryUnavailableError,
+    Store,
+    db_target,
+    is_postgres,
+    open_store,
+    turns_for_model,
+)
 from ..history.shared import shared_store
-from ..recording import commit, tap
+from ..recording import commit
 from ..recording.commit import group_commit
 from ..recording.reply import ReplyRecorder
 from .options import bounded
@@ -95,15 +102,16 @@ def add_server_history_options(parser: argparse.ArgumentParser) -> None:
 
 def server_history_path(args: argparse.Namespace) -> str | None:
     """The database ``serve`` logs to, checked now: an unusable SQLite file warns and turns
-    history off; an unusable PostgreSQL database is a one-line error (replicas that cannot
-    share their history must not serve)."""
+    history off; a PostgreSQL database that cannot be reached yet warns and is waited for
+    (``/readyz`` says unready until it answers; replies are spooled meanwhile); one that
+    refuses for good (a newer schema) is a one-line error."""
     if not (args.history or (args.history is None and args.db)):
         return None
     target = db_target(args.db)
-    commit.COMMIT_SECONDS = args.history_commit_ms / 1000
-    tap.STRICT = args.history_strict
     try:
         shared_store(target)
+    except HistoryUnavailableError as error:
+        warn(f"{error.message}; serving, unready until it answers")
     except HistoryError as error:
         if is_postgres(target):
             raise
@@ -179,12 +187,9 @@ class ChatLog:
         """A recorder for the next reply (after :meth:`user`), or ``None`` with history off."""
         if self.store is None or self.conversation_id is None:
             return None
-        return ReplyRecorder(
-            self.store,
-            self.conversation_id,
-            on_error=self._fail,
-            committer=group_commit(self.store),
-        )
+        committer = group_commit(self.store)
+        committer.on_error = lambda error: self.warn(f"{error.message}; the reply may be lost")
+        return ReplyRecorder(committer, conversation_id=self.conversation_id)
 
 
 def local_time(stamp: str) -> str:

@@ -212,6 +212,8 @@ def run(args: argparse.Namespace) -> int:
         api_key=args.api_key,
         max_body_bytes=args.max_body_bytes,
         history_path=server_history_path(args),
+        history_commit_seconds=args.history_commit_ms / 1000,
+        history_strict=args.history_strict,
         loopback_only=is_loopback(args.host),
         strict_models=args.strict_models,
         **testbench_config(args),

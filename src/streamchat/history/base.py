@@ -84,11 +84,8 @@ class Store:
     def add_message(self, conversation_id: int, role: str, text: str, **fields: Any) -> int:
         raise NotImplementedError
 
-    def update_message(self, message_id: int, **fields: Any) -> None:
-        raise NotImplementedError
-
-    def write_replies(self, updates: list[tuple[int, dict[str, Any]]]) -> None:
-        """The group commit: update many streaming replies' rows in one transaction."""
+    def apply(self, records: list[dict[str, Any]]) -> None:
+        """The group commit: replies' records (:mod:`.journal`) in one transaction, in order."""
         raise NotImplementedError
 
     def conversation(self, conversation_id: int) -> dict[str, Any]:
@@ -141,16 +138,6 @@ class Store:
 
     def _touch(self, conversation_id: int, stamp: str) -> None:
         raise NotImplementedError
-
-
-def batches(updates: list[tuple[int, dict[str, Any]]]) -> dict[tuple[str, ...], list[tuple]]:
-    """Row updates grouped by the columns they set (one ``executemany`` each): the group
-    commit's interim writes all set the same few columns."""
-    grouped: dict[tuple[str, ...], list[tuple]] = {}
-    for message_id, fields in updates:
-        fields = encode_blocks(dict(fields))
-        grouped.setdefault(tuple(fields), []).append((*fields.values(), message_id))
-    return grouped
 
 
 def encode_blocks(fields: dict[str, Any]) -> dict[str, Any]:

@@ -26,20 +26,20 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import ConversationNotFoundError, HistoryError
 from .base import (
     HistoryUnavailableError,
     Store,
-    batches,
     decode_conversation,
     decode_message,
     encode_blocks,
     now,
     redact,
 )
+from .journal import CLAIM_THREAD, DELTAS_OF_CONVERSATION, Applier, with_deltas
 from .sqlite import CONVERSATION_FIELDS, MESSAGE_FIELDS
 
 POOL_SIZE = 8  # connections per process: the group commit needs one, readers the rest
@@ -92,6 +92,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             conversation TEXT NOT NULL
         )""",
     ),
+    (  # replies recorded as records (history/journal.py), as in the SQLite store
+        "ALTER TABLE messages ADD COLUMN reply_key TEXT",
+        "CREATE UNIQUE INDEX messages_reply_key ON messages(reply_key)",
+        """CREATE TABLE message_deltas (
+            message_id BIGINT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+            seq INTEGER NOT NULL,
+            text TEXT NOT NULL,
+            PRIMARY KEY (message_id, seq)
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 HEADLINE = "'StartSel=' || chr(2) || ', StopSel=' || chr(3) || ', MinWords=6, MaxWords=14'"
@@ -122,6 +132,7 @@ class PostgresStore(Store):
         self._secret = _password(url)
         self._pool: ConnectionPool | None = None
         self._returned: dict[int, float] = {}  # id(connection) -> when it was last given back
+        self._applier = Applier(CLAIM_THREAD.format(lock=" FOR UPDATE SKIP LOCKED"))
         settings = {"autocommit": True, "row_factory": dict_row, "connect_timeout": timeout}
         try:
             # One direct connection first: its error says why (refused, no such database,
@@ -144,7 +155,11 @@ class PostgresStore(Store):
                 open=True,
                 name="streamchat-history",
             )
-        except (psycopg.Error, PoolTimeout, HistoryError) as error:
+        except (psycopg.OperationalError, PoolTimeout) as error:  # down, refused, no such role
+            raise HistoryUnavailableError(
+                f"history database {self.name} is unusable: {self._say(error)}"
+            ) from None
+        except (psycopg.Error, HistoryError) as error:
             raise HistoryError(
                 f"history database {self.name} is unusable: {self._say(error)}"
             ) from None
@@ -263,25 +278,21 @@ class PostgresStore(Store):
             )
         return int(row["id"])
 
-    @staticmethod
-    def _update(db: psycopg.Connection, message_id: int, fields: dict[str, Any]) -> None:
-        fields = encode_blocks(dict(fields))
-        assignments = ", ".join(f"{name} = %s" for name in fields)
-        db.execute(
-            f"UPDATE messages SET {assignments} WHERE id = %s", (*fields.values(), message_id)
-        )
+    def apply(self, records: list[dict[str, Any]]) -> None:
+        """The group commit: every open reply's records in one transaction, pipelined (one
+        round trip, plus one per statement whose result is needed: a reply's first commit)."""
+        connection: list[psycopg.Connection] = []
 
-    def update_message(self, message_id: int, **fields: Any) -> None:
-        with self._connection() as db:
-            self._update(db, message_id, fields)
+        def execute(sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+            cursor = connection[0].cursor(row_factory=tuple_row)
+            cursor.execute(sql.replace("?", "%s"), params)
+            wanted = sql.startswith("SELECT") or " RETURNING " in sql
+            return cursor.fetchall() if wanted else []
 
-    def write_replies(self, updates: list[tuple[int, dict[str, Any]]]) -> None:
-        """The group commit: every streaming reply's new text in one transaction, one
-        ``executemany`` (pipelined, a prepared statement) per set of columns."""
-        with self._connection(transaction=True) as db, db.cursor() as cursor:
-            for names, rows in batches(updates).items():
-                assignments = ", ".join(f"{name} = %s" for name in names)
-                cursor.executemany(f"UPDATE messages SET {assignments} WHERE id = %s", rows)
+        with self._applier.transaction(execute) as apply:
+            with self._connection(transaction=True) as db, db.pipeline():
+                connection.append(db)
+                apply(records)
 
     def delete(self, conversation_id: int) -> None:
         with self._connection(transaction=True) as db:
@@ -341,7 +352,11 @@ class PostgresStore(Store):
                 f"SELECT {MESSAGE_FIELDS} FROM messages WHERE conversation_id = %s ORDER BY id",
                 (conversation_id,),
             ).fetchall()
-        return {**decode_conversation(dict(row)), "messages": [decode_message(m) for m in messages]}
+            deltas = db.cursor(row_factory=tuple_row).execute(
+                DELTAS_OF_CONVERSATION.replace("?", "%s"), (conversation_id,)
+            )
+            messages = with_deltas([decode_message(m) for m in messages], deltas.fetchall())
+        return {**decode_conversation(dict(row)), "messages": messages}
 
     def search(self, text: str, limit: int = 20) -> list[dict[str, Any]]:
         """Messages containing every word of ``text``, best first, with a ``snippet`` whose

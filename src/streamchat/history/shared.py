@@ -5,26 +5,40 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 from ..errors import HistoryError
-from . import Store, is_postgres, open_store
+from . import HistoryUnavailableError, Store, is_postgres, open_store
 
-_shared: dict[Path | str, Store | HistoryError] = {}
+RETRY_SECONDS = 1.0  # an unreachable database is tried again after this long
+
+_shared: dict[Path | str, Store | tuple[HistoryError, float]] = {}
 _shared_lock = threading.RLock()
 
 
+def shared_key(target: str | os.PathLike[str]) -> Path | str:
+    """What names one database: a PostgreSQL URL as given, a SQLite file's resolved path."""
+    return str(target) if is_postgres(target) else Path(target).expanduser().resolve()
+
+
 def shared_store(target: str | os.PathLike[str]) -> Store:
-    """One store per database (file or PostgreSQL URL) for a long-running server; an unusable
-    one is tried once, its error raised again (cheaply) on every later call."""
-    key = str(target) if is_postgres(target) else Path(target).expanduser().resolve()
+    """One store per database (file or PostgreSQL URL) for a long-running server. An unusable
+    one raises its error again (cheaply) on later calls; an unreachable one
+    (:class:`HistoryUnavailableError`: PostgreSQL down) is tried again after
+    :data:`RETRY_SECONDS`."""
+    key = shared_key(target)
     with _shared_lock:
-        if key not in _shared:
+        found = _shared.get(key)
+        if found is None or (
+            isinstance(found, tuple)
+            and isinstance(found[0], HistoryUnavailableError)
+            and time.monotonic() - found[1] >= RETRY_SECONDS
+        ):
             try:
-                _shared[key] = open_store(key)
+                found = _shared[key] = open_store(key)
             except HistoryError as error:
-                _shared[key] = error
-        found = _shared[key]
-    if isinstance(found, HistoryError):
-        raise found
+                found = _shared[key] = (error, time.monotonic())
+    if isinstance(found, tuple):
+        raise found[0]
     return found

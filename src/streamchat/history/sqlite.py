@@ -21,13 +21,13 @@ from typing import Any
 from ..errors import ConversationNotFoundError, HistoryError
 from .base import (
     Store,
-    batches,
     decode_conversation,
     decode_message,
     encode_blocks,
     now,
     private_dir,
 )
+from .journal import CLAIM_THREAD, DELTAS_OF_CONVERSATION, Applier, with_deltas
 
 BUSY_TIMEOUT_MS = 15_000  # generous: a loaded machine must not drop a reply
 
@@ -90,6 +90,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             conversation TEXT NOT NULL
         )""",
     ),
+    # 4: replies recorded as records (history/journal.py): a reply's row is found by its key,
+    # and the text that streams goes into deltas until the reply's end writes it whole.
+    (
+        "ALTER TABLE messages ADD COLUMN reply_key TEXT",
+        "CREATE UNIQUE INDEX messages_reply_key ON messages(reply_key)",
+        """CREATE TABLE message_deltas (
+            message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+            seq INTEGER NOT NULL,
+            text TEXT NOT NULL,
+            PRIMARY KEY (message_id, seq)
+        ) WITHOUT ROWID""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -119,6 +131,7 @@ class HistoryStore(Store):
         self.path = Path(path)
         self._lock = threading.RLock()
         self._db: sqlite3.Connection | None = None
+        self._applier = Applier(CLAIM_THREAD.format(lock=""))
         try:
             if readonly:
                 self._db = self._connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
@@ -251,21 +264,16 @@ class HistoryStore(Store):
             )
             return int(cursor.lastrowid or 0)
 
-    def update_message(self, message_id: int, **fields: Any) -> None:
-        """Update columns of one message in a single statement (the streaming flush path)."""
-        fields = encode_blocks(dict(fields))
-        assignments = ", ".join(f"{name} = ?" for name in fields)
+    def apply(self, records: list[dict[str, Any]]) -> None:
+        """The group commit: every open reply's records in one transaction."""
         with self._errors():
-            self._db.execute(
-                f"UPDATE messages SET {assignments} WHERE id = ?", (*fields.values(), message_id)
-            )
-
-    def write_replies(self, updates: list[tuple[int, dict[str, Any]]]) -> None:
-        """The group commit: every streaming reply's new text in one transaction."""
-        with self._errors(), self._transaction() as db:
-            for names, rows in batches(updates).items():
-                assignments = ", ".join(f"{name} = ?" for name in names)
-                db.executemany(f"UPDATE messages SET {assignments} WHERE id = ?", rows)
+            with (
+                self._applier.transaction(
+                    lambda sql, params: self._db.execute(sql, params).fetchall()
+                ) as apply,
+                self._transaction(),
+            ):
+                apply(records)
 
     def ping(self) -> None:
         with self._errors():
@@ -353,7 +361,9 @@ class HistoryStore(Store):
                 f"SELECT {MESSAGE_FIELDS} FROM messages WHERE conversation_id = ? ORDER BY id",
                 (conversation_id,),
             ).fetchall()
-        return {**_conversation(row), "messages": [_message(m) for m in messages]}
+            deltas = self._db.execute(DELTAS_OF_CONVERSATION, (conversation_id,)).fetchall()
+        messages = with_deltas([_message(m) for m in messages], deltas)
+        return {**_conversation(row), "messages": messages}
 
     def search(self, text: str, limit: int = 20) -> list[dict[str, Any]]:
         """Messages containing every word of ``text`` (FTS5), best first, with a ``snippet``

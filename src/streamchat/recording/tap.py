@@ -7,22 +7,21 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import suppress
 from typing import Any
 
-from ..errors import HistoryError, StreamchatError
+from ..errors import APIError, StreamchatError
 from ..events import StreamEvent, close_events
 from ..history import Store
-from ..history.shared import shared_store
 from ..metrics import Metrics, MetricsRecorder
-from .commit import group_commit
+from .commit import GroupCommit, group_commit, target_commit
 from .digest import request_turn_keys, thread_key, turn_key
-from .reply import ReplyRecorder
+from .reply import FINISH_WAIT_SECONDS, ReplyRecorder
 
 log = logging.getLogger("streamchat.history")
 
-STRICT = False  # serve --history-strict: no token leaves before the commit that holds it
+STRICT_WAIT_SECONDS = 10.0  # --history-strict: the longest a token waits for its commit
 
 
 async def record_stream(
@@ -33,34 +32,33 @@ async def record_stream(
     provider: str | None = None,
     source: str = "server",
     conversation_id: int | None = None,
+    strict: bool = False,
+    interval: float | None = None,
 ) -> AsyncIterator[StreamEvent]:
     """Pass ``events`` through unchanged while logging ``request`` (a MessageRequest) and its
-    reply; ``store`` may be a database path (one store per database:
-    :func:`~streamchat.history.shared.shared_store`). Logging starts at the first event, so
-    requests refused before streaming (overload, bad model) leave no trace; database work runs
-    in a worker thread, off the event loop, and never fails the stream.
-    ``conversation_id`` (the web page's) names the conversation to append the last turn to."""
+    reply to ``store`` (a store, or a database path or URL: one group commit per database,
+    :func:`~.commit.target_commit`, which spools while the database is away). Nothing on the
+    stream's path waits for the database: the records go to the group commit's thread.
+    Logging starts at the first event, so requests refused before streaming (overload, bad
+    model) leave no trace. ``conversation_id`` (the web page's) names the conversation to
+    append the last turn to. ``strict``: no token leaves before the commit that keeps it
+    (a token kept nowhere within :data:`STRICT_WAIT_SECONDS` fails the stream); ``interval``:
+    the group commit's (a database path's), :data:`~.commit.COMMIT_SECONDS` by default."""
     metrics = MetricsRecorder(time.perf_counter())
     recorder: ReplyRecorder | None = None
-    started = False
     failure: str | None = None
-
-    def warn(error: HistoryError) -> None:
-        log.warning("history off for this request: %s", error.message)
-
     try:
         async for event in events:
             metrics.observe(event)
-            if not started:
-                started = True
-                recorder = await asyncio.to_thread(
-                    _open_request, store, request, provider, source, warn, conversation_id
+            if recorder is None:
+                committer = (
+                    group_commit(store)
+                    if isinstance(store, Store)
+                    else target_commit(store, interval)
                 )
-            if recorder is not None and recorder.feed(event):
-                if recorder.message_id is None:
-                    await asyncio.to_thread(recorder.flush)  # creates the row
-                else:  # strict: this token is stored before it is sent
-                    await asyncio.wrap_future(recorder.committer.sync())
+                recorder = _recorder(committer, request, provider, source, conversation_id, strict)
+            if recorder.feed(event):
+                await _kept(recorder)
             yield event
     except StreamchatError as error:  # a provider failure raised rather than sent as an event
         failure = f"{error.error_type}: {error.message}"
@@ -70,63 +68,65 @@ async def record_stream(
             await close_events(events)
         finally:
             if recorder is not None:  # shielded: a cancelled (disconnected) request still ends
-                final = asyncio.to_thread(
-                    _finish_request, recorder, request, metrics.metrics(), failure
-                )
-                await asyncio.shield(final)
+                await asyncio.shield(_finish(recorder, request, metrics.metrics(), failure))
 
 
-def _open_request(
-    store: Store | str | os.PathLike[str],
+def _recorder(
+    committer: GroupCommit,
     request: Any,
     provider: str | None,
     source: str,
-    warn: Callable[[HistoryError], None],
-    conversation_id: int | None = None,
-) -> ReplyRecorder | None:
-    """Log a request's turns (joining the conversation named or the one it continues, if any)."""
-    try:
-        if not isinstance(store, Store):
-            store = shared_store(store)
-        turns = list(request.messages)
-        if conversation_id is None and len(turns) > 1:
-            keys = request_turn_keys(request)[:-1]
-            conversation_id = store.claim_thread(thread_key(request.system, keys))
-        if conversation_id is None:
-            parameters = {
-                k: getattr(request, k)
-                for k in ("max_tokens", "temperature", "top_p", "top_k", "seed", "stop_sequences")
-                if getattr(request, k, None) not in (None, [])
-            }
-            conversation_id = store.new_conversation(
-                model=request.model,
-                provider=provider,
-                system=request.system,
-                parameters=parameters,
-                source=source,
-            )
-        else:
-            turns = turns[-1:]
-        for turn in turns:
-            blocks = [block.to_dict() for block in turn.blocks] or None
-            store.add_message(conversation_id, turn.role, turn.content, blocks=blocks)
-    except HistoryError as error:
-        warn(error)
-        return None
+    conversation_id: int | None,
+    strict: bool,
+) -> ReplyRecorder:
+    """A recorder for the reply to ``request``, with what its first commit writes."""
+    turns = list(request.messages)
+    thread = None
+    if conversation_id is None and len(turns) > 1:
+        thread = thread_key(request.system, request_turn_keys(request)[:-1])
+    parameters = {
+        k: getattr(request, k)
+        for k in ("max_tokens", "temperature", "top_p", "top_k", "seed", "stop_sequences")
+        if getattr(request, k, None) not in (None, [])
+    }
     return ReplyRecorder(
-        store, conversation_id, on_error=warn, committer=group_commit(store), strict=STRICT
-    )
+        committer,
+        conversation_id=conversation_id,
+        thread=thread,
+        conversation={"model": request.model, "provider": provider, "system": request.system,
+                      "parameters": parameters, "source": source},
+        turns=[{"role": turn.role, "text": turn.content,
+                "blocks": [block.to_dict() for block in turn.blocks] or None} for turn in turns],
+        strict=strict,
+    )  # fmt: skip
 
 
-def _finish_request(
+async def _kept(recorder: ReplyRecorder) -> None:
+    """Strict mode: wait until the commit holding the token is durable, or fail the stream."""
+    try:
+        kept = await asyncio.wait_for(
+            asyncio.wrap_future(recorder.committer.sync()), STRICT_WAIT_SECONDS
+        )
+    except TimeoutError:
+        kept = False
+    if not kept:
+        raise APIError(
+            "the history could not keep this reply (--history-strict): "
+            + (recorder.committer.unavailable_reason or "its commit did not finish in time")
+        )
+
+
+async def _finish(
     recorder: ReplyRecorder, request: Any, metrics: Metrics, error: str | None
 ) -> None:
-    """The final write, then mark the conversation as continuable by its next request."""
-    recorder.finish(metrics, error=error)
-    if recorder.committer is not None and not recorder.committer.available:
-        return  # the database is away: the final row is retried; the thread key can wait
-    if recorder.failed is None and (recorder.text or recorder.has_tool_calls):
-        reply = turn_key("assistant", recorder.text, recorder.blocks or ())
-        key = thread_key(request.system, [*request_turn_keys(request), reply])
-        with suppress(HistoryError):
-            recorder.store.set_thread(recorder.conversation_id, key)
+    """The final record (marking the conversation as continued by the request that sends this
+    reply back), then a bounded wait for its commit: a client that reads its history as soon
+    as the stream ends finds the reply there."""
+    thread = None
+    text, blocks = recorder.text, recorder.blocks or ()
+    if text or any(block["type"] == "tool_use" for block in blocks):
+        reply = turn_key("assistant", text, blocks)
+        thread = thread_key(request.system, [*request_turn_keys(request), reply])
+    done = recorder.finish(metrics, error=error, thread=thread)
+    with suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.wrap_future(done), FINISH_WAIT_SECONDS)

@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..errors import APIError, HistoryError, NotFoundError
 from ..history.shared import shared_store
 from ..providers import get_provider
+from ..recording.commit import target_commit
 from . import anthropic, bedrock, metrics, openai
 from .common import ServerConfig
 from .guard import BrowserGuard
@@ -161,4 +162,6 @@ def create_app(config: ServerConfig | None = None, *, replica: str | None = None
     metrics.install(app, replica=replica)
     app.state.config = config
     app.state.lifecycle = lifecycle
+    if config.history_path:  # now: what a previous process spooled drains from the start
+        target_commit(config.history_path, config.history_commit_seconds)
     return app

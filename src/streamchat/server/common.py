@@ -20,6 +20,7 @@ from ..errors import InvalidRequestError, NotFoundError, RequestTooLargeError
 from ..events import StreamEvent
 from ..providers import get_provider, split_model
 from ..providers.local import BUILTIN_MODELS, DEFAULT_LOCAL_MODEL
+from ..recording.commit import COMMIT_SECONDS
 from ..recording.tap import record_stream
 from ..request import MAX_TOKENS_LIMIT, MessageRequest
 from ..tape import record_tape
@@ -40,6 +41,8 @@ class ServerConfig:
     max_body_bytes: int = 1_000_000
     max_tokens_limit: int = MAX_TOKENS_LIMIT
     history_path: str | None = None  # log requests and replies here (serve --history)
+    history_commit_seconds: float = COMMIT_SECONDS  # the group commit's interval
+    history_strict: bool = False  # no token leaves before the commit that keeps it
     faults: FaultInjector | None = None  # serve --faults: injected failures, per request
     record_dir: str | None = None  # serve --record: one tape per stream, for replay/<dir>
     loopback_only: bool = False  # serve sets it when bound to loopback: loopback names only
@@ -167,6 +170,8 @@ async def open_events(
                 events,
                 provider=provider.name,
                 conversation_id=requested_conversation(headers),
+                strict=config.history_strict,
+                interval=config.history_commit_seconds,
             )
         if faults is not None and faults.active:
             events = inject(events, faults)

@@ -1,0 +1,170 @@
+"""What recording writes, as records: a reply's life in three kinds, applied in order.
+
+- ``open``: the conversation (an explicit id, a continued thread, or a new one), the request's
+  new turns and the reply's row (``interrupted`` until its end), found again by its ``reply``
+  key (a UUID the recorder made, stored in ``messages.reply_key``);
+- ``append``: the text that streamed since the last commit, as the next row of
+  ``message_deltas`` (``seq`` numbered), and the output token count so far: a commit's cost
+  does not grow with the reply (the reply's row and its search index are rewritten once, at
+  the end);
+- ``finish``: the final text, blocks, usage, timings and stop reason; the deltas go, and the
+  conversation may be marked as continuable (``thread``).
+
+Records are plain JSON, so the spool (:mod:`streamchat.recording.spool`) keeps them while the
+database is away; applying one twice changes nothing (``reply_key`` is unique, a delta's
+``(message_id, seq)`` is its key), so a spool drained up to a crash may be drained again.
+Both backends apply them with the SQL here (``?`` placeholders; PostgreSQL's store converts).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from .base import encode_blocks, now
+
+Record = dict[str, Any]
+Execute = Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]]
+
+# Both backends' claim of a thread (the latest conversation whose turns hash to the key).
+CLAIM_THREAD = (
+    "UPDATE conversations SET thread_key = NULL WHERE id = (SELECT id FROM conversations "
+    "WHERE thread_key = ? ORDER BY updated_at DESC, id DESC LIMIT 1{lock}) RETURNING id"
+)
+
+
+class Applier:
+    """Applies records inside one transaction of a store; remembers which row each open
+    reply has (a reply's entry goes at its end). Use :meth:`transaction`: what a transaction
+    learnt is kept only once it committed."""
+
+    def __init__(self, claim_thread: str) -> None:
+        self.claim_thread = claim_thread
+        self.rows: dict[str, tuple[int, int]] = {}  # reply key -> (conversation id, message id)
+
+    @contextmanager
+    def transaction(self, execute: Execute) -> Iterator[Callable[[Iterable[Record]], None]]:
+        """Yields ``apply(records)``; the caller commits its transaction inside the block."""
+        committed = self.rows
+        self.rows = dict(committed)
+        try:
+            yield lambda records: self._apply(execute, records)
+        except BaseException:
+            self.rows = committed  # rolled back: forget the rows it made
+            raise
+
+    def _apply(self, execute: Execute, records: Iterable[Record]) -> None:
+        for record in records:
+            getattr(self, "_" + record["op"])(execute, record)
+
+    def _row(self, execute: Execute, reply: str) -> tuple[int, int] | None:
+        found = self.rows.get(reply)
+        if found is None:
+            rows = execute("SELECT conversation_id, id FROM messages WHERE reply_key = ?", (reply,))
+            if rows:
+                found = self.rows[reply] = (int(rows[0][0]), int(rows[0][1]))
+        return found
+
+    def _open(self, execute: Execute, record: Record) -> None:
+        if self._row(execute, record["reply"]) is not None:
+            return  # applied before (a spool drained again after a crash)
+        conversation_id = record.get("conversation_id")
+        if conversation_id is not None and not execute(
+            "SELECT id FROM conversations WHERE id = ?", (conversation_id,)
+        ):
+            conversation_id = None  # deleted meanwhile: the reply starts a new conversation
+        elif conversation_id is None and record.get("thread"):
+            claimed = execute(self.claim_thread, (record["thread"],))
+            conversation_id = int(claimed[0][0]) if claimed else None
+        turns = record.get("turns", [])
+        if conversation_id is not None:
+            turns = turns[-1:]  # the conversation holds the earlier ones
+        stamp = record.get("at") or now()
+        if conversation_id is None:
+            info = record.get("conversation") or {}
+            conversation_id = int(
+                execute(
+                    "INSERT INTO conversations (created_at, updated_at, model, provider, "
+                    "system, parameters, source) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                    (stamp, stamp, info.get("model"), info.get("provider"), info.get("system"),
+                     json.dumps(info.get("parameters") or {}), info.get("source")),
+                )[0][0]
+            )  # fmt: skip
+        for turn in turns:
+            _insert_message(execute, conversation_id, stamp, turn)
+        reply = {
+            "role": "assistant", "text": "", "interrupted": 1, "reply_key": record["reply"],
+            "model": record.get("model"), "input_tokens": record.get("input_tokens"),
+        }  # fmt: skip
+        message_id = _insert_message(execute, conversation_id, stamp, reply)
+        execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (stamp, conversation_id))
+        self.rows[record["reply"]] = (conversation_id, message_id)
+
+    def _append(self, execute: Execute, record: Record) -> None:
+        found = self._row(execute, record["reply"])
+        if found is None:
+            return  # its open was refused: nothing to append to
+        message_id = found[1]
+        if record.get("text"):
+            execute(  # unless the conversation was deleted meanwhile
+                "INSERT INTO message_deltas (message_id, seq, text) SELECT ?, ?, ? "
+                "WHERE EXISTS (SELECT 1 FROM messages WHERE id = ?) ON CONFLICT DO NOTHING",
+                (message_id, record["seq"], record["text"], message_id),
+            )
+        fields = {"output_tokens": record.get("output_tokens")}
+        if "blocks" in record:
+            fields["blocks"] = record["blocks"]
+        _update(execute, message_id, fields)
+
+    def _finish(self, execute: Execute, record: Record) -> None:
+        found = self._row(execute, record["reply"])
+        if found is None:
+            return
+        conversation_id, message_id = found
+        _update(execute, message_id, record["fields"])
+        execute("DELETE FROM message_deltas WHERE message_id = ?", (message_id,))
+        if record.get("thread"):
+            execute(
+                "UPDATE conversations SET thread_key = ? WHERE id = ?",
+                (record["thread"], conversation_id),
+            )
+        self.rows.pop(record["reply"], None)
+
+
+def _insert_message(
+    execute: Execute, conversation_id: int, stamp: str, fields: dict[str, Any]
+) -> int:
+    fields = encode_blocks({"created_at": stamp, **fields, "conversation_id": conversation_id})
+    names = ", ".join(fields)
+    marks = ", ".join("?" * len(fields))
+    rows = execute(
+        f"INSERT INTO messages ({names}) VALUES ({marks}) RETURNING id", tuple(fields.values())
+    )
+    return int(rows[0][0])
+
+
+def _update(execute: Execute, message_id: int, fields: dict[str, Any]) -> None:
+    fields = encode_blocks(dict(fields))
+    assignments = ", ".join(f"{name} = ?" for name in fields)
+    execute(f"UPDATE messages SET {assignments} WHERE id = ?", (*fields.values(), message_id))
+
+
+def with_deltas(
+    messages: list[dict[str, Any]], deltas: Iterable[tuple[int, str]]
+) -> list[dict[str, Any]]:
+    """Messages whose replies are still streaming (or were cut by a crash) with the text of
+    their deltas appended; ``deltas`` are ``(message_id, text)`` in ``seq`` order."""
+    by_id = {message["id"]: message for message in messages}
+    for message_id, text in deltas:
+        message = by_id.get(message_id)
+        if message is not None:
+            message["text"] += text
+    return messages
+
+
+DELTAS_OF_CONVERSATION = (
+    "SELECT d.message_id, d.text FROM message_deltas d JOIN messages m ON m.id = d.message_id "
+    "WHERE m.conversation_id = ? ORDER BY d.message_id, d.seq"
+)

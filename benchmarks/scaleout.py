@@ -86,12 +86,12 @@ def postgres_cpu(data_dir: Path) -> float:
     return total
 
 
-async def one_stream(port: int, prompt: str) -> dict:
+async def one_stream(port: int, prompt: str, max_tokens: int = 1000) -> dict:
     """POST one Anthropic stream over a raw socket; the arrival time of every text delta."""
     body = json.dumps(
         {
             "model": "m",
-            "max_tokens": 1000,
+            "max_tokens": max_tokens,
             "stream": True,
             "messages": [{"role": "user", "content": prompt}],
         }
@@ -251,13 +251,15 @@ def loss_part(db_url: str, kills: int, streams: int) -> dict[str, Any]:
         for _ in range(kills):
             extra = ["--history-strict"] if mode == "strict" else []
             with psycopg.connect(db_url, autocommit=True) as db:
-                db.execute("TRUNCATE messages, conversations")
+                db.execute("TRUNCATE message_deltas, messages, conversations")
             with serve("--model", MODEL, "--history", db_url, "--log-level", "error",
                        *extra) as server:  # fmt: skip
                 results = asyncio.run(killed_wave(server.url, server.process.pid, streams, rng))
             with psycopg.connect(db_url, autocommit=True) as db:
                 rows = db.execute(
-                    "SELECT u.text, a.text FROM messages a JOIN messages u ON "
+                    "SELECT u.text, a.text || coalesce((SELECT string_agg(d.text, '' ORDER "
+                    "BY d.seq) FROM message_deltas d WHERE d.message_id = a.id), '') "
+                    "FROM messages a JOIN messages u ON "
                     "u.conversation_id = a.conversation_id AND u.role = 'user' "
                     "WHERE a.role = 'assistant'"
                 ).fetchall()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from collections.abc import Callable, Iterator
 from urllib.parse import urlencode
 
@@ -12,6 +13,15 @@ import pytest
 import streamchat.providers
 from streamchat.providers import ScriptedProvider, get_provider
 from streamchat.providers.local import DEFAULT_LOCAL_MODEL, LocalProvider, local_provider
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C as a terminal delivers it, even when the suite was started with SIGINT ignored
+    (``nohup``, a background job of a script: ignored signals are inherited, and Python then
+    installs no KeyboardInterrupt handler). The Ctrl-C tests, and the programs they start,
+    need it; a handler set here is reset to the default in every child process."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -29,7 +29,7 @@ from streamchat import StreamchatError
 from streamchat.accumulate import accumulate
 from streamchat.events import Message
 from streamchat.providers.batching import Engine, Run
-from streamchat.providers.local import DEFAULT_LOCAL_MODEL, LocalProvider
+from streamchat.providers.local import DEFAULT_LOCAL_MODEL, LocalProvider, LocalSettings
 from streamchat.request import build_request
 from streamchat.server.common import ServerConfig
 from waiting import wait_until
@@ -281,7 +281,7 @@ async def test_a_sequence_llama_cpp_cannot_decode_fails_alone(
 @contextlib.contextmanager
 def readiness(model: LocalProvider, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A server in this process whose default model is ``model``; yields its URL."""
-    monkeypatch.setattr(streamchat.providers, "_cache", {"smollm2": model})
+    monkeypatch.setattr(streamchat.providers, "_cache", {("smollm2", LocalSettings()): model})
     with serve_in_thread(ServerConfig(default_model="smollm2", models=[])) as url:
         yield url
 

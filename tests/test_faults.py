@@ -26,6 +26,7 @@ import httpx
 import pytest
 import uvicorn
 
+import streamchat
 import streamchat.providers
 from protocols import PROTOCOLS, Protocol, StreamReader, error_type_of
 from serving import HOST, Server, free_port, serve, wait_healthy
@@ -33,9 +34,9 @@ from streamchat.cli.main import main
 from streamchat.errors import OverloadedError
 from streamchat.events import StreamEvent
 from streamchat.history import HistoryStore
-from streamchat.providers import ScriptedProvider, local
+from streamchat.providers import ScriptedProvider, get_provider, local
 from streamchat.providers.base import message_end, message_start, text_block_start, text_delta
-from streamchat.providers.local import DEFAULT_LOCAL_MODEL, LocalProvider
+from streamchat.providers.local import DEFAULT_LOCAL_MODEL, LocalProvider, LocalSettings
 from streamchat.request import MessageRequest
 from streamchat.server import listen
 from streamchat.server.app import create_app
@@ -208,7 +209,7 @@ def test_a_reader_that_stalls_pauses_its_stream_instead_of_filling_server_memory
     ``max_tokens`` events) and the sockets, never in a growing server-side queue."""
     tokens = 20_000  # 20 MB if the server queued it all
     firehose = Firehose()
-    streamchat.providers._cache["scripted?tag=firehose"] = firehose  # type: ignore[assignment]
+    streamchat.providers._cache[("scripted?tag=firehose", LocalSettings())] = firehose  # type: ignore[assignment]
     protocol = PROTOCOLS["anthropic"]
     small_window = [(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)]  # no receive autotuning
     transport = httpx.HTTPTransport(socket_options=small_window)
@@ -260,7 +261,7 @@ FAILURES = {  # exception -> error type seen by (Anthropic and OpenAI, Bedrock s
 def failing(fresh_providers: None, request: pytest.FixtureRequest) -> FailingProvider:
     """A provider that fails after three tokens, served as the default model."""
     provider = FailingProvider(request.param, FAILURES[request.param][0])
-    streamchat.providers._cache["scripted?tag=failing"] = provider  # type: ignore[assignment]
+    streamchat.providers._cache[("scripted?tag=failing", LocalSettings())] = provider  # type: ignore[assignment]
     return provider
 
 
@@ -378,21 +379,42 @@ def test_sigterm_finishes_short_streams_ends_long_ones_cleanly_and_exits_zero(
 
 
 # -- the embedded model, busy ---------------------------------------------------------------------
-def test_max_waiting_sets_the_admission_limit_of_every_embedded_model(
+def test_max_waiting_and_parallel_set_the_admission_limit_of_the_servers_models(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(local, "MAX_WAITING", local.MAX_WAITING)  # put back after the test
-    monkeypatch.setattr(listen, "run", lambda app, listener, server="dual": None)
+    served: list[Any] = []
+    monkeypatch.setattr(listen, "run", lambda app, listener, server="dual": served.append(app))
     monkeypatch.delenv("STREAMCHAT_API_KEY", raising=False)
-    monkeypatch.setattr(local, "PARALLEL", local.PARALLEL)
-    slots = local.DEFAULT_PARALLEL  # the requests in flight, one per slot, come first
     monkeypatch.delenv("STREAMCHAT_PARALLEL", raising=False)
-    assert main(["serve", "--model", "scripted", "--max-waiting", "0"]) == 0
-    assert LocalProvider(DEFAULT_LOCAL_MODEL).admission.limit == slots
-    assert main(["serve", "--model", "scripted", "--max-waiting", "3"]) == 0
-    assert LocalProvider(DEFAULT_LOCAL_MODEL).admission.limit == slots + 3
-    assert main(["serve", "--model", "scripted", "--parallel", "2", "--max-waiting", "3"]) == 0
-    assert LocalProvider(DEFAULT_LOCAL_MODEL).admission.limit == 2 + 3
+    slots = local.DEFAULT_PARALLEL  # the requests in flight, one per slot, come first
+    for options, limit in (
+        (["--max-waiting", "0"], slots),
+        (["--max-waiting", "3"], slots + 3),
+        (["--parallel", "2", "--max-waiting", "3"], 2 + 3),
+        ([], slots + local.MAX_WAITING),
+    ):
+        assert main(["serve", "--model", "scripted", *options]) == 0
+        config = served[-1].state.config
+        provider = get_provider(DEFAULT_LOCAL_MODEL, config.local)
+        assert provider.admission.limit == limit, options
+
+
+def test_two_servers_in_one_process_share_an_engine_only_with_equal_settings() -> None:
+    """Settings live in each app's ServerConfig, not in module globals: the pytest plugin
+    runs apps with different settings side by side."""
+    one = create_app(ServerConfig(local=LocalSettings(parallel=1, max_waiting=0)))
+    two = create_app(ServerConfig(local=LocalSettings(parallel=3, max_waiting=5)))
+    same = create_app(ServerConfig(local=LocalSettings(parallel=1, max_waiting=0)))
+    providers = [get_provider(DEFAULT_LOCAL_MODEL, app.state.config.local)
+                 for app in (one, two, same)]  # fmt: skip
+    assert [p.admission.limit for p in providers] == [1, 8, 1]
+    assert [p.parallel for p in providers] == [1, 3, 1]
+    assert providers[0] is providers[2] and providers[0] is not providers[1]
+    library = streamchat.Client(local=LocalSettings(parallel=3, max_waiting=5))
+    assert (
+        streamchat.providers.resolve(None, library.default_model, library._async.local)[0]
+        is (providers[1])
+    )  # a library client with the same settings gets the same engine
 
 
 @pytest.fixture(scope="module")

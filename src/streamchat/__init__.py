@@ -28,6 +28,7 @@ from .events import Message, StreamEvent, TextBlock, ThinkingBlock, ToolUseBlock
 if TYPE_CHECKING:  # for type checkers and the API reference; loaded by __getattr__ at run time
     from .client import AsyncClient, Client
     from .metrics import Metrics
+    from .providers.local import LocalSettings
     from .stream import AsyncMessageStream, MessageStream
 
 __version__ = "0.1.0"
@@ -38,6 +39,7 @@ _LAZY = {  # name -> the submodule that defines it, imported on first access
     "AsyncMessageStream": ".stream",
     "MessageStream": ".stream",
     "Metrics": ".metrics",
+    "LocalSettings": ".providers.local",
 }
 
 
@@ -60,6 +62,7 @@ __all__ = [
     "AsyncMessageStream",
     "Client",
     "InvalidRequestError",
+    "LocalSettings",
     "Message",
     "MessageStream",
     "Metrics",

@@ -15,7 +15,7 @@ from typing import Any
 from . import _bridge
 from .events import Message
 from .providers import is_known, resolve
-from .providers.local import DEFAULT_LOCAL_MODEL
+from .providers.local import DEFAULT_LOCAL_MODEL, LocalSettings
 from .request import build_request
 from .stream import (
     AsyncMessageStream,
@@ -47,12 +47,13 @@ def warn_unknown_model(requested: str, answering: str, stacklevel: int = 2) -> N
     )
 
 
-def _check_model(params: dict[str, Any], default: str) -> None:
+def _check_model(params: dict[str, Any], client: AsyncClient) -> None:
     """Called by each public method, so that the warning points at the caller's line."""
     model = params.get("model")
     if is_known(model):
         return
-    provider, _ = resolve(None, default)
+    default = client.default_model
+    provider, _ = resolve(None, default, client.local)
     answering = getattr(provider, "display_name", None) or default
     named = f"{answering} ({default})" if answering != default else default
     warn_unknown_model(model, named, stacklevel=3)
@@ -82,7 +83,7 @@ class AsyncMessages:
         helper_events: bool = False,
     ) -> AsyncMessageStream:
         started_at = time.perf_counter()
-        provider, model_id = resolve(model, self._client.default_model)
+        provider, model_id = resolve(model, self._client.default_model, self._client.local)
         request = build_request(
             model=model_id,
             messages=messages,
@@ -105,7 +106,7 @@ class AsyncMessages:
 
     async def create(self, *, stream: bool = False, **params: Any) -> Message | AsyncMessageStream:
         """A complete :class:`Message`, or with ``stream=True`` an :class:`AsyncMessageStream`."""
-        _check_model(params, self._client.default_model)
+        _check_model(params, self._client)
         opened = await self._open(**params)
         if stream:
             return opened
@@ -116,17 +117,19 @@ class AsyncMessages:
 
     def stream(self, **params: Any) -> AsyncMessageStreamManager:
         """``async with client.messages.stream(...) as stream:`` (same parameters as create)."""
-        _check_model(params, self._client.default_model)
+        _check_model(params, self._client)
         return AsyncMessageStreamManager(lambda: self._open(**params, helper_events=True))
 
 
 class AsyncClient:
-    """The async client. ``default_model`` serves requests that name no known model."""
+    """The async client. ``default_model`` serves requests that name no known model;
+    ``local`` says how embedded models run (streams batched together, requests queued)."""
 
-    def __init__(self, default_model: str | None = None):
+    def __init__(self, default_model: str | None = None, *, local: LocalSettings | None = None):
         self.default_model = (
             default_model or os.environ.get("STREAMCHAT_MODEL") or DEFAULT_LOCAL_MODEL
         )
+        self.local = local or LocalSettings()
         self.messages = AsyncMessages(self)
 
     async def close(self) -> None:
@@ -145,22 +148,22 @@ class Messages:
 
     def create(self, *, stream: bool = False, **params: Any) -> Message | MessageStream:
         """A complete :class:`Message`, or with ``stream=True`` a :class:`MessageStream`."""
-        _check_model(params, self._inner._client.default_model)
+        _check_model(params, self._inner._client)
         if stream:
             return MessageStream(_bridge.run(self._inner.create(stream=True, **params)))
         return _bridge.run(self._inner.create(**params))
 
     def stream(self, **params: Any) -> MessageStreamManager:
         """``with client.messages.stream(...) as stream:`` (same parameters as create)."""
-        _check_model(params, self._inner._client.default_model)
+        _check_model(params, self._inner._client)
         return MessageStreamManager(lambda: self._inner._open(**params, helper_events=True))
 
 
 class Client:
     """The sync client; same API as :class:`AsyncClient`, blocking."""
 
-    def __init__(self, default_model: str | None = None):
-        self._async = AsyncClient(default_model)
+    def __init__(self, default_model: str | None = None, *, local: LocalSettings | None = None):
+        self._async = AsyncClient(default_model, local=local)
         self.messages = Messages(self._async.messages)
 
     @property

@@ -202,12 +202,13 @@ def run(args: argparse.Namespace) -> int:
     if split_model(args.model) is None:
         raise InvalidRequestError(f"--model: unknown model {args.model!r}")
     listen.check_versions(args.http_server)
-    if args.max_waiting is not None:  # before any embedded model is created
-        local.MAX_WAITING = args.max_waiting
-    if args.parallel is not None:
-        local.PARALLEL = args.parallel
-    get_provider(args.model)  # a missing model file or bad option fails here, in one line
+    settings = local.LocalSettings(
+        parallel=args.parallel,
+        max_waiting=local.MAX_WAITING if args.max_waiting is None else args.max_waiting,
+    )
+    get_provider(args.model, settings)  # a missing model file or bad option fails here
     config = ServerConfig(
+        local=settings,
         default_model=args.model,
         api_key=args.api_key,
         max_body_bytes=args.max_body_bytes,

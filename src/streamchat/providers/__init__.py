@@ -16,17 +16,27 @@ import threading
 from collections.abc import Callable
 
 from .base import Provider
-from .local import _ALIASES, BUILTIN_MODELS, DEFAULT_LOCAL_MODEL, is_local_model, local_provider
+from .local import (
+    _ALIASES,
+    BUILTIN_MODELS,
+    DEFAULT_LOCAL_MODEL,
+    LocalSettings,
+    is_local_model,
+    local_provider,
+)
 from .scripted import ScriptedConfig, ScriptedProvider
 
-# prefix -> factory(rest of the model name) ; adding a provider adds one line here
-PROVIDERS: dict[str, Callable[[str], Provider]] = {
-    "local": lambda name: local_provider(name or DEFAULT_LOCAL_MODEL),
-    "scripted": lambda spec: ScriptedProvider(ScriptedConfig.parse(spec)),
-    "bedrock": lambda model_id: _remote("bedrock", "BedrockProvider", model_id, "bedrock"),
-    "anthropic": lambda model_id: _remote("anthropic", "AnthropicProvider", model_id, "anthropic"),
-    "openai": lambda model_id: _remote("openai_compat", "OpenAIProvider", model_id, "openai"),
-    "replay": lambda directory: _remote("replay", "ReplayProvider", directory),
+# prefix -> factory(rest of the model name, the embedded models' settings); adding a provider
+# adds one line here
+PROVIDERS: dict[str, Callable[[str, LocalSettings], Provider]] = {
+    "local": lambda name, settings: local_provider(name or DEFAULT_LOCAL_MODEL, settings),
+    "scripted": lambda spec, _: ScriptedProvider(ScriptedConfig.parse(spec)),
+    "bedrock": lambda model_id, _: _remote("bedrock", "BedrockProvider", model_id, "bedrock"),
+    "anthropic": lambda model_id, _: _remote(
+        "anthropic", "AnthropicProvider", model_id, "anthropic"
+    ),
+    "openai": lambda model_id, _: _remote("openai_compat", "OpenAIProvider", model_id, "openai"),
+    "replay": lambda directory, _: _remote("replay", "ReplayProvider", directory),
 }
 
 
@@ -44,7 +54,7 @@ def _remote(module: str, cls: str, model_id: str, extra: str | None = None) -> P
     return getattr(importlib.import_module(f".{module}", __name__), cls)(model_id)
 
 
-_cache: dict[str, Provider] = {}
+_cache: dict[tuple[str, LocalSettings], Provider] = {}
 _cache_lock = threading.Lock()
 
 
@@ -60,25 +70,29 @@ def split_model(name: str) -> tuple[str, str] | None:
     return None
 
 
-def get_provider(name: str) -> Provider:
-    """The (cached, process-wide) provider for an explicit model name."""
+def get_provider(name: str, local: LocalSettings | None = None) -> Provider:
+    """The (cached, process-wide) provider for an explicit model name; ``local``: how an
+    embedded model runs (one provider per name and settings)."""
     routed = split_model(name)
     if routed is None:
         raise KeyError(name)
+    local = local or LocalSettings()
     with _cache_lock:
-        provider = _cache.get(name)
+        provider = _cache.get((name, local))
         if provider is None:
             prefix, rest = routed
-            provider = _cache[name] = PROVIDERS[prefix](rest)
+            provider = _cache[(name, local)] = PROVIDERS[prefix](rest, local)
         return provider
 
 
-def resolve(model: str | None, default: str = DEFAULT_LOCAL_MODEL) -> tuple[Provider, str]:
+def resolve(
+    model: str | None, default: str = DEFAULT_LOCAL_MODEL, local: LocalSettings | None = None
+) -> tuple[Provider, str]:
     """``(provider, model id to report)`` for a requested model name."""
     if model and split_model(model) is not None:
-        provider = get_provider(model)
+        provider = get_provider(model, local)
         return provider, _display(provider, model)
-    provider = get_provider(default)
+    provider = get_provider(default, local)
     return provider, model or _display(provider, default)
 
 
@@ -125,6 +139,7 @@ def _display(provider: Provider, name: str) -> str:
 
 __all__ = [
     "PROVIDERS",
+    "LocalSettings",
     "Provider",
     "ScriptedProvider",
     "closest_model",

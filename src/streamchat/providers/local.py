@@ -51,7 +51,18 @@ TRANSCRIPT_SYSTEM = "A conversation between a curious user and a helpful, friend
 TRANSCRIPT_EXAMPLE = [Turn("user", "Hello!"), Turn("assistant", "Hi! How can I help you today?")]
 MAX_WAITING = 16  # requests that may queue per model by default (``serve --max-waiting``)
 DEFAULT_PARALLEL = 4  # streams decoded together per model (slots)
-PARALLEL: int | None = None  # ``serve --parallel``; else STREAMCHAT_PARALLEL, else the default
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    """How embedded models run, the whole of it: ``serve --parallel`` / ``--max-waiting``, or
+    a library user's choice. Two servers in one process share an engine only when their
+    settings are equal (:func:`local_provider` keys on them)."""
+
+    parallel: int | None = None  # streams decoded together; None: STREAMCHAT_PARALLEL or 4
+    max_waiting: int = MAX_WAITING  # requests that may queue beyond them
+
+
 MAX_CALLS = 4  # tool calls in one reply when parallel calls are allowed
 PEEK_TOKENS = 6  # after a call: tokens to see whether the model starts another
 ANSWER_START = r"root ::= [^<\x00-\x20] [\x01-\U0010FFFF]*"  # text that does not open a call
@@ -238,7 +249,7 @@ class LocalProvider:
         self.n_threads = threads or max(1, (os.cpu_count() or 1) // 2)
         batch_threads = int(os.environ.get("STREAMCHAT_THREADS_BATCH") or 0) or threads
         self.n_threads_batch = batch_threads or max(1, os.cpu_count() or 1)
-        parallel = parallel or PARALLEL or int(os.environ.get("STREAMCHAT_PARALLEL") or 0)
+        parallel = parallel or int(os.environ.get("STREAMCHAT_PARALLEL") or 0)
         self.parallel = max(1, parallel or DEFAULT_PARALLEL)
         waiting = MAX_WAITING if max_waiting is None else max_waiting
         self.admission = _Admission(self.parallel + waiting)
@@ -655,15 +666,21 @@ class _ToolReply:
         return False
 
 
-_instances: dict[str, LocalProvider] = {}
+_instances: dict[tuple[str, LocalSettings], LocalProvider] = {}
 _instances_lock = threading.Lock()
 
 
-def local_provider(model: str = DEFAULT_LOCAL_MODEL) -> LocalProvider:
-    """The process-wide provider for ``model`` (each model file is loaded once)."""
-    key = _ALIASES.get(model.lower(), model.lower()) if not model.endswith(".gguf") else model
+def local_provider(
+    model: str = DEFAULT_LOCAL_MODEL, settings: LocalSettings | None = None
+) -> LocalProvider:
+    """The process-wide provider for ``model`` run with ``settings`` (each model file is
+    loaded once per settings)."""
+    settings = settings or LocalSettings()
+    name = _ALIASES.get(model.lower(), model.lower()) if not model.endswith(".gguf") else model
     with _instances_lock:
-        provider = _instances.get(key)
+        provider = _instances.get((name, settings))
         if provider is None:
-            provider = _instances[key] = LocalProvider(model)
+            provider = _instances[(name, settings)] = LocalProvider(
+                model, parallel=settings.parallel, max_waiting=settings.max_waiting
+            )
         return provider

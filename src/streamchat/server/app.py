@@ -67,7 +67,7 @@ async def _history_ready(config: ServerConfig) -> None:
 async def _provider_ready(config: ServerConfig) -> None:
     """A remote default provider (an OpenAI-compatible server, the Anthropic API) must accept
     a TCP connection; an embedded model's scheduler must be alive and stepping."""
-    provider = get_provider(config.default_model)
+    provider = get_provider(config.default_model, config.local)
     health = getattr(provider, "health", None)
     if health is not None and (trouble := health()) is not None:
         raise APIError(trouble)

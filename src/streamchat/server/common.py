@@ -19,7 +19,7 @@ from starlette.requests import Request
 from ..errors import InvalidRequestError, NotFoundError, RequestTooLargeError
 from ..events import StreamEvent
 from ..providers import get_provider, split_model
-from ..providers.local import BUILTIN_MODELS, DEFAULT_LOCAL_MODEL
+from ..providers.local import BUILTIN_MODELS, DEFAULT_LOCAL_MODEL, LocalSettings
 from ..recording.commit import COMMIT_SECONDS
 from ..recording.tap import record_stream
 from ..request import MAX_TOKENS_LIMIT, MessageRequest
@@ -47,6 +47,7 @@ class ServerConfig:
     record_dir: str | None = None  # serve --record: one tape per stream, for replay/<dir>
     loopback_only: bool = False  # serve sets it when bound to loopback: loopback names only
     strict_models: bool = False  # serve --strict-models: an unknown model id is a not-found
+    local: LocalSettings = field(default_factory=LocalSettings)  # --parallel, --max-waiting
 
     def served_models(self) -> list[str]:
         """Model names a client may pick (the default first)."""
@@ -122,7 +123,7 @@ async def count_prompt_tokens(
 ) -> int:
     """Prompt tokens of ``request`` as the serving provider counts them (its tokenizer and
     prompt format), or an estimate where it cannot count (CountTokens and count_tokens)."""
-    provider = get_provider(route_model(config, requested_model))
+    provider = get_provider(route_model(config, requested_model), config.local)
     count = getattr(provider, "count_tokens", None)
     if count is None:
         return estimate_tokens(request)
@@ -153,7 +154,7 @@ async def open_events(
     model = route_model(config, requested_model)
     observer = request_observer(model)  # /metrics; None outside a server app
     try:
-        provider = get_provider(model)
+        provider = get_provider(model, config.local)
         if observer is not None:
             observer.watch(provider)
         request = build(requested_model or config.default_model)

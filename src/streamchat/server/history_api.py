@@ -65,7 +65,7 @@ def routes(config: ServerConfig) -> list[Route]:
         model = body.get("model") if isinstance(body, dict) else None
         if model is not None and not isinstance(model, str):
             raise InvalidRequestError("expected a string", path="model")
-        provider = get_provider(route_model(config, model)).name
+        provider = get_provider(route_model(config, model), config.local).name
         conversation_id = await asyncio.to_thread(
             store.new_conversation,
             model=model or config.default_model,

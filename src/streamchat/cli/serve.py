@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from ..errors import InvalidRequestError
 from ..providers import get_provider, local, split_model
 from ..providers.local import DEFAULT_LOCAL_MODEL
+from ..server import workers
 from ..server.common import ServerConfig
 from ..server.guard import is_loopback_name as is_loopback
 from ..server.listen import SERVERS, Listener
@@ -122,6 +123,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="on SIGTERM, how long open streams may finish before they end with their "
         f"protocol's error frame (default {GRACEFUL_SHUTDOWN_SECONDS})",
     )
+    parser.add_argument(
+        "--workers",
+        type=bounded(int, 1, 64),
+        default=1,
+        metavar="N",
+        help="server processes sharing the port (SO_REUSEPORT), for models served elsewhere "
+        "(openai/…, anthropic/…, bedrock/…, scripted): one per core (default 1)",
+    )
     add_server_history_options(parser)
     add_testbench_options(parser)
     parser.set_defaults(func=run)
@@ -194,7 +203,6 @@ def serving_process() -> Iterator[None]:
 
 def run(args: argparse.Namespace) -> int:
     from ..server import listen
-    from ..server.app import create_app
 
     args.model = replay_model(args) or args.model
     if bool(args.tls_cert) != bool(args.tls_key):
@@ -202,11 +210,42 @@ def run(args: argparse.Namespace) -> int:
     if split_model(args.model) is None:
         raise InvalidRequestError(f"--model: unknown model {args.model!r}")
     listen.check_versions(args.http_server)
+    if args.workers > 1:
+        check_workers(args)
     settings = local.LocalSettings(
         parallel=args.parallel,
         max_waiting=local.MAX_WAITING if args.max_waiting is None else args.max_waiting,
     )
     get_provider(args.model, settings)  # a missing model file or bad option fails here
+    if args.workers > 1:  # each worker forks from here: no thread, socket or database yet
+        print(banner(args.model, base_url(args.host, args.port, scheme_of(args))), flush=True)
+        print(f"  {args.workers} workers share the port", flush=True)
+        return workers.supervise(args.workers, lambda index: serve_one(args, settings, index))
+    return serve_one(args, settings)
+
+
+def check_workers(args: argparse.Namespace) -> None:
+    """``--workers`` serves models that run elsewhere, on the servers that take SO_REUSEPORT."""
+    if split_model(args.model)[0] == "local":
+        raise InvalidRequestError(
+            "--workers: an embedded model runs in one process (its engine batches every "
+            "stream and uses every core); use --parallel"
+        )
+    if args.http_server not in ("dual", "uvicorn"):
+        raise InvalidRequestError("--workers: needs --http-server dual or uvicorn")
+
+
+def scheme_of(args: argparse.Namespace) -> str:
+    return "https" if args.tls_cert else "http"
+
+
+def serve_one(
+    args: argparse.Namespace, settings: local.LocalSettings, worker: int | None = None
+) -> int:
+    """One server process (worker ``worker`` of ``--workers``, if any) until it is stopped."""
+    from ..server import listen
+    from ..server.app import create_app
+
     config = ServerConfig(
         local=settings,
         default_model=args.model,
@@ -225,9 +264,10 @@ def run(args: argparse.Namespace) -> int:
             "anyone who can reach this port can use it",
             file=sys.stderr,
         )
-    scheme = "https" if args.tls_cert else "http"
-    print(banner(args.model, base_url(args.host, args.port, scheme)), flush=True)
-    app = create_app(config, replica=args.replica)
+    if worker is None:
+        print(banner(args.model, base_url(args.host, args.port, scheme_of(args))), flush=True)
+    replica = f"{args.replica}.{worker}" if args.replica and worker is not None else args.replica
+    app = create_app(config, replica=replica)
     lifecycle = app.state.lifecycle
 
     def drain() -> None:  # SIGTERM: /readyz says so while open streams finish
@@ -243,6 +283,7 @@ def run(args: argparse.Namespace) -> int:
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
             on_stop=drain,
+            reuse_port=worker is not None,
         )
         listen.run(app, listener, args.http_server)
     return 0

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import re
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -85,6 +86,7 @@ class Listener:
     tls_cert: str | None = None
     tls_key: str | None = None
     on_stop: Callable[[], None] | None = None  # told first when SIGINT/SIGTERM arrives (drain)
+    reuse_port: bool = False  # SO_REUSEPORT: one of several workers on the port (dual, uvicorn)
 
 
 def _first(listener: Listener, then: Callable[..., Any]) -> Callable[..., Any]:
@@ -129,10 +131,23 @@ def _uvicorn(app: ASGIApp, listener: Listener, *, http2: bool) -> None:
     )
     server = uvicorn.Server(config)
     server.handle_exit = _first(listener, server.handle_exit)  # type: ignore[method-assign]
+    sockets = [_reuse_port_socket(listener)] if listener.reuse_port else None
     with contextlib.suppress(KeyboardInterrupt):  # what uvicorn.run does around Server.run
-        server.run()
+        server.run(sockets=sockets)
     if not server.started:
         sys.exit(3)  # uvicorn's STARTUP_FAILURE
+
+
+def _reuse_port_socket(listener: Listener) -> socket.socket:
+    """A listening socket that other processes may bind too (the kernel spreads connections)."""
+    family = socket.AF_INET6 if ":" in listener.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((listener.host, listener.port))
+    sock.listen(listener.backlog)
+    sock.set_inheritable(True)
+    return sock
 
 
 def _hypercorn(app: ASGIApp, listener: Listener) -> None:

@@ -45,9 +45,9 @@ from .grammar import GrammarCache, TokenSampler
 NEED = object()  # yielded by a program: "decode my pending tokens and send me the next one"
 # Prompt tokens per step. On a small model a CPU is compute-bound at batch 1 already, so a step
 # costs about its token count: a prompt chunk of P tokens beside D decoding streams makes their
-# next token (P + D) / D times later. While streams decode, each prompt being prefilled gets
-# ``PREFILL_CHUNK`` tokens a step (many new prompts together still go in one step: TTFT); with
-# none decoding, ``PREFILL_BURST``.
+# next token (P + D) / D times later. While streams decode, they go first and the prompts being
+# prefilled share ``PREFILL_CHUNK`` tokens a step (llama.cpp's server and vLLM's chunked
+# prefill do the same); with none decoding, prompts take ``PREFILL_BURST`` (n_ubatch) a step.
 PREFILL_CHUNK = 32
 PREFILL_BURST = 512
 STEP_EXTRA = 16  # batch room per slot for a decoding sequence's token and format prefill
@@ -681,8 +681,12 @@ class Engine:
         job.send(None, None if error is None else _client_error(error))
 
     def _step(self, gen: _Context) -> None:
-        """One batch: every decoding sequence's pending tokens, then chunks of prompts."""
-        budget, capacity = self.chunk, self.n_batch
+        """One batch: every decoding sequence's pending tokens, then chunks of prompts (a
+        small budget beside decoding streams, ``n_ubatch`` when none decodes)."""
+        decoding = any(
+            s.job is not None and not s.job.run.prompting and s.job.run.pending for s in gen.slots
+        )
+        budget, capacity = (self.chunk if decoding else self.burst), self.n_batch
         segments: list[_Segment] = []
         # Decoding sequences first (one token each, or a short format prefill), then prompts.
         order = sorted(

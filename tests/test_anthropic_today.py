@@ -185,21 +185,25 @@ def counting_prompt(words: int) -> str:
     return "Continue counting: " + " ".join(str(i % 100) for i in range(words))
 
 
+SMALL_WINDOW = 512  # a whole-window prompt prefills in seconds, also on a loaded machine
+
+
 @pytest.mark.model
-def test_max_tokens_64000_is_clamped_to_the_context_and_stops_with_max_tokens(
-    model_server: Server, local_model
-) -> None:
+def test_max_tokens_64000_is_clamped_to_the_context_and_stops_with_max_tokens() -> None:
     """JSON output whose grammar spells 40 digits (``embedded_model.digits_format``): the reply
-    certainly runs past the few tokens of room, whatever the model would write."""
+    certainly runs past the few tokens of room, whatever the model would write. On a server
+    whose streams have a 512-token window (``serve --context``)."""
     from embedded_model import digits_format
+    from streamchat.providers.local import DEFAULT_LOCAL_MODEL, LocalProvider
     from streamchat.request import build_request
 
     runs_on = digits_format(40)
-    window = local_model.n_ctx
+    counter = LocalProvider(DEFAULT_LOCAL_MODEL, n_ctx=SMALL_WINDOW)  # counts; never generates
+    window = counter.n_ctx
     words = window - 300
     for _ in range(20):  # find a prompt that leaves a few tokens of room
         prompt = counting_prompt(words)
-        used = local_model.count_tokens(
+        used = counter.count_tokens(
             build_request(
                 model="m",
                 messages=[{"role": "user", "content": prompt}],
@@ -211,14 +215,15 @@ def test_max_tokens_64000_is_clamped_to_the_context_and_stops_with_max_tokens(
         words += (window - used - 4) // 2 or -1
     room = window - used
     assert 0 < room <= 6, (window, used)
-    client = anthropic.Anthropic(base_url=model_server.url, api_key="x", max_retries=0)
-    message = client.messages.create(
-        model="claude-sonnet-4-5",
-        max_tokens=64000,
-        messages=[{"role": "user", "content": prompt}],
-        output_config={"format": runs_on},
-        timeout=600,  # a hang guard (a whole-window prefill under load); else the SDK streams
-    )
+    with serve("--context", str(SMALL_WINDOW), "--parallel", "1") as small:
+        client = anthropic.Anthropic(base_url=small.url, api_key="x", max_retries=0)
+        message = client.messages.create(
+            model="claude-sonnet-4-5",
+            max_tokens=64000,
+            messages=[{"role": "user", "content": prompt}],
+            output_config={"format": runs_on},
+            timeout=600,  # a hang guard; else the SDK streams
+        )
     assert message.usage.input_tokens + (message.usage.cache_read_input_tokens or 0) == used
     assert message.stop_reason == "max_tokens"
     assert message.usage.output_tokens == room

@@ -224,9 +224,9 @@ async def test_a_cancelled_streams_cells_are_freed_at_once(engine_model: LocalPr
 async def test_a_long_prompt_joining_does_not_stall_decoding_streams(
     engine_model: LocalProvider, watch: Seen
 ) -> None:
-    """Chunked prefill: a long prompt joining streams that are decoding is prefilled a chunk a
-    step, in the same steps that give every stream its next token, so no stream waits for
-    more than a chunk of prompt between two tokens (counted in steps and tokens, not timed)."""
+    """Chunked prefill: a long prompt joining streams that are decoding is prefilled in
+    chunks, in the same steps that give every stream its next token (counted in steps and
+    tokens, not timed; how large a chunk grows is paced by the steps' durations)."""
     engine = engine_model.engine
     assert engine is not None
     prompts = [ask(f"Write a long essay about {topic}.") for topic in TOPICS[:8]]
@@ -241,8 +241,8 @@ async def test_a_long_prompt_joining_does_not_stall_decoding_streams(
     tasks.append(asyncio.create_task(reply(engine_model, long_prompt, max_tokens=2)))
     await asyncio.gather(*tasks)
     (joined,) = [run for run in watch if len(run.prompt) == long_tokens]
-    chunks = -(-(long_tokens - joined.reused) // engine.chunk)  # its prompt, less what was reused
-    assert chunks > 1 and engine.stats.prefill_steps - steps >= chunks  # a chunk a step at most
+    new = long_tokens - joined.reused  # its prompt, less what was reused
+    assert new > engine.chunk and engine.stats.prefill_steps - steps >= 2  # not in one step
 
     prefilled: dict[int, int] = {}  # step -> prompt tokens prefilled up to it
     decoding: set[int] = set()  # steps that gave one of the eight streams a token
@@ -254,8 +254,8 @@ async def test_a_long_prompt_joining_does_not_stall_decoding_streams(
                     decoding.add(step)
     per_step = {s: prefilled[s] - prefilled[s - 1] for s in decoding if s - 1 in prefilled}
     mixed = {step: tokens for step, tokens in per_step.items() if tokens}
-    assert len(mixed) >= chunks - 1, mixed  # decoding went on meanwhile
-    assert max(mixed.values()) <= engine.chunk, mixed  # never more than a chunk in their way
+    assert mixed, per_step  # decoding went on while it was prefilled...
+    assert max(mixed.values()) <= engine.burst, mixed  # ...beside chunks of it
 
 
 async def test_a_long_prompt_alone_is_prefilled_n_ubatch_tokens_a_step(

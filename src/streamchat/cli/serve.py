@@ -88,6 +88,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         f"holds N x the window); env STREAMCHAT_PARALLEL (default {local.DEFAULT_PARALLEL})",
     )
     parser.add_argument(
+        "--context",
+        type=bounded(int, 64, 131_072),
+        default=local.DEFAULT_CONTEXT,
+        metavar="TOKENS",
+        help="each stream's window on an embedded model, prompt and reply "
+        f"(default {local.DEFAULT_CONTEXT})",
+    )
+    parser.add_argument(
         "--backlog",
         type=bounded(int, 1),
         default=BACKLOG,
@@ -215,6 +223,7 @@ def run(args: argparse.Namespace) -> int:
     settings = local.LocalSettings(
         parallel=args.parallel,
         max_waiting=local.MAX_WAITING if args.max_waiting is None else args.max_waiting,
+        context=args.context,
     )
     get_provider(args.model, settings)  # a missing model file or bad option fails here
     if args.workers > 1:  # each worker forks from here: no thread, socket or database yet

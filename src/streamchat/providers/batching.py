@@ -43,13 +43,18 @@ from ..errors import APIError, ModelError, StreamchatError
 from .grammar import GrammarCache, TokenSampler
 
 NEED = object()  # yielded by a program: "decode my pending tokens and send me the next one"
-# Prompt tokens per step. On a small model a CPU is compute-bound at batch 1 already, so a step
-# costs about its token count: a prompt chunk of P tokens beside D decoding streams makes their
-# next token (P + D) / D times later. While streams decode, they go first and the prompts being
-# prefilled share ``PREFILL_CHUNK`` tokens a step (llama.cpp's server and vLLM's chunked
-# prefill do the same); with none decoding, prompts take ``PREFILL_BURST`` (n_ubatch) a step.
+# Prompt tokens per step. With no stream decoding, prompts take ``PREFILL_BURST`` (n_ubatch) a
+# step. While streams decode, they go first and the prompts being prefilled share a budget
+# (chunked prefill, as llama.cpp's server and vLLM do) that starts at ``PREFILL_CHUNK`` and is
+# paced by measurement: it grows while a step with prompt tokens takes under
+# ``PREFILL_STEP_RATIO`` times a decode-only step, and shrinks when it takes longer. So the
+# decoding streams' gaps stay within that ratio of their gaps without the prompt, and the prompt
+# gets whatever the rest of the step time allows: on a CPU both are compute, so a fixed chunk
+# either stalls the streams (large) or starves the prompt (small), depending on the machine.
 PREFILL_CHUNK = 32
 PREFILL_BURST = 512
+PREFILL_STEP_RATIO = 1.9  # just under 2: the long prompt's TTFT and the streams' gaps share it
+PREFILL_MIN = 4  # the paced budget's floor
 STEP_EXTRA = 16  # batch room per slot for a decoding sequence's token and format prefill
 SHARE_MIN = 8  # prompt tokens another slot must hold beyond this slot's before they are copied
 SHARE_MAX_CELLS = 2048  # a donor slot longer than this is not copied (its whole state moves)
@@ -283,6 +288,8 @@ class Engine:
         import llama_cpp
 
         self.chunk, self.burst = chunk, burst
+        self.prefill_budget = chunk  # prompt tokens a step beside decoding streams (paced)
+        self._decode_step: float | None = None  # a decode-only step's duration (moving average)
         self.n_batch = burst + slots * STEP_EXTRA
         self._context_args = (model, slots, window, self.n_batch, threads, batch_threads or threads)
         self.gen = _Context(*self._context_args)  # the current context and its scheduler
@@ -686,7 +693,7 @@ class Engine:
         decoding = any(
             s.job is not None and not s.job.run.prompting and s.job.run.pending for s in gen.slots
         )
-        budget, capacity = (self.chunk if decoding else self.burst), self.n_batch
+        budget, capacity = (self.prefill_budget if decoding else self.burst), self.n_batch
         segments: list[_Segment] = []
         # Decoding sequences first (one token each, or a short format prefill), then prompts.
         order = sorted(
@@ -733,7 +740,9 @@ class Engine:
                 n += 1
             batch.logits[n - 1] = segment.sample
         batch.n_tokens = n
+        started = time.perf_counter()
         code = self._llama_decode(gen)
+        elapsed = time.perf_counter() - started
         if code != 0:
             for segment in segments:  # whatever a partial decode wrote
                 llama_cpp.llama_memory_seq_rm(gen.memory, segment.slot.seq_id, segment.position, -1)
@@ -751,6 +760,8 @@ class Engine:
             return
         stats = self.stats
         prefilled = sum(segment.prefill for segment in segments)
+        if any(not segment.prefill for segment in segments):  # streams decoded in this step
+            self._pace(elapsed, prefilled)
         stats.steps += 1
         stats.decoded_tokens += n
         stats.prefill_tokens += prefilled
@@ -765,6 +776,21 @@ class Engine:
             index += len(segment.tokens)
             if segment.sample:
                 self._guarded(gen, segment.job, self._sample, gen, segment, index)
+
+    def _pace(self, elapsed: float, prefilled: int) -> None:
+        """Learn a decode-only step's duration; size the prompt budget beside decoding streams
+        so that such a step takes about :data:`PREFILL_STEP_RATIO` times as long."""
+        if not prefilled:
+            last = self._decode_step
+            self._decode_step = elapsed if last is None else 0.8 * last + 0.2 * elapsed
+            return
+        if self._decode_step is None:
+            return
+        ratio = elapsed / self._decode_step
+        if ratio < 0.8 * PREFILL_STEP_RATIO and prefilled >= self.prefill_budget:
+            self.prefill_budget = min(self.burst, self.prefill_budget * 3 // 2 + 1)
+        elif ratio > PREFILL_STEP_RATIO:
+            self.prefill_budget = max(PREFILL_MIN, self.prefill_budget * 2 // 3)
 
     def _llama_decode(self, gen: _Context) -> int:
         """``llama_decode`` of the batch as filled (its own method: tests inject failures)."""

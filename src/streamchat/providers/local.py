@@ -51,6 +51,7 @@ TRANSCRIPT_SYSTEM = "A conversation between a curious user and a helpful, friend
 TRANSCRIPT_EXAMPLE = [Turn("user", "Hello!"), Turn("assistant", "Hi! How can I help you today?")]
 MAX_WAITING = 16  # requests that may queue per model by default (``serve --max-waiting``)
 DEFAULT_PARALLEL = 4  # streams decoded together per model (slots)
+DEFAULT_CONTEXT = 4096  # tokens per stream (the model's window is larger; memory is not)
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class LocalSettings:
 
     parallel: int | None = None  # streams decoded together; None: STREAMCHAT_PARALLEL or 4
     max_waiting: int = MAX_WAITING  # requests that may queue beyond them
+    context: int = DEFAULT_CONTEXT  # each stream's window, in tokens (prompt and reply)
 
 
 MAX_CALLS = 4  # tool calls in one reply when parallel calls are allowed
@@ -216,7 +218,7 @@ class LocalProvider:
         self,
         model: str = DEFAULT_LOCAL_MODEL,
         *,
-        n_ctx: int = 4096,
+        n_ctx: int = DEFAULT_CONTEXT,
         n_threads: int | None = None,
         max_waiting: int | None = None,
         parallel: int | None = None,
@@ -681,6 +683,9 @@ def local_provider(
         provider = _instances.get((name, settings))
         if provider is None:
             provider = _instances[(name, settings)] = LocalProvider(
-                model, parallel=settings.parallel, max_waiting=settings.max_waiting
+                model,
+                n_ctx=settings.context,
+                parallel=settings.parallel,
+                max_waiting=settings.max_waiting,
             )
         return provider

@@ -1,0 +1,220 @@
+"""Long prompts on the embedded model: time to first token alone, and beside decoding streams.
+
+Sides, same model file and threads (decode 1 thread, prompt 2, as streamchat picks on 2 cores):
+
+- **streamchat serve** (``--parallel 9``), through the OpenAI protocol;
+- **llama-server** (llama.cpp's C++ server, ``-np 9``, built as ``concurrency.py`` says);
+- **raw llama-cpp-python** (``Llama.create_chat_completion(stream=True)`` in this process;
+  alone only: it serves one request at a time).
+
+1. **Alone.** A prompt of about ``SIZES`` tokens, unique to each run (so nothing is reused), max
+   4 tokens out: wall time to the first content chunk. Sides rotate, ``--repeats`` rounds.
+2. **Beside 8 decoding streams** (streamchat and llama-server): 8 streams decode; once each has
+   10 tokens, the long prompt is sent. Measured: the prompt's TTFT ÷ its TTFT alone (target
+   ≤ 2), and the 8 streams' inter-token gap p99 while it prefills ÷ their gap p99 before it
+   came (target ≤ 2).
+
+Writes results/long_prompt.json; ``comparisons`` rows go to RESULTS.md via report.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import openai
+
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
+
+from _common import compare, percentile, process_server, rotation, spread, write_result
+from concurrency import find_llama_server, llama_server_version
+from serving import serve
+from streamchat.providers.local import _smollm2_path, use_extra_buffers
+
+RESULT_KEYS = ("sizes", "repeats", "threads", "alone", "beside", "comparisons")
+PACKAGES = ("llama-cpp-python", "openai")
+SIZES = (1500, 3500)  # prompt tokens; the per-stream window is 4096 on every side
+SLOTS = 9  # 8 decoding streams and the long prompt
+THREADS, BATCH_THREADS = 1, 2
+DECODING = 8
+
+
+def long_prompt(tokens: int, tag: str) -> str:
+    """About ``tokens`` tokens of SmolLM2 (a number and a space are ~2 tokens), tag first."""
+    return f"Run {tag}. Continue the list: " + " ".join(str(i % 997) for i in range(tokens // 2))
+
+
+async def first_token(client: openai.AsyncOpenAI, text: str, max_tokens: int = 4) -> float:
+    started = time.perf_counter()
+    stream = await client.chat.completions.create(
+        model="smollm2", messages=[{"role": "user", "content": text}], max_tokens=max_tokens,
+        temperature=0, stream=True,
+    )  # fmt: skip
+    first = None
+    async for chunk in stream:
+        if first is None and chunk.choices and chunk.choices[0].delta.content:
+            first = time.perf_counter()
+    if first is None:
+        raise RuntimeError("no content")
+    return first - started
+
+
+async def decoding_stream(client: openai.AsyncOpenAI, i: int, times: list[float]) -> None:
+    stream = await client.chat.completions.create(
+        model="smollm2", max_tokens=400, temperature=0, stream=True,
+        messages=[{"role": "user", "content": f"Stream {i}: write a long essay about rivers."}],
+    )  # fmt: skip
+    async for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            times.append(time.perf_counter())
+
+
+def gaps(times: list[float], start: float, end: float) -> list[float]:
+    return [(b - a) * 1000 for a, b in itertools.pairwise(times) if start <= a < end]
+
+
+async def beside(url: str, tokens: int, tag: str) -> dict[str, Any]:
+    client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=600)
+    async with client:
+        times: list[list[float]] = [[] for _ in range(DECODING)]
+        streams = [asyncio.create_task(decoding_stream(client, i, times[i]))
+                   for i in range(DECODING)]  # fmt: skip
+        while min(len(t) for t in times) < 10:
+            await asyncio.sleep(0.01)
+        sent = time.perf_counter()
+        ttft = await first_token(client, long_prompt(tokens, tag))
+        arrived = sent + ttft
+        for task in streams:
+            task.cancel()
+        await asyncio.gather(*streams, return_exceptions=True)
+    before = [g for t in times for g in gaps(t, 0.0, sent)]
+    during = [g for t in times for g in gaps(t, sent, arrived)]
+    return {"ttft_s": ttft, "gap_ms_p99_before": percentile(before, 99),
+            "gap_ms_p99_during": percentile(during, 99), "gaps_during": len(during)}  # fmt: skip
+
+
+class Raw:
+    """llama-cpp-python's own high-level API in this process."""
+
+    def __init__(self, path: str) -> None:
+        import llama_cpp
+        import llama_cpp.llama_cpp as low_level
+
+        if not use_extra_buffers():  # an AMX build crashes on any prompt otherwise (local.py)
+            defaults = low_level.llama_model_default_params
+
+            def without_extra_buffers() -> Any:
+                params = defaults()
+                params.use_extra_bufts = False
+                return params
+
+            low_level.llama_model_default_params = without_extra_buffers
+        self.llama = llama_cpp.Llama(
+            model_path=path, n_ctx=4096, n_batch=512, n_threads=THREADS,
+            n_threads_batch=BATCH_THREADS, verbose=False,
+        )  # fmt: skip
+
+    def first_token(self, text: str) -> float:
+        started = time.perf_counter()
+        for chunk in self.llama.create_chat_completion(
+            messages=[{"role": "user", "content": text}], max_tokens=4, temperature=0,
+            stream=True,
+        ):  # fmt: skip
+            if chunk["choices"][0]["delta"].get("content"):
+                return time.perf_counter() - started
+        raise RuntimeError("no content")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="1,500 tokens, one round")
+    parser.add_argument("--llama-server", help="llama.cpp's llama-server binary")
+    parser.add_argument("--json", help="output path (default results/long_prompt.json)")
+    args = parser.parse_args()
+    sizes = SIZES[:1] if args.quick else SIZES
+    repeats = 1 if args.quick else args.repeats
+    path = _smollm2_path()
+    binary = find_llama_server(args.llama_server)
+    alone: dict[str, dict[str, list[float]]] = {str(n): {} for n in sizes}
+    near: dict[str, dict[str, list[dict[str, Any]]]] = {str(n): {} for n in sizes}
+    with contextlib.ExitStack() as stack:
+        env = {"STREAMCHAT_THREADS": str(THREADS), "STREAMCHAT_THREADS_BATCH": str(BATCH_THREADS)}
+        urls = {"streamchat serve": stack.enter_context(serve(
+            "--model", "smollm2", "--parallel", str(SLOTS), "--log-level", "warning",
+            env=env, timeout=180)).url}  # fmt: skip
+        if binary:
+            urls["llama-server"] = stack.enter_context(process_server(
+                [binary, "-m", path, "-t", str(THREADS), "-tb", str(BATCH_THREADS),
+                 "-np", str(SLOTS), "-c", str(4096 * SLOTS), "--host", "127.0.0.1",
+                 "--port", "{port}"], "/health", name="llama-server",
+                version=llama_server_version(binary),
+                env={"LD_LIBRARY_PATH": str(Path(binary).parent)}))  # fmt: skip
+        else:
+            print("long_prompt: llama-server not found: its column is left out", file=sys.stderr)
+        raw = Raw(path)
+        sides = [*urls, "raw llama-cpp-python"]
+
+        def alone_once(side: str, text: str) -> float:
+            if side in urls:
+                client = openai.AsyncOpenAI(base_url=urls[side] + "/v1", api_key="x",
+                                            max_retries=0, timeout=600)  # fmt: skip
+                return asyncio.run(first_token(client, text))
+            return raw.first_token(text)
+
+        for side in sides:  # warm: the model's pages, the chat template
+            alone_once(side, "Hi")
+        for n in sizes:
+            for repeat in range(repeats):
+                for side in rotation(sides, repeat):
+                    seconds = alone_once(side, long_prompt(n, f"{side[:5]}{repeat}"))
+                    alone[str(n)].setdefault(side, []).append(seconds)
+                    print(f"  {n} tokens alone, {side}: TTFT {seconds:.2f} s", flush=True)
+                for side in rotation(list(urls), repeat):
+                    result = asyncio.run(beside(urls[side], n, f"b{side[:5]}{repeat}"))
+                    near[str(n)].setdefault(side, []).append(result)
+                    print(f"  {n} tokens beside {DECODING} streams, {side}: TTFT "
+                          f"{result['ttft_s']:.2f} s, gap p99 {result['gap_ms_p99_before']:.0f}"
+                          f" -> {result['gap_ms_p99_during']:.0f} ms", flush=True)  # fmt: skip
+    comparisons = []
+    for n in sizes:
+        runs = alone[str(n)]
+        for base in ("llama-server", "raw llama-cpp-python"):
+            if base in runs:
+                target = {"target": 1.0} if base == "llama-server" else {}
+                ours = runs["streamchat serve"]
+                comparisons.append(compare(f"TTFT, {n}-token prompt alone", "s wall", base,
+                                           runs[base], "streamchat serve", ours, "lower",
+                                           **target))  # fmt: skip
+        for side, results in near[str(n)].items():
+            ttft = [r["ttft_s"] for r in results]
+            comparisons.append(compare(
+                f"{side}: TTFT of a {n}-token prompt beside {DECODING} decoding streams vs alone",
+                "s wall", "alone", runs[side], f"beside {DECODING} streams", ttft, "lower",
+                target=2.0))  # fmt: skip
+            comparisons.append(compare(
+                f"{side}: {DECODING} streams' gap p99 while a {n}-token prompt prefills",
+                "ms wall", "before it", [r["gap_ms_p99_before"] for r in results],
+                "while it prefills", [r["gap_ms_p99_during"] for r in results], "lower",
+                target=2.0))  # fmt: skip
+    data = {"sizes": list(sizes), "repeats": repeats,
+            "threads": {"decode": THREADS, "prompt": BATCH_THREADS},
+            "alone": {n: {side: spread(v) for side, v in runs.items()}
+                      for n, runs in alone.items()},
+            "beside": near, "comparisons": comparisons}  # fmt: skip
+    threads = {"decode": THREADS, "prompt": BATCH_THREADS}
+    out = write_result("long_prompt", data, keys=RESULT_KEYS, packages=PACKAGES,
+                       threads=threads, path=args.json)  # fmt: skip
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -135,11 +135,12 @@ class Raw:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="prompt tokens")
     parser.add_argument("--quick", action="store_true", help="1,500 tokens, one round")
     parser.add_argument("--llama-server", help="llama.cpp's llama-server binary")
     parser.add_argument("--json", help="output path (default results/long_prompt.json)")
     args = parser.parse_args()
-    sizes = SIZES[:1] if args.quick else SIZES
+    sizes = tuple(args.sizes[:1] if args.quick else args.sizes)
     repeats = 1 if args.quick else args.repeats
     path = _smollm2_path()
     binary = find_llama_server(args.llama_server)

@@ -328,8 +328,7 @@ async function send(text, userNode = null) {
       } else if (event.type === "error") {
         throw new ChatError(event.error.type, event.error.message);
       } else if (event.type === "message_stop") {
-        ended = true;
-        break;
+        ended = true;  // read on to the body's end: the server closes it once the reply is stored
       }
     }
     if (!ended) throw new ChatError("connection", "The server closed the connection mid-reply.");

@@ -45,12 +45,13 @@ class Applier:
         self.rows: dict[str, tuple[int, int]] = {}  # reply key -> (conversation id, message id)
 
     @contextmanager
-    def transaction(self, execute: Execute) -> Iterator[Callable[[Iterable[Record]], None]]:
-        """Yields ``apply(records)``; the caller commits its transaction inside the block."""
+    def transaction(self) -> Iterator[Callable[[Execute, Iterable[Record]], None]]:
+        """Yields ``apply(execute, records)``; the caller commits its database transaction
+        inside the block."""
         committed = self.rows
         self.rows = dict(committed)
         try:
-            yield lambda records: self._apply(execute, records)
+            yield self._apply
         except BaseException:
             self.rows = committed  # rolled back: forget the rows it made
             raise
@@ -83,23 +84,15 @@ class Applier:
             turns = turns[-1:]  # the conversation holds the earlier ones
         stamp = record.get("at") or now()
         if conversation_id is None:
-            info = record.get("conversation") or {}
-            conversation_id = int(
-                execute(
-                    "INSERT INTO conversations (created_at, updated_at, model, provider, "
-                    "system, parameters, source) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                    (stamp, stamp, info.get("model"), info.get("provider"), info.get("system"),
-                     json.dumps(info.get("parameters") or {}), info.get("source")),
-                )[0][0]
-            )  # fmt: skip
+            conversation_id = insert_conversation(execute, record.get("conversation") or {}, stamp)
         for turn in turns:
-            _insert_message(execute, conversation_id, stamp, turn)
+            insert_message(execute, conversation_id, stamp, turn)
         reply = {
             "role": "assistant", "text": "", "interrupted": 1, "reply_key": record["reply"],
             "model": record.get("model"), "input_tokens": record.get("input_tokens"),
         }  # fmt: skip
-        message_id = _insert_message(execute, conversation_id, stamp, reply)
-        execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (stamp, conversation_id))
+        message_id = insert_message(execute, conversation_id, stamp, reply)
+        touch(execute, conversation_id, stamp)
         self.rows[record["reply"]] = (conversation_id, message_id)
 
     def _append(self, execute: Execute, record: Record) -> None:
@@ -133,9 +126,21 @@ class Applier:
         self.rows.pop(record["reply"], None)
 
 
-def _insert_message(
+def insert_conversation(execute: Execute, info: dict[str, Any], stamp: str) -> int:
+    """A new conversation (``info``: model, provider, system, parameters, source); its id."""
+    rows = execute(
+        "INSERT INTO conversations (created_at, updated_at, model, provider, system, "
+        "parameters, source) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        (stamp, stamp, info.get("model"), info.get("provider"), info.get("system"),
+         json.dumps(info.get("parameters") or {}), info.get("source")),
+    )  # fmt: skip
+    return int(rows[0][0])
+
+
+def insert_message(
     execute: Execute, conversation_id: int, stamp: str, fields: dict[str, Any]
 ) -> int:
+    """A new message (``fields``: its columns; ``created_at`` defaults to ``stamp``); its id."""
     fields = encode_blocks({"created_at": stamp, **fields, "conversation_id": conversation_id})
     names = ", ".join(fields)
     marks = ", ".join("?" * len(fields))
@@ -143,6 +148,11 @@ def _insert_message(
         f"INSERT INTO messages ({names}) VALUES ({marks}) RETURNING id", tuple(fields.values())
     )
     return int(rows[0][0])
+
+
+def touch(execute: Execute, conversation_id: int, stamp: str) -> None:
+    """The conversation's latest activity (lists order by it)."""
+    execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (stamp, conversation_id))
 
 
 def _update(execute: Execute, message_id: int, fields: dict[str, Any]) -> None:

@@ -35,11 +35,19 @@ from .base import (
     Store,
     decode_conversation,
     decode_message,
-    encode_blocks,
     now,
     redact,
 )
-from .journal import CLAIM_THREAD, DELTAS_OF_CONVERSATION, Applier, with_deltas
+from .journal import (
+    CLAIM_THREAD,
+    DELTAS_OF_CONVERSATION,
+    Applier,
+    Execute,
+    insert_conversation,
+    insert_message,
+    touch,
+    with_deltas,
+)
 from .sqlite import CONVERSATION_FIELDS, MESSAGE_FIELDS
 
 POOL_SIZE = 8  # connections per process: the group commit needs one, readers the rest
@@ -112,6 +120,19 @@ def _password(url: str) -> str | None:
         return psycopg.conninfo.conninfo_to_dict(url).get("password")
     except psycopg.Error:
         return None
+
+
+def _executor(db: psycopg.Connection) -> Execute:
+    """journal.py's ``Execute`` on ``db``: ``?`` placeholders, rows as tuples, fetched only
+    where a statement returns some (so a pipeline waits only for those)."""
+
+    def execute(sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        cursor = db.cursor(row_factory=tuple_row)
+        cursor.execute(sql.replace("?", "%s"), params)
+        wanted = sql.startswith("SELECT") or " RETURNING " in sql
+        return cursor.fetchall() if wanted else []
+
+    return execute
 
 
 class PostgresStore(Store):
@@ -252,47 +273,28 @@ class PostgresStore(Store):
         source: str | None = None,
         created_at: str | None = None,
     ) -> int:
-        stamp = created_at or now()
+        info = {"model": model, "provider": provider, "system": system,
+                "parameters": parameters, "source": source}  # fmt: skip
         with self._connection() as db:
-            row = db.execute(
-                "INSERT INTO conversations (created_at, updated_at, model, provider, system, "
-                "parameters, source) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
-                (stamp, stamp, model, provider, system, json.dumps(parameters or {}), source),
-            ).fetchone()
-        return int(row["id"])
+            return insert_conversation(_executor(db), info, created_at or now())
 
     def add_message(self, conversation_id: int, role: str, text: str, **fields: Any) -> int:
         """Insert one message (``fields``: any other message column) and touch the conversation."""
-        fields = encode_blocks({"created_at": now(), **fields, "role": role, "text": text})
-        fields["conversation_id"] = conversation_id
-        names = ", ".join(fields)
-        marks = ", ".join(["%s"] * len(fields))
+        stamp = fields.pop("created_at", None) or now()
         with self._connection(transaction=True) as db:
-            row = db.execute(
-                f"INSERT INTO messages ({names}) VALUES ({marks}) RETURNING id",
-                tuple(fields.values()),
-            ).fetchone()
-            db.execute(
-                "UPDATE conversations SET updated_at = %s WHERE id = %s",
-                (fields["created_at"], conversation_id),
+            execute = _executor(db)
+            message_id = insert_message(
+                execute, conversation_id, stamp, {**fields, "role": role, "text": text}
             )
-        return int(row["id"])
+            touch(execute, conversation_id, stamp)
+        return message_id
 
     def apply(self, records: list[dict[str, Any]]) -> None:
         """The group commit: every open reply's records in one transaction, pipelined (one
         round trip, plus one per statement whose result is needed: a reply's first commit)."""
-        connection: list[psycopg.Connection] = []
-
-        def execute(sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-            cursor = connection[0].cursor(row_factory=tuple_row)
-            cursor.execute(sql.replace("?", "%s"), params)
-            wanted = sql.startswith("SELECT") or " RETURNING " in sql
-            return cursor.fetchall() if wanted else []
-
-        with self._applier.transaction(execute) as apply:
+        with self._applier.transaction() as apply:
             with self._connection(transaction=True) as db, db.pipeline():
-                connection.append(db)
-                apply(records)
+                apply(_executor(db), records)
 
     def delete(self, conversation_id: int) -> None:
         with self._connection(transaction=True) as db:
@@ -301,29 +303,9 @@ class PostgresStore(Store):
             if cursor.rowcount == 0:
                 raise ConversationNotFoundError(f"no conversation {conversation_id}")
 
-    def claim_thread(self, key: str) -> int | None:
-        """Atomically take the latest conversation whose turns hash to ``key``; two replicas
-        racing for one continuation cannot both get it."""
-        with self._connection() as db:
-            row = db.execute(
-                "UPDATE conversations SET thread_key = NULL WHERE id = (SELECT id FROM "
-                "conversations WHERE thread_key = %s ORDER BY updated_at DESC, id DESC LIMIT 1 "
-                "FOR UPDATE SKIP LOCKED) RETURNING id",
-                (key,),
-            ).fetchone()
-        return int(row["id"]) if row else None
-
-    def set_thread(self, conversation_id: int, key: str) -> None:
-        with self._connection() as db:
-            db.execute(
-                "UPDATE conversations SET thread_key = %s WHERE id = %s", (key, conversation_id)
-            )
-
     def _touch(self, conversation_id: int, stamp: str) -> None:
         with self._connection() as db:
-            db.execute(
-                "UPDATE conversations SET updated_at = %s WHERE id = %s", (stamp, conversation_id)
-            )
+            touch(_executor(db), conversation_id, stamp)
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -352,10 +334,8 @@ class PostgresStore(Store):
                 f"SELECT {MESSAGE_FIELDS} FROM messages WHERE conversation_id = %s ORDER BY id",
                 (conversation_id,),
             ).fetchall()
-            deltas = db.cursor(row_factory=tuple_row).execute(
-                DELTAS_OF_CONVERSATION.replace("?", "%s"), (conversation_id,)
-            )
-            messages = with_deltas([decode_message(m) for m in messages], deltas.fetchall())
+            deltas = _executor(db)(DELTAS_OF_CONVERSATION, (conversation_id,))
+            messages = with_deltas([decode_message(m) for m in messages], deltas)
         return {**decode_conversation(dict(row)), "messages": messages}
 
     def search(self, text: str, limit: int = 20) -> list[dict[str, Any]]:

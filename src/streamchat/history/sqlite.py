@@ -23,11 +23,18 @@ from .base import (
     Store,
     decode_conversation,
     decode_message,
-    encode_blocks,
     now,
     private_dir,
 )
-from .journal import CLAIM_THREAD, DELTAS_OF_CONVERSATION, Applier, with_deltas
+from .journal import (
+    CLAIM_THREAD,
+    DELTAS_OF_CONVERSATION,
+    Applier,
+    insert_conversation,
+    insert_message,
+    touch,
+    with_deltas,
+)
 
 BUSY_TIMEOUT_MS = 15_000  # generous: a loaded machine must not drop a reply
 
@@ -239,41 +246,29 @@ class HistoryStore(Store):
         source: str | None = None,
         created_at: str | None = None,
     ) -> int:
-        stamp = created_at or now()
-        with self._errors(), self._transaction() as db:
-            cursor = db.execute(
-                "INSERT INTO conversations (created_at, updated_at, model, provider, system, "
-                "parameters, source) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (stamp, stamp, model, provider, system, json.dumps(parameters or {}), source),
-            )
-            return int(cursor.lastrowid or 0)
+        info = {"model": model, "provider": provider, "system": system,
+                "parameters": parameters, "source": source}  # fmt: skip
+        with self._errors(), self._transaction():
+            return insert_conversation(self._execute, info, created_at or now())
 
     def add_message(self, conversation_id: int, role: str, text: str, **fields: Any) -> int:
         """Insert one message (``fields``: any other message column) and touch the conversation."""
-        fields = encode_blocks({"created_at": now(), **fields, "role": role, "text": text})
-        fields["conversation_id"] = conversation_id
-        names = ", ".join(fields)
-        marks = ", ".join("?" * len(fields))
-        with self._errors(), self._transaction() as db:
-            cursor = db.execute(
-                f"INSERT INTO messages ({names}) VALUES ({marks})", tuple(fields.values())
+        stamp = fields.pop("created_at", None) or now()
+        with self._errors(), self._transaction():
+            message_id = insert_message(
+                self._execute, conversation_id, stamp, {**fields, "role": role, "text": text}
             )
-            db.execute(
-                "UPDATE conversations SET updated_at = ? WHERE id = ?",
-                (fields["created_at"], conversation_id),
-            )
-            return int(cursor.lastrowid or 0)
+            touch(self._execute, conversation_id, stamp)
+            return message_id
 
     def apply(self, records: list[dict[str, Any]]) -> None:
         """The group commit: every open reply's records in one transaction."""
-        with self._errors():
-            with (
-                self._applier.transaction(
-                    lambda sql, params: self._db.execute(sql, params).fetchall()
-                ) as apply,
-                self._transaction(),
-            ):
-                apply(records)
+        with self._errors(), self._applier.transaction() as apply, self._transaction():
+            apply(self._execute, records)
+
+    def _execute(self, sql: str, params: tuple[Any, ...]) -> list[sqlite3.Row]:
+        """One statement's rows (journal.py's ``Execute``), inside :meth:`_transaction`."""
+        return self._db.execute(sql, params).fetchall()
 
     def ping(self) -> None:
         with self._errors():
@@ -281,9 +276,7 @@ class HistoryStore(Store):
 
     def _touch(self, conversation_id: int, stamp: str) -> None:
         with self._errors():
-            self._db.execute(
-                "UPDATE conversations SET updated_at = ? WHERE id = ?", (stamp, conversation_id)
-            )
+            touch(self._execute, conversation_id, stamp)
 
     # -- stored responses (the Responses API's previous_response_id) ---------------------------
 
@@ -313,24 +306,6 @@ class HistoryStore(Store):
             cursor = db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
             if cursor.rowcount == 0:
                 raise ConversationNotFoundError(f"no conversation {conversation_id}")
-
-    def claim_thread(self, key: str) -> int | None:
-        """Atomically take the latest conversation whose turns hash to ``key`` (server requests
-        that continue an earlier exchange join it instead of starting a new conversation)."""
-        with self._errors():
-            row = self._db.execute(
-                "UPDATE conversations SET thread_key = NULL WHERE id = (SELECT id FROM "
-                "conversations WHERE thread_key = ? ORDER BY updated_at DESC, id DESC LIMIT 1) "
-                "RETURNING id",
-                (key,),
-            ).fetchone()
-            return row[0] if row else None
-
-    def set_thread(self, conversation_id: int, key: str) -> None:
-        with self._errors():
-            self._db.execute(
-                "UPDATE conversations SET thread_key = ? WHERE id = ?", (key, conversation_id)
-            )
 
     # -- reading ------------------------------------------------------------------------------
 

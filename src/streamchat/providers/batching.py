@@ -56,7 +56,6 @@ NEED = object()  # yielded by a program: "decode my pending tokens and send me t
 PREFILL_CHUNK = 128
 PREFILL_BURST = 512
 PREFILL_STEP_RATIO = 1.9  # just under 2: the long prompt's TTFT and the streams' gaps share it
-PREFILL_MIN = PREFILL_CHUNK  # the paced budget's floor (below it, a step's fixed cost wins)
 STEP_EXTRA = 16  # batch room per slot for a decoding sequence's token and format prefill
 SHARE_MIN = 8  # prompt tokens another slot must hold beyond this slot's before they are copied
 SHARE_MAX_CELLS = 2048  # a donor slot longer than this is not copied (its whole state moves)
@@ -290,7 +289,7 @@ class Engine:
         import llama_cpp
 
         self.chunk, self.burst = chunk, burst
-        self.prefill_budget = chunk  # prompt tokens a step beside decoding streams (paced)
+        self.prefill_budget = chunk  # prompt tokens a step beside decoding streams: paced, >= chunk
         self._decode_step: float | None = None  # a decode-only step's duration (moving average)
         self.n_batch = burst + slots * STEP_EXTRA
         self._context_args = (model, slots, window, self.n_batch, threads, batch_threads or threads)
@@ -692,10 +691,8 @@ class Engine:
     def _step(self, gen: _Context) -> None:
         """One batch: every decoding sequence's pending tokens, then chunks of prompts (a
         small budget beside decoding streams, ``n_ubatch`` when none decodes)."""
-        decoding = any(
-            s.job is not None and not s.job.run.prompting and s.job.run.pending for s in gen.slots
-        )
-        budget, capacity = (self.prefill_budget if decoding else self.burst), self.n_batch
+        budget: int | None = None  # the prompts' share, known once the decoding ones are in
+        capacity = self.n_batch
         segments: list[_Segment] = []
         # Decoding sequences first (one token each, or a short format prefill), then prompts.
         order = sorted(
@@ -707,6 +704,8 @@ class Engine:
             run = job.run
             take = len(run.pending)
             if run.prompting:
+                if budget is None:  # any segment so far is a decoding stream's
+                    budget = self.prefill_budget if segments else self.burst
                 take = min(take, budget)
             take = min(take, capacity)
             if take <= 0:
@@ -715,7 +714,8 @@ class Engine:
             prefill = take if run.prompting else 0
             segments.append(_Segment(slot, job, tokens, len(slot.tokens), prefill, False))
             capacity -= take
-            budget -= prefill
+            if budget is not None:
+                budget -= prefill
             del run.pending[:take]
             slot.tokens += tokens
             segments[-1].sample = not run.pending
@@ -797,7 +797,7 @@ class Engine:
         if ratio < 0.8 * PREFILL_STEP_RATIO and tokens >= self.prefill_budget:
             self.prefill_budget = min(self.burst, self.prefill_budget * 3 // 2 + 1)
         elif ratio > PREFILL_STEP_RATIO:
-            self.prefill_budget = max(PREFILL_MIN, self.prefill_budget * 2 // 3)
+            self.prefill_budget = max(self.chunk, self.prefill_budget * 2 // 3)
 
     def _llama_decode(self, gen: _Context) -> int:
         """``llama_decode`` of the batch as filled (its own method: tests inject failures)."""

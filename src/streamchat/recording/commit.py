@@ -165,8 +165,8 @@ class GroupCommit:
                 self.store = self._open()
             except HistoryUnavailableError:
                 raise
-            except HistoryError as error:  # e.g. a newer schema: waiting will not help either
-                raise HistoryUnavailableError(error.message) from None
+            except HistoryError as error:  # refused (e.g. a newer schema): the records are
+                raise HistoryUnavailableError(error.message) from None  # kept until it is fixed
         return self.store
 
     def _hold(self, records: list[dict[str, Any]]) -> bool:

@@ -47,7 +47,7 @@ class ServerConfig:
     record_dir: str | None = None  # serve --record: one tape per stream, for replay/<dir>
     loopback_only: bool = False  # serve sets it when bound to loopback: loopback names only
     strict_models: bool = False  # serve --strict-models: an unknown model id is a not-found
-    local: LocalSettings = field(default_factory=LocalSettings)  # --parallel, --max-waiting
+    local: LocalSettings = field(default_factory=LocalSettings)  # embedded models' settings
 
     def served_models(self) -> list[str]:
         """Model names a client may pick (the default first)."""

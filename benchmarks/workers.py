@@ -22,7 +22,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 
-from _common import compare, rotation, write_result
+from _common import compare, process_cpu_seconds, rotation, write_result
 from load import run_wave, summary
 from serving import serve
 from streamchat.cli.serve import raise_open_files_limit
@@ -36,9 +36,8 @@ def tree_cpu_seconds(pid: int) -> float:
     pids = [pid, *map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]
     total = 0.0
     for each in pids:
-        with contextlib.suppress(FileNotFoundError):
-            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / 100  # SC_CLK_TCK is 100 on Linux
+        with contextlib.suppress(FileNotFoundError):  # a worker that just exited
+            total += process_cpu_seconds(each)
     return total
 
 

@@ -55,7 +55,7 @@ from _common import HOST, compare, median, process_server, rotation, write_resul
 from overhead import in_fresh_thread
 from streamchat import Client
 from streamchat.providers import tool_prompt
-from streamchat.providers.grammar import schema_gbnf
+from streamchat.providers.grammar import compile_schema
 from streamchat.providers.local import BUILTIN_MODELS, local_provider
 from streamchat.request import build_request
 from tool_cases import CASES
@@ -147,7 +147,7 @@ def part_a(client: Client, rounds: int) -> dict[str, Any]:
     prompt = provider.prompt_tokens(request)[0] + llama.tokenize(
         (opening + tool_prompt.ARGS_PREFIX).encode(), add_bos=False, special=True
     )
-    grammar_text = schema_gbnf(STORY["input_schema"], "bench")
+    grammar_text = compile_schema(STORY["input_schema"], "bench").gbnf
     same_context = tool_prompt.system_text(request)  # the text side sees the same prompt
     sides: dict[str, Callable[[], dict[str, Any]]] = {
         "streamchat constrained call": lambda: stream_sample(

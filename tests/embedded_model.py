@@ -32,7 +32,7 @@ import threading
 from functools import cache
 from typing import Any
 
-from streamchat.providers.grammar import schema_gbnf
+from streamchat.providers.grammar import compile_schema
 from streamchat.providers.local import MAX_CALLS, PEEK_TOKENS, LocalProvider, load_weights
 from streamchat.request import MessageRequest
 
@@ -113,7 +113,7 @@ def longest_output(gbnf: str) -> int:
 
 @cache
 def _schema_budget(schema_json: str) -> int:
-    return longest_output(schema_gbnf(json.loads(schema_json), "schema"))
+    return longest_output(compile_schema(json.loads(schema_json), "schema").gbnf)
 
 
 def call_budget(schema: dict[str, Any] | None) -> int:

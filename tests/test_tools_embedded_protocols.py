@@ -359,25 +359,30 @@ def test_openai_response_format_json_schema_is_valid(server: Server) -> None:
         assert finish == "length"
 
 
-def test_unsupported_schema_is_the_protocols_own_400(server: Server) -> None:
-    bad = {"type": "object", "properties": {"n": {"type": "number", "multipleOf": 5}}}
+def test_strict_schema_the_grammar_cannot_enforce_is_the_protocols_own_400(
+    server: Server,
+) -> None:
+    loose = {"type": "object", "properties": {"n": {"type": "number", "multipleOf": 5}}}
+    function = {"name": "f", "parameters": loose, "strict": True}
     with pytest.raises(openai.BadRequestError) as info:
         openai_client(server).chat.completions.create(
             model="gpt-4o",
             messages=[{"role": "user", "content": ASK}],
-            tools=[{"type": "function", "function": {"name": "f", "parameters": bad}}],
+            tools=[{"type": "function", "function": function}],
             tool_choice="required",
             max_tokens=10,
         )
+    assert info.value.status_code == 400
     assert "multipleOf" in str(info.value)
     with pytest.raises(anthropic.BadRequestError) as error:
         messages_client(server).messages.create(
             model=MODEL,
             max_tokens=10,
             messages=[{"role": "user", "content": ASK}],
-            tools=[{"name": "f", "input_schema": bad}],
+            tools=[{"name": "f", "input_schema": loose, "strict": True}],
             tool_choice={"type": "any"},
         )
-    assert "tools.0.input_schema.properties.n: unsupported JSON Schema feature 'multipleOf'" in (
-        str(error.value)
-    )
+    assert (
+        "tools.0.input_schema.properties.n: JSON Schema keyword 'multipleOf' cannot be enforced"
+        " with strict: true"
+    ) in str(error.value)

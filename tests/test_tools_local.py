@@ -426,22 +426,25 @@ def test_json_object_output_is_an_object(client: Client) -> None:
             json.loads(message.text)  # cut, never repaired
 
 
-def test_unsupported_schema_feature_is_refused_before_any_work(
+def test_strict_schema_feature_the_grammar_cannot_enforce_is_refused_before_any_work(
     client: Client, sample_spy: SampleSpy
 ) -> None:
     tool = {
         "name": "lookup",
+        "strict": True,
         "input_schema": {"type": "object", "patternProperties": {"^x": {"type": "string"}}},
     }
     with pytest.raises(InvalidRequestError) as info:
         client.messages.create(messages=ASK, tools=[tool], tool_choice={"type": "any"})
     assert info.value.message == (
-        "tools.0.input_schema: unsupported JSON Schema feature 'patternProperties'"
+        "tools.0.input_schema: JSON Schema keyword 'patternProperties' cannot be enforced"
+        " with strict: true"
     )
     nested = {"type": "object", "properties": {"n": {"type": "number", "multipleOf": 2}}}
     with pytest.raises(InvalidRequestError, match=r"output_format.schema.properties.n: .*'multip"):
         client.messages.create(
-            messages=ASK, output_format={"type": "json_schema", "schema": nested}
+            messages=ASK,
+            output_format={"type": "json_schema", "schema": nested, "strict": True},
         )
     assert sample_spy.count == 0
 

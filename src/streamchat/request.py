@@ -51,6 +51,7 @@ class Tool:
     name: str
     description: str = ""
     input_schema: dict[str, Any] = field(default_factory=lambda: {"type": "object"})
+    strict: bool = False  # only what the grammar enforces (a 400 names anything else)
 
 
 @dataclass(slots=True, frozen=True)
@@ -74,6 +75,7 @@ class OutputFormat:
 
     schema: dict[str, Any] | None = None
     name: str | None = None
+    strict: bool = False  # as Tool.strict
 
 
 @dataclass(slots=True)
@@ -296,8 +298,10 @@ def _tools(tools: Any) -> list[Tool]:
     for i, tool in enumerate(tools):
         if isinstance(tool, Tool):
             name, description, schema = tool.name, tool.description, tool.input_schema
+            strict = tool.strict
         elif isinstance(tool, Mapping):
             name, description = tool.get("name"), tool.get("description") or ""
+            strict = _strict(tool.get("strict"), f"tools.{i}.strict")
             if "input_schema" not in tool:
                 raise InvalidRequestError("field required", path=f"tools.{i}.input_schema")
             schema = tool["input_schema"]
@@ -313,8 +317,14 @@ def _tools(tools: Any) -> list[Tool]:
             raise InvalidRequestError("expected a string", path=f"tools.{i}.description")
         seen.add(name)
         schema = check_object_schema(schema, f"tools.{i}.input_schema")
-        parsed.append(Tool(name, description, schema))
+        parsed.append(Tool(name, description, schema, strict))
     return parsed
+
+
+def _strict(value: Any, where: str) -> bool:
+    if value is not None and not isinstance(value, bool):
+        raise InvalidRequestError("expected a boolean", path=where)
+    return bool(value)
 
 
 def _tool_choice(choice: Any, tools: list[Tool]) -> ToolChoice:
@@ -427,7 +437,8 @@ def _output_format(value: Any) -> OutputFormat | None:
     if "schema" not in value:
         raise InvalidRequestError("field required", path="output_format.schema")
     name = value.get("name")
-    return OutputFormat(check_object_schema(value["schema"], "output_format.schema"), name)
+    schema = check_object_schema(value["schema"], "output_format.schema")
+    return OutputFormat(schema, name, _strict(value.get("strict"), "output_format.strict"))
 
 
 def build_request(

@@ -63,6 +63,7 @@ def tool_params(request: MessageRequest) -> dict[str, Any]:
         params["tools"] = [
             {"name": t.name, "input_schema": t.input_schema}
             | ({"description": t.description} if t.description else {})
+            | ({"strict": True} if t.strict else {})
             for t in request.tools
         ]
         choice = request.tool_choice

@@ -105,6 +105,7 @@ class Run:
         self.cells = len(prompt)  # cells the sequence holds once its pending tokens are decoded
         self.prompting = True  # no token sampled yet: the prompt is prefilled in chunks
         self.seq_id = -1  # the slot (llama.cpp sequence) it runs in, once admitted
+        self.rewind_to: int | None = None  # cells to keep, for the scheduler (see rewind)
 
     def prefill(self, text: str) -> None:
         """Text the reply format dictates (not sampled, not counted): decoded before the next
@@ -117,6 +118,17 @@ class Run:
     def constrain(self, gbnf: str | None) -> None:
         assert self.grammars is not None
         self.sampler.set_grammar(None if gbnf is None else self.grammars.sampler(gbnf, "grammar"))
+
+    def mark(self) -> tuple[int, int]:
+        """Where the sequence stands now, for :meth:`rewind`."""
+        return self.cells, self.output_tokens
+
+    def rewind(self, mark: tuple[int, int]) -> None:
+        """Forget every token after ``mark``: the scheduler drops their cells before it decodes
+        again, and the next token is sampled from where the mark was taken."""
+        self.cells, self.output_tokens = mark
+        self.pending.clear()
+        self.rewind_to = self.cells
 
     def next_token(self) -> Generator[Any, int, int]:
         """The next sampled token, or :attr:`EOG` / :attr:`LIMIT`."""
@@ -702,6 +714,8 @@ class Engine:
             job = slot.job
             assert job is not None
             run = job.run
+            if run.rewind_to is not None:
+                self._rewind(gen, slot, run)
             take = len(run.pending)
             if run.prompting:
                 if budget is None:  # any segment so far is a decoding stream's
@@ -728,6 +742,21 @@ class Engine:
         prompted = self._decode(gen, prompts) if prompts else None
         if decoded is not None:
             self._pace(decoded, prompted, sum(segment.prefill for segment in prompts))
+
+    @staticmethod
+    def _rewind(gen: _Context, slot: _Slot, run: Run) -> None:
+        """Drop the cells after ``run.rewind_to`` and queue the last kept token again, whose
+        logits the next token is sampled from (the whole sequence when llama.cpp cannot cut
+        its cache there, as a sliding-window one may not)."""
+        import llama_cpp
+
+        keep = run.rewind_to - 1  # type: ignore[operator]
+        run.rewind_to = None
+        if not llama_cpp.llama_memory_seq_rm(gen.memory, slot.seq_id, keep, -1):
+            llama_cpp.llama_memory_seq_rm(gen.memory, slot.seq_id, -1, -1)
+            keep = 0
+        run.pending[:0] = slot.tokens[keep : run.cells]
+        del slot.tokens[keep:]
 
     def _decode(self, gen: _Context, segments: list[_Segment]) -> float | None:
         """Decode ``segments`` in one ``llama_decode`` and sample them; the call's duration

@@ -7,9 +7,10 @@ token; only a rejected token makes the grammar filter every candidate before a r
 pieces here are per sequence (:class:`TokenSampler`), so a batching scheduler can hold one each.
 
 A small model under a grammar loops easily, so schemas are bounded before compiling: strings get
-a ``maxLength``, arrays a ``maxItems``, objects lose free-form extra keys. A schema feature the
-grammar cannot enforce is refused (:class:`InvalidRequestError`) instead of generating input that
-would not validate.
+a ``maxLength``, arrays a ``maxItems``, objects lose free-form extra keys. What a grammar can
+enforce is written as grammar (integer and number ranges included); what it cannot (``not``,
+``uniqueItems``...) is checked with ``jsonschema`` after generation (:class:`SchemaGrammar`), or
+refused under ``strict``.
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
+import math
+import re
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -28,14 +32,14 @@ MAX_STRING = 96  # characters, for strings without a maxLength
 MAX_ITEMS = 8  # for arrays without a maxItems
 MAX_EXTRA_KEYS = 8  # keys of a free-form object
 MAX_KEY = 48  # characters of a free-form object's key
-MAX_INT_RANGE = 256  # an integer range with both bounds up to this size becomes an enum
+MAX_DIGITS = 16  # digits of a generated integer (9007199254740991, 2**53 - 1, has 16)
 GRAMMAR_CACHE = 64  # compiled grammars kept per model
 BEST = 512  # candidates a rejected token's resample looks at first
 
-# Standard keywords the grammar cannot enforce: refused, so a generated input always validates.
-UNSUPPORTED = (
+# Keywords no grammar enforces: accepted, generated under the grammar for the rest, and checked
+# against the original schema afterwards (refused only under ``strict``).
+LOOSE = (
     "patternProperties",
-    "propertyNames",
     "dependentRequired",
     "dependentSchemas",
     "dependencies",
@@ -50,13 +54,29 @@ UNSUPPORTED = (
     "minContains",
     "maxContains",
     "multipleOf",
-    "exclusiveMinimum",
-    "exclusiveMaximum",
     "unevaluatedProperties",
     "unevaluatedItems",
-    "$dynamicRef",
-    "$recursiveRef",
 )
+# Annotations and identifiers: no effect on what validates.
+ANNOTATIONS = (
+    "$schema",
+    "$id",
+    "$anchor",
+    "$comment",
+    "$vocabulary",
+    "title",
+    "description",
+    "default",
+    "examples",
+    "deprecated",
+    "readOnly",
+    "writeOnly",
+    "contentEncoding",
+    "contentMediaType",
+    "contentSchema",
+    "discriminator",
+)
+FORMATS = ("date", "time", "date-time", "uuid")  # the formats the grammar writes (others: any)
 
 # Any JSON value, bounded (``{}`` or a free-form object's values): scalars, short strings and
 # short lists of them.
@@ -71,125 +91,439 @@ ANY_VALUE: dict[str, Any] = {
 }
 
 EXPONENT = "([eE] [-+]? [0-9]{1,2})?"  # up to 1e99: always a finite double
+FRACTION = '"." [0-9]{1,15}'
+GBNF = "x-streamchat-gbnf"  # a bounded schema node's own grammar (numbers with bounds)
 # JSON strings may not hold raw control characters (llama-cpp-python's rule allows them).
 CHAR_RULE = r'[^"\\\x7F\x00-\x1F] | [\\] (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
 
 
-def _unsupported(where: str, keyword: str) -> InvalidRequestError:
-    return InvalidRequestError(f"unsupported JSON Schema feature {keyword!r}", path=where)
+@dataclass(frozen=True)
+class SchemaGrammar:
+    """A schema compiled for generation: its grammar, what the grammar leaves unenforced
+    (``(where, keyword)`` pairs), and the original schema, which every result is checked
+    against."""
+
+    gbnf: str
+    loose: tuple[tuple[str, str], ...]
+    schema: Any
+
+    def problem(self, text: str) -> str | None:
+        """Why ``text`` is not a JSON value valid against the schema (``None``: it is, or the
+        schema cannot be checked here, such as a remote ``$ref``)."""
+        try:
+            value = json.loads(text)
+        except ValueError as error:
+            return f"not JSON ({error})"
+        validator = _validator(json.dumps(self.schema, sort_keys=True))
+        if validator is None:
+            return None
+        try:
+            error = next(iter(validator.iter_errors(value)), None)
+        except Exception:  # an unresolvable $ref and the like: cannot tell
+            return None
+        if error is None:
+            return None
+        where = "/".join(map(str, error.absolute_path))
+        return f"{error.message} (at /{where})" if where else error.message
+
+
+@lru_cache(maxsize=256)
+def _validator(schema_json: str) -> Any:
+    """The schema's own draft's validator (2020-12 when it names none); ``None`` for a schema
+    its meta-schema rejects: the grammar alone decides then."""
+    import jsonschema
+
+    schema = json.loads(schema_json)
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    try:
+        cls.check_schema(schema)
+    except jsonschema.SchemaError:
+        return None
+    return cls(schema)
+
+
+def compile_schema(schema: Any, where: str, *, strict: bool = False) -> SchemaGrammar:
+    """The grammar of a JSON object valid against ``schema`` (any object when ``None``). With
+    ``strict``, a keyword the grammar cannot enforce is a 400 naming it (as the real APIs do for
+    strict schemas); without, it is left to the check after generation."""
+    if schema is None:
+        schema = {"type": "object"}
+    bounder = _Bounder(schema)
+    try:
+        bounded = bounder.bound(schema, where)
+    except RecursionError:
+        raise InvalidRequestError("the schema nests too deeply", path=where) from None
+    if strict and bounder.loose:
+        at, keyword = bounder.loose[0]
+        raise InvalidRequestError(
+            f"JSON Schema keyword {keyword!r} cannot be enforced with strict: true", path=at
+        )
+    try:
+        gbnf = _gbnf(json.dumps(bounded))
+    except (ValueError, KeyError, AssertionError, RecursionError) as error:
+        message = f"cannot compile the schema to a grammar ({error})"
+        raise InvalidRequestError(message, path=where) from None
+    return SchemaGrammar(gbnf, tuple(bounder.loose), schema)
 
 
 def bound_schema(schema: Any, where: str) -> dict[str, Any]:
-    """A copy of ``schema`` the grammar can enforce and a small model finishes: bounded strings,
-    arrays and objects; refuses (naming the keyword and where) what cannot be enforced."""
-    if schema is True or schema == {}:
-        return dict(ANY_VALUE)
-    if not isinstance(schema, dict):
-        raise _unsupported(where, "false" if schema is False else type(schema).__name__)
-    for keyword in UNSUPPORTED:
-        if keyword in schema:
-            raise _unsupported(where, keyword)
-    node = dict(schema)
-    ref = node.get("$ref")
-    if ref is not None and (not isinstance(ref, str) or not ref.startswith("#/")):
-        raise _unsupported(where, "$ref")
-    for defs in ("$defs", "definitions"):
-        if isinstance(node.get(defs), dict):
-            node[defs] = {k: bound_schema(v, f"{where}.{defs}.{k}") for k, v in node[defs].items()}
-    if ref is not None:
+    """``schema`` as the grammar is built from it (see :class:`_Bounder`)."""
+    return _Bounder(schema).bound(schema, where)
+
+
+class _Bounder:
+    """Turns a schema into one the converter compiles and a small model finishes: strings,
+    arrays and objects bounded, number bounds written as grammar, ``allOf`` merged, annotations
+    dropped; what cannot be enforced is noted in :attr:`loose` and left out."""
+
+    def __init__(self, root: Any):
+        self.root = root
+        self.loose: list[tuple[str, str]] = []
+
+    def _loose(self, where: str, keyword: str) -> None:
+        if (where, keyword) not in self.loose:
+            self.loose.append((where, keyword))
+
+    def bound(self, schema: Any, where: str) -> dict[str, Any]:
+        if schema is True or schema == {}:
+            return dict(ANY_VALUE)
+        if not isinstance(schema, dict):
+            what = "false" if schema is False else type(schema).__name__
+            raise InvalidRequestError(f"unsupported JSON Schema {what!r}", path=where)
+        node = {k: v for k, v in schema.items() if k not in ANNOTATIONS}
+        for keyword in LOOSE:
+            if keyword in node:
+                self._loose(where, keyword)
+                del node[keyword]
+        for defs in ("$defs", "definitions"):
+            if isinstance(node.get(defs), dict):
+                node[defs] = {
+                    k: self.bound(v, f"{where}.{defs}.{k}") for k, v in node[defs].items()
+                }
+        for keyword in ("$dynamicRef", "$recursiveRef"):
+            if keyword in node:
+                self._loose(where, keyword)
+                return dict(ANY_VALUE)
+        ref = node.get("$ref")
+        if ref is not None:
+            if not isinstance(ref, str) or not ref.startswith("#"):
+                self._loose(where, "$ref")  # remote: not fetched
+                return dict(ANY_VALUE)
+            defs = {k: v for k, v in node.items() if k in ("$defs", "definitions")}
+            rest = {k: v for k, v in node.items() if k != "$ref" and k not in defs}
+            if not rest:
+                return node
+            node = {"allOf": [{"$ref": ref}], **rest, **defs}  # siblings apply too (2019-09+)
+        if "allOf" in node:
+            parts = node.pop("allOf")
+            if not isinstance(parts, list) or not parts:
+                raise InvalidRequestError("expected a non-empty list", path=f"{where}.allOf")
+            merged = node
+            for part in parts:
+                merged = self._merge(merged, self._resolve(part, where), where)
+            return self.bound(merged, where)
+        kind = node.get("type")
+        if isinstance(kind, list):
+            rest = {k: v for k, v in node.items() if k != "type"}
+            return {"anyOf": [self.bound({**rest, "type": t}, where) for t in kind]}
+        for union in ("anyOf", "oneOf"):
+            if union in node:
+                options = node.pop(union)
+                if not isinstance(options, list) or not options:
+                    raise InvalidRequestError("expected a non-empty list", path=f"{where}.{union}")
+                siblings = {k: v for k, v in node.items() if k not in ("$defs", "definitions")}
+                bounded = [
+                    self.bound(self._merge(siblings, self._resolve(s, where), where) if siblings
+                               else s, f"{where}.{union}.{i}")
+                    for i, s in enumerate(options)
+                ]  # fmt: skip
+                return {**{k: node[k] for k in node.keys() - siblings.keys()}, "anyOf": bounded}
+        if "const" in node:
+            return {"const": node["const"]}
+        if "enum" in node:
+            return {"enum": node["enum"]}
+        if kind in ("integer", "number"):
+            return self._number(node, kind, where)
+        if kind == "string":
+            return self._string(node, where)
+        if kind == "array" or (kind is None and ({"items", "prefixItems"} & node.keys())):
+            return self._array(node, where)
+        if kind == "object" or (kind is None and "properties" in node):
+            return self._object(node, where)
         return node
-    if "allOf" in node:
-        parts = node.pop("allOf")
-        if not isinstance(parts, list) or len(parts) != 1 or not isinstance(parts[0], dict):
-            raise _unsupported(where, "allOf")
-        return bound_schema({**parts[0], **node}, where)
-    kind = node.get("type")
-    if isinstance(kind, list):
-        rest = {k: v for k, v in node.items() if k != "type"}
-        return {"anyOf": [bound_schema({**rest, "type": t}, where) for t in kind]}
-    for union in ("anyOf", "oneOf"):
-        if union in node:
-            options = node[union]
-            if not isinstance(options, list) or not options:
-                raise _unsupported(where, union)
-            node[union] = [bound_schema(s, f"{where}.{union}.{i}") for i, s in enumerate(options)]
+
+    def _resolve(self, schema: Any, where: str) -> Any:
+        """``schema``, or what its local ``$ref`` points to (for merging)."""
+        if not isinstance(schema, dict) or not isinstance(schema.get("$ref"), str):
+            return schema
+        ref, target = schema["$ref"], self.root
+        if not ref.startswith("#"):
+            self._loose(where, "$ref")
+            return {}
+        for part in filter(None, ref[1:].split("/")):
+            part = part.replace("~1", "/").replace("~0", "~")
+            if not isinstance(target, dict) or part not in target:
+                raise InvalidRequestError(f"unresolvable $ref {ref!r}", path=where)
+            target = target[part]
+        rest = {k: v for k, v in schema.items() if k != "$ref"}
+        return self._merge(rest, self._resolve(target, where), where) if rest else target
+
+    def _merge(self, a: Any, b: Any, where: str) -> dict[str, Any]:
+        """Both ``a`` and ``b`` (``allOf``): properties and required united, bounds narrowed; a
+        conflict the grammar cannot express keeps ``a``'s side, checked after generation."""
+        if b is True or b == {}:
+            return dict(a)
+        if a is True or a == {}:
+            return dict(b) if isinstance(b, dict) else b
+        if not isinstance(a, dict) or not isinstance(b, dict):
+            raise InvalidRequestError("unsupported JSON Schema 'false'", path=where)
+        merged = dict(a)
+        for key, value in b.items():
+            if key not in merged or merged[key] == value or key in ANNOTATIONS:
+                merged.setdefault(key, value)
+            elif key == "properties":
+                properties = dict(merged[key])
+                for name, sub in value.items():
+                    old = properties.get(name)
+                    properties[name] = sub if old is None else {"allOf": [old, sub]}
+                merged[key] = properties
+            elif key == "required":
+                merged[key] = [*merged[key], *(n for n in value if n not in merged[key])]
+            elif key in ("minimum", "minLength", "minItems", "exclusiveMinimum"):
+                merged[key] = max(merged[key], value)
+            elif key in ("maximum", "maxLength", "maxItems", "exclusiveMaximum"):
+                merged[key] = min(merged[key], value)
+            elif key in ("items", "additionalProperties") and isinstance(value, dict):
+                merged[key] = {"allOf": [merged[key], value]}
+            elif key == "type" and {merged[key], value} == {"integer", "number"}:
+                merged[key] = "integer"
+            elif key in ("allOf", "anyOf", "oneOf"):
+                merged = {**merged, "allOf": [*merged.get("allOf", []), {key: value}]}
+            else:
+                self._loose(where, "allOf")
+        return merged
+
+    def _number(self, node: dict[str, Any], kind: str, where: str) -> dict[str, Any]:
+        low, high = node.get("minimum"), node.get("maximum")
+        low_open, high_open = node.get("exclusiveMinimum"), node.get("exclusiveMaximum")
+        if isinstance(low_open, bool):  # draft 4: a flag on minimum
+            low_open, low = (low, None) if low_open else (None, low)
+        if isinstance(high_open, bool):
+            high_open, high = (high, None) if high_open else (None, high)
+        bounds = [low, high, low_open, high_open]
+        if all(bound is None for bound in bounds):
+            return {"type": kind}
+        if not all(bound is None or _finite(bound) for bound in bounds):
+            raise InvalidRequestError("expected a number", path=f"{where}.minimum")
+        lows = [
+            b for b in (low, None if low_open is None else _after(low_open, kind)) if b is not None
+        ]
+        highs = [
+            b
+            for b in (high, None if high_open is None else _before(high_open, kind))
+            if b is not None
+        ]
+        rule = number_gbnf(max(lows, default=None), min(highs, default=None), kind == "integer")
+        if rule is None:  # no integer in range: a plain number, checked afterwards
+            self._loose(where, "minimum" if lows else "maximum")
+            return {"type": kind}
+        return {"type": kind, GBNF: rule}
+
+    def _string(self, node: dict[str, Any], where: str) -> dict[str, Any]:
+        fmt = node.get("format")
+        if fmt is not None and not (
+            isinstance(fmt, str) and re.fullmatch(r"uuid[1-5]?|date|time|date-time", fmt)
+        ):
+            del node["format"]  # an annotation unless asserted (and never asserted here)
+        pattern = node.get("pattern")
+        if pattern is not None and not _pattern_compiles(pattern):
+            self._loose(where, "pattern")
+            del node["pattern"]
+        if {"pattern", "format"} & node.keys():
+            for keyword in ("minLength", "maxLength"):
+                if keyword in node:  # the pattern or format decides the length
+                    self._loose(where, keyword)
             return node
-    if "enum" in node or "const" in node:
+        node.setdefault("maxLength", max(node.get("minLength", 0), MAX_STRING))
+        node["maxLength"] = max(node["maxLength"], node.get("minLength", 0))
         return node
-    if kind in ("integer", "number"):
-        return _bound_number(node, kind, where)
-    if kind == "string":
-        if not ({"pattern", "format"} & node.keys()):
-            node.setdefault("maxLength", max(node.get("minLength", 0), MAX_STRING))
-        return node
-    if kind == "array" or (kind is None and ("items" in node or "prefixItems" in node)):
-        items = node.get("items")
-        if isinstance(node.get("prefixItems"), list):
+
+    def _array(self, node: dict[str, Any], where: str) -> dict[str, Any]:
+        prefix = node.get("prefixItems")
+        if isinstance(node.get("items"), list):  # draft 7's tuples
+            prefix = node.pop("items")
+        if isinstance(prefix, list):
             node["prefixItems"] = [
-                bound_schema(s, f"{where}.prefixItems.{i}")
-                for i, s in enumerate(node["prefixItems"])
+                self.bound(s, f"{where}.prefixItems.{i}") for i, s in enumerate(prefix)
             ]
             node.pop("items", None)
+            count = len(prefix)
+            if node.get("minItems", 0) > count or node.get("maxItems", count) < count:
+                self._loose(where, "minItems" if node.get("minItems", 0) > count else "maxItems")
             return node
-        node["items"] = bound_schema(items if items is not None else {}, f"{where}.items")
-        node.setdefault("maxItems", max(node.get("minItems", 0), MAX_ITEMS))
+        items = node.get("items")
+        node["items"] = self.bound(items if items is not None else {}, f"{where}.items")
+        low = node.get("minItems", 0)
+        node["maxItems"] = max(low, node.get("maxItems", MAX_ITEMS))
         return node
-    if kind == "object" or (kind is None and "properties" in node):
-        properties = node.get("properties") or {}
-        node["properties"] = {
-            name: bound_schema(s, f"{where}.properties.{name}") for name, s in properties.items()
-        }
-        for name in node.get("required", []):
-            if name not in node["properties"]:
-                raise InvalidRequestError(
-                    f"{name!r} is not in properties", path=f"{where}.required"
-                )
+
+    def _object(self, node: dict[str, Any], where: str) -> dict[str, Any]:
+        properties = dict(node.get("properties") or {})
         extra = node.get("additionalProperties")
+        names = node.pop("propertyNames", None)
+        if isinstance(names, dict):
+            names = {k: v for k, v in names.items() if k not in ANNOTATIONS}
+            listed = names.get("enum", [names["const"]] if "const" in names else None)
+            if listed is not None and extra is not False:
+                for name in listed:  # the keys allowed: spelled out, none other
+                    properties.setdefault(name, extra if isinstance(extra, dict) else {})
+                extra = False
+            elif extra is False:
+                if not all(self._key_fits(names, name) for name in properties):
+                    self._loose(where, "propertyNames")
+            elif set(names) - {"type", "maxLength"} or names.get("maxLength", MAX_KEY) < MAX_KEY:
+                self._loose(where, "propertyNames")
+        for name in node.get("required", []):
+            properties.setdefault(name, extra if isinstance(extra, dict) else {})
+        node["properties"] = {
+            name: self.bound(s, f"{where}.properties.{name}") for name, s in properties.items()
+        }
         if isinstance(extra, dict) and extra:
-            node["additionalProperties"] = bound_schema(extra, f"{where}.additionalProperties")
+            node["additionalProperties"] = self.bound(extra, f"{where}.additionalProperties")
         elif node["properties"] or extra is False:
             node["additionalProperties"] = False  # no free-form keys: nothing to loop on
         else:
             node["additionalProperties"] = ANY_VALUE
         return node
-    return node
+
+    @staticmethod
+    def _key_fits(names: dict[str, Any], key: str) -> bool:
+        problem = SchemaGrammar("", (), names).problem(json.dumps(key))
+        return problem is None
 
 
-def _bound_number(node: dict[str, Any], kind: str, where: str) -> dict[str, Any]:
-    low, high = node.get("minimum"), node.get("maximum")
-    if low is None and high is None:
-        return node
-    bounded = kind == "integer" and low is not None and high is not None
-    if bounded and int(low) == low and int(high) == high and 0 <= high - low < MAX_INT_RANGE:
-        return {"enum": list(range(int(low), int(high) + 1))}
-    if high is None and low in (0, 1) and (kind == "integer" or low == 0):
-        return node  # compiled to an unsigned rule by the converter below
-    raise _unsupported(where, "maximum" if high is not None else "minimum")
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _after(bound: float, kind: str) -> float:
+    """The least value above an exclusive minimum the grammar below can write."""
+    return math.floor(bound) + 1 if kind == "integer" or bound == int(bound) else bound
+
+
+def _before(bound: float, kind: str) -> float:
+    return math.ceil(bound) - 1 if kind == "integer" or bound == int(bound) else bound
+
+
+def number_gbnf(low: float | None, high: float | None, integer: bool) -> str | None:
+    """GBNF for JSON numbers in ``[low, high]`` (either side open when ``None``), without an
+    exponent: the integers there, and decimals whose integral part keeps them inside. ``None``
+    when it holds no integer (a range such as [0.2, 0.7])."""
+    if low is not None and low <= -(10**MAX_DIGITS):
+        low = None  # beyond what is ever written: no bound
+    if high is not None and high >= 10**MAX_DIGITS:
+        high = None
+    first = None if low is None else math.ceil(low)
+    last = None if high is None else math.floor(high)
+    if first is not None and last is not None and first > last:
+        return None
+    parts = [_integers(first, last)]
+    if not integer:
+        # i.f with i >= 0 lies in [i, i + 1); -k.f in (-(k + 1), -k].
+        positive = _naturals(max(first or 0, 0), None if last is None else last - 1)
+        if positive:
+            parts.append(f"({positive}) {FRACTION}")
+        top = None if first is None else -first - 1
+        negative = _naturals(max(1, -last if last is not None else 1), top)
+        if negative:
+            parts.append(f'"-" ({negative}) {FRACTION}')
+    return " | ".join(f"({part})" for part in parts if part)
+
+
+def _integers(first: int | None, last: int | None) -> str:
+    """Integers from ``first`` to ``last`` (``None``: unbounded), in JSON's canonical form."""
+    parts = []
+    if last is None or last >= 0:
+        parts.append(_naturals(max(first, 0) if first is not None else 0, last))
+    if first is None or first < 0:
+        top = None if first is None else -first
+        parts.append(f'"-" ({_naturals(1 if last is None or last >= 0 else -last, top)})')
+    return " | ".join(f"({part})" for part in parts if part)
+
+
+def _naturals(first: int, last: int | None) -> str:
+    """Naturals from ``first`` to ``last`` (``None``: up to :data:`MAX_DIGITS` digits), one
+    alternative per length; '' when none."""
+    if last is not None and first > last:
+        return ""
+    parts = []
+    longest = max(MAX_DIGITS, len(str(first))) if last is None else len(str(last))
+    for length in range(len(str(first)), longest + 1):
+        floor = 10 ** (length - 1) if length > 1 else 0
+        start = max(first, floor)
+        end = 10**length - 1 if last is None else min(last, 10**length - 1)
+        if last is None and start == floor and length > 1:  # this length and every longer one
+            parts.append(f"[1-9] [0-9]{{{length - 1},{longest - 1}}}")
+            break
+        parts.append(_same_length(str(start), str(end)))
+    return " | ".join(f"({part})" for part in parts)
+
+
+def _same_length(a: str, b: str) -> str:
+    """The digit strings of ``a``'s length from ``a`` to ``b`` (``a <= b``)."""
+    if a == b:
+        return f'"{a}"'
+    shared = next(i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
+    if shared:
+        return f'"{a[:shared]}" ({_same_length(a[shared:], b[shared:])})'
+    if len(a) == 1:
+        return f"[{a}-{b}]"
+    rest = len(a) - 1
+    from_floor, to_ceiling = a[1:] == "0" * rest, b[1:] == "9" * rest
+    lo, hi = int(a[0]) + (not from_floor), int(b[0]) - (not to_ceiling)
+    parts = []
+    if not from_floor:
+        parts.append(f'"{a[0]}" ({_same_length(a[1:], "9" * rest)})')
+    if lo <= hi:
+        digit = f"[{lo}]" if lo == hi else f"[{lo}-{hi}]"
+        parts.append(f"{digit} [0-9]{{{rest}}}")
+    if not to_ceiling:
+        parts.append(f'"{b[0]}" ({_same_length("0" * rest, b[1:])})')
+    return " | ".join(f"({part})" for part in parts)
+
+
+@lru_cache(maxsize=256)
+def _pattern_compiles(pattern: Any) -> bool:
+    """Whether the converter writes ``pattern`` as grammar (anchored, no lookarounds...)."""
+    if not isinstance(pattern, str) or not (pattern.startswith("^") and pattern.endswith("$")):
+        return False
+    try:
+        re.compile(pattern)
+        _converter_class()(
+            prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False
+        )._visit_pattern(pattern, "p")
+    except Exception:  # any failure of the converter means "not as grammar"
+        return False
+    return True
 
 
 def _converter_class() -> type:
     from llama_cpp.llama_grammar import RESERVED_NAMES, SchemaConverter
 
     class Converter(SchemaConverter):  # type: ignore[misc, valid-type]
-        """llama-cpp-python's converter with bounded strings (``char{m,n}``) and unsigned
-        numbers, which it leaves out."""
+        """llama-cpp-python's converter with bounded strings (``char{m,n}``) and the number
+        rules :func:`number_gbnf` writes."""
 
         def visit(self, schema: dict[str, Any], name: str) -> str:
             kind = schema.get("type")
             rule_name = name + "-" if name in RESERVED_NAMES else name or "root"
+            if GBNF in schema:
+                return self._add_rule(rule_name, f"({schema[GBNF]}) space")
             plain = not ({"pattern", "format", "enum", "const", "$ref"} & schema.keys())
             if kind == "string" and plain and "maxLength" in schema:
                 self._rules["char"] = CHAR_RULE
                 low, high = schema.get("minLength", 0), schema["maxLength"]
                 return self._add_rule(rule_name, rf'"\"" char{{{low},{high}}} "\"" space')
-            if kind in ("integer", "number") and plain and "minimum" in schema:
-                first = "[1-9] [0-9]{0,15}"
-                if schema["minimum"] == 0:
-                    first = "[0-9] | " + first.replace("{0,15}", "{1,15}")
-                rule = f"({first})"
-                if kind == "number":
-                    rule += ' ("." [0-9]{1,16})? ' + EXPONENT
-                return self._add_rule(rule_name, rule + " space")
             return super().visit(schema, name)
 
     return Converter
@@ -200,7 +534,8 @@ def _gbnf(schema_json: str) -> str:
     converter = _converter_class()(
         prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False
     )
-    schema = converter.resolve_refs(json.loads(schema_json), "input")
+    schema = json.loads(schema_json)
+    _local_refs(converter._refs, schema, schema)
     converter.visit(schema, "")
     rules = converter._rules
     if "char" in rules:
@@ -215,14 +550,24 @@ def _gbnf(schema_json: str) -> str:
     return converter.format_grammar()
 
 
-def schema_gbnf(schema: dict[str, Any] | None, where: str) -> str:
-    """The GBNF grammar of a JSON object valid against ``schema`` (any object when ``None``)."""
-    bounded = bound_schema(schema if schema is not None else {"type": "object"}, where)
-    try:
-        return _gbnf(json.dumps(bounded))
-    except (ValueError, KeyError, AssertionError, RecursionError) as error:
-        message = f"cannot compile the schema to a grammar ({error})"
-        raise InvalidRequestError(message, path=where) from None
+def _local_refs(refs: dict[str, Any], root: Any, node: Any) -> None:
+    """Every local ``$ref`` under ``node`` and its target, for the converter (its own resolver
+    skips what lies beside a ``$ref``, such as the ``$defs`` of a root that is a ``$ref``)."""
+    if isinstance(node, list):
+        for item in node:
+            _local_refs(refs, root, item)
+    elif isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref not in refs:
+            target = root
+            for part in filter(None, ref.lstrip("#").split("/")):
+                part = part.replace("~1", "/").replace("~0", "~")
+                if not isinstance(target, dict) or part not in target:
+                    raise ValueError(f"unresolvable $ref {ref!r}")
+                target = target[part]
+            refs[ref] = target
+        for value in node.values():
+            _local_refs(refs, root, value)
 
 
 def choice_gbnf(options: list[str], suffix: str) -> str:
@@ -303,12 +648,41 @@ class TokenSampler:
         import llama_cpp
         import numpy as np
 
-        # The same chain, in the same order, as Llama.generate builds (so seeds behave alike).
+        self._settings = (top_p, top_k, min_p, repeat_penalty, penalty_last_n)
+        self.chain: Any = None
+        self.n_vocab = n_vocab
+        self.reset(seed=seed, temperature=temperature)
+        self.grammar: Any = None
+        self.resamples = 0  # tokens the grammar rejected (diagnostics, the benchmark)
+        self._data = (llama_cpp.llama_token_data * n_vocab)()
+        self._view = np.frombuffer(
+            self._data, dtype=np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)])
+        )
+        self._ids = np.arange(n_vocab, dtype=np.intc)
+        self._array = llama_cpp.llama_token_data_array(
+            ctypes.cast(self._data, llama_cpp.llama_token_data_p), n_vocab, -1, False
+        )
+        self._best = (llama_cpp.llama_token_data * BEST)()
+        self._best_view = np.frombuffer(self._best, dtype=self._view.dtype)
+        self._best_array = llama_cpp.llama_token_data_array(
+            ctypes.cast(self._best, llama_cpp.llama_token_data_p), BEST, -1, False
+        )
+        self._one = llama_cpp.llama_token_data(0, 1.0, 0.0)
+        self._one_array = llama_cpp.llama_token_data_array(ctypes.pointer(self._one), 1, -1, False)
+
+    def reset(self, *, seed: int, temperature: float) -> None:
+        """A new chain (penalties forgotten) with this seed and temperature: the same chain, in
+        the same order, as ``Llama.generate`` builds, so seeds behave alike."""
+        import llama_cpp
+
+        top_p, top_k, min_p, repeat_penalty, penalty_last_n = self._settings
+        if self.chain is not None:
+            llama_cpp.llama_sampler_free(self.chain)
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         add = lambda sampler: llama_cpp.llama_sampler_chain_add(chain, sampler)  # noqa: E731
         add(
             llama_cpp.llama_sampler_init_penalties(
-                n_vocab, penalty_last_n, repeat_penalty, 0.0, 0.0
+                self.n_vocab, penalty_last_n, repeat_penalty, 0.0, 0.0
             )
         )
         if temperature == 0:
@@ -321,25 +695,8 @@ class TokenSampler:
             add(llama_cpp.llama_sampler_init_temp(temperature))
             add(llama_cpp.llama_sampler_init_dist(seed))
         self.chain = chain
-        self.grammar: Any = None
-        self.n_vocab = n_vocab
-        self.resamples = 0  # tokens the grammar rejected (diagnostics, the benchmark)
-        self._data = (llama_cpp.llama_token_data * n_vocab)()
-        self._view = np.frombuffer(
-            self._data, dtype=np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)])
-        )
-        self._ids = np.arange(n_vocab, dtype=np.intc)
-        self._array = llama_cpp.llama_token_data_array(
-            ctypes.cast(self._data, llama_cpp.llama_token_data_p), n_vocab, -1, False
-        )
+        self.seed, self.temperature = seed, temperature
         self.needed = 1 if temperature == 0 else top_k  # allowed tokens a resample must see
-        self._best = (llama_cpp.llama_token_data * BEST)()
-        self._best_view = np.frombuffer(self._best, dtype=self._view.dtype)
-        self._best_array = llama_cpp.llama_token_data_array(
-            ctypes.cast(self._best, llama_cpp.llama_token_data_p), BEST, -1, False
-        )
-        self._one = llama_cpp.llama_token_data(0, 1.0, 0.0)
-        self._one_array = llama_cpp.llama_token_data_array(ctypes.pointer(self._one), 1, -1, False)
 
     def set_grammar(self, grammar: Any) -> None:
         """Constrain what follows with ``grammar`` (a sampler from :class:`GrammarCache`, now

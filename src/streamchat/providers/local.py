@@ -10,19 +10,22 @@ next turn lands on the slot whose cells hold its prefix; those tokens are report
 reads (``cache_read_input_tokens``).
 
 Tool calls and JSON output are decoded under a grammar built from the JSON Schema
-(:mod:`.grammar`), token by token with a low-level sampler (sample, then check the grammar), so a
-call's input always validates; the prompt format for tools is :mod:`.tool_prompt`.
+(:mod:`.grammar`), token by token with a low-level sampler (sample, then check the grammar). Every
+result is checked against the original schema; where the schema says more than a grammar can
+(``uniqueItems``, ``not``...), the result is held back until it validates, resampled up to
+:data:`RESAMPLES` times. The prompt format for tools is :mod:`.tool_prompt`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import codecs
+import logging
 import os
 import threading
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +47,14 @@ from .base import (
     tool_use_start,
 )
 from .batching import STALL_SECONDS, Engine, Run
-from .grammar import GrammarCache, JSONEnd, TokenSampler, choice_gbnf, schema_gbnf
+from .grammar import (
+    GrammarCache,
+    JSONEnd,
+    SchemaGrammar,
+    TokenSampler,
+    choice_gbnf,
+    compile_schema,
+)
 
 DEFAULT_LOCAL_MODEL = "smollm2"
 TRANSCRIPT_SYSTEM = "A conversation between a curious user and a helpful, friendly assistant."
@@ -52,6 +62,20 @@ TRANSCRIPT_EXAMPLE = [Turn("user", "Hello!"), Turn("assistant", "Hi! How can I h
 MAX_WAITING = 16  # requests that may queue per model by default (``serve --max-waiting``)
 DEFAULT_PARALLEL = 4  # streams decoded together per model (slots)
 DEFAULT_CONTEXT = 4096  # tokens per stream (the model's window is larger; memory is not)
+RESAMPLES = 2  # new tries for a result the grammar let through but the schema does not
+RESAMPLE_TEMPERATURE = 0.8  # at least, for those tries (greedy would write the same again)
+
+log = logging.getLogger("streamchat.local")
+
+
+@dataclass
+class SchemaChecks:
+    """Structured results checked against their schema (``/metrics``), by outcome: ``valid``
+    first time, ``resampled`` into validity, ``invalid`` (returned as generated, logged)."""
+
+    valid: int = 0
+    resampled: int = 0
+    invalid: int = 0
 
 
 @dataclass(frozen=True)
@@ -261,6 +285,7 @@ class LocalProvider:
         self._llama: Any = None
         self._formatter: Any = None
         self._template_tools = False  # the GGUF's own template renders ``tools``
+        self.schema_checks = SchemaChecks()
         self.grammars: GrammarCache | None = None
         self._use_template = builtin.chat_template if builtin is not None else None
 
@@ -380,8 +405,8 @@ class LocalProvider:
         grammars = self.grammar_plan(request) if structured else {}  # a bad schema is a 400
         llama = self.load()
         assert self.grammars is not None and self.engine is not None
-        for where, gbnf in grammars.items():  # compile now: an invalid grammar is a 400
-            self.grammars.compile(gbnf, f"tools.{where}" if where else "output_format")
+        for where, grammar in grammars.items():  # compile now: an invalid grammar is a 400
+            self.grammars.compile(grammar.gbnf, f"tools.{where}" if where else "output_format")
         tokens, format_stops = self.prompt_tokens(request)
         window = min(self.n_ctx, self.engine.window)
         room = window - len(tokens)
@@ -412,29 +437,33 @@ class LocalProvider:
             lambda token: llama_cpp.llama_vocab_is_eog(vocab, token),
         )
         model = request.model or self.display_name
+        checks = self.schema_checks
 
         def program(run: Run) -> Iterator[Any]:
             yield _opening(model, run)
             if request.wants_tools:
-                yield from _ToolReply(run, request, grammars, format_stops).events()
+                yield from _ToolReply(run, request, grammars, format_stops, checks).events()
             elif request.output_format is not None:
-                yield from _json_reply(run, grammars[""])
+                yield from _json_reply(run, grammars[""], checks)
             else:
                 yield from _text_reply(run, request, format_stops, self._formatter is None)
 
         return run, program
 
-    def grammar_plan(self, request: MessageRequest) -> dict[str, str]:
+    def grammar_plan(self, request: MessageRequest) -> dict[str, SchemaGrammar]:
         """The grammars a request needs, compiled (or found in the cache) before the first event,
-        so an unsupported schema is a 400: ``{tool name or "": GBNF}``."""
+        so a schema that cannot be used is a 400: ``{tool name or "": grammar}``."""
         if request.wants_tools:
             return {
-                tool.name: schema_gbnf(tool.input_schema, f"tools.{i}.input_schema")
+                tool.name: compile_schema(
+                    tool.input_schema, f"tools.{i}.input_schema", strict=tool.strict
+                )
                 for i, tool in enumerate(request.tools)
                 if request.tool_choice.type != "tool" or tool.name == request.tool_choice.name
             }
-        assert request.output_format is not None
-        return {"": schema_gbnf(request.output_format.schema, "output_format.schema")}
+        output = request.output_format
+        assert output is not None
+        return {"": compile_schema(output.schema, "output_format.schema", strict=output.strict)}
 
     async def stream(self, request: MessageRequest) -> AsyncIterator[StreamEvent]:
         release = self.admission.acquire()  # overload is refused here, before any work
@@ -503,24 +532,62 @@ def _text_reply(
     yield from message_end(stop_reason, run.output_tokens, stop_sequence)  # type: ignore[arg-type]
 
 
-def _json_reply(run: Run, gbnf: str) -> Iterator[Any]:
+def _json_reply(run: Run, grammar: SchemaGrammar, checks: SchemaChecks) -> Iterator[Any]:
     """JSON output: one text block, constrained from the first token, ending with the object."""
     yield text_block_start(0)
-    run.constrain(gbnf)
-    end, decoder = JSONEnd(), codecs.getincrementaldecoder("utf-8")(errors="replace")
-    stop_reason = "max_tokens"
-    while (token := (yield from run.next_token())) >= 0:
-        text = decoder.decode(run.piece(token))
-        at = end.feed(text)
-        if at >= 0:
-            text, stop_reason = text[:at], "end_turn"
-        if text:
-            yield text_delta(text)
-        if at >= 0:
+    closed = yield from _structured(run, grammar, checks, text_delta)
+    yield from message_end("end_turn" if closed else "max_tokens", run.output_tokens)
+
+
+def _structured(
+    run: Run,
+    grammar: SchemaGrammar,
+    checks: SchemaChecks,
+    delta: Callable[[str], StreamEvent],
+) -> Generator[Any, int, bool]:
+    """One JSON value under ``grammar``, as ``delta`` events; True when it closed (False: cut by
+    max_tokens). Streamed as it is sampled when the grammar enforces the whole schema; otherwise
+    held back until it validates against the schema, each failure rewound and sampled again
+    (another seed, a warmer temperature), the last one returned as generated and logged."""
+    held = bool(grammar.loose)
+    mark, sampler = run.mark(), run.sampler
+    seed, temperature = sampler.seed, sampler.temperature
+    for attempt in range(1 + (RESAMPLES if held else 0)):
+        if attempt:
+            run.rewind(mark)
+            sampler.reset(seed=seed + attempt, temperature=max(temperature, RESAMPLE_TEMPERATURE))
+        run.constrain(grammar.gbnf)
+        end, decoder = JSONEnd(), codecs.getincrementaldecoder("utf-8")(errors="replace")
+        written, closed = [], False
+        while (token := (yield from run.next_token())) >= 0:
+            text = decoder.decode(run.piece(token))
+            at = end.feed(text)
+            if at >= 0:
+                text, closed = text[:at], True
+            written.append(text)
+            if text and not held:
+                yield delta(text)
+            if closed:
+                break
+        run.constrain(None)
+        problem = grammar.problem("".join(written)) if closed else None
+        if problem is None:
             break
-    if token == run.EOG:
-        stop_reason = "end_turn"
-    yield from message_end(stop_reason, run.output_tokens)  # type: ignore[arg-type]
+    if attempt:
+        sampler.reset(seed=seed, temperature=temperature)
+    if closed:
+        if problem is not None:
+            checks.invalid += 1
+            log.warning(
+                "a result does not match its schema after %d tries: %s", attempt + 1, problem
+            )
+        elif attempt:
+            checks.resampled += 1
+        else:
+            checks.valid += 1
+    if held and written:
+        yield delta("".join(written))
+    return closed
 
 
 class _ToolReply:
@@ -536,10 +603,12 @@ class _ToolReply:
         self,
         run: Run,
         request: MessageRequest,
-        grammars: dict[str, str],
+        grammars: dict[str, SchemaGrammar],
         format_stops: list[str],
+        checks: SchemaChecks,
     ):
         self.run = run
+        self.checks = checks
         self.request = request
         self.grammars = grammars
         self.names = list(grammars)
@@ -630,19 +699,9 @@ class _ToolReply:
             run.prefill(tool_prompt.ARGS_PREFIX)
         self.index += 1
         yield tool_use_start(self.index, name)
-        run.constrain(self.grammars[name])
-        end, decoder = JSONEnd(), codecs.getincrementaldecoder("utf-8")(errors="replace")
-        closed = False
-        while (token := (yield from run.next_token())) >= 0:
-            text = decoder.decode(run.piece(token))
-            at = end.feed(text)
-            if at >= 0:
-                text, closed = text[:at], True
-            if text:
-                yield input_json_delta(text, self.index)
-            if closed:
-                break
-        run.constrain(None)
+        index = self.index
+        delta = lambda text: input_json_delta(text, index)  # noqa: E731
+        closed = yield from _structured(run, self.grammars[name], self.checks, delta)
         yield block_stop(self.index)
         if not closed:
             self.stop_reason = "max_tokens"

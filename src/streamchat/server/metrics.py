@@ -90,8 +90,10 @@ class _QueueDepth(Collector):
             family.add_metric([model], provider.admission.count)
         yield family
         families = self._engine_families()
-        slots, active, batch, prefill, steps, reused = families
+        slots, active, batch, prefill, steps, reused, checks = families
         for model, provider in list(self._providers.items()):
+            for outcome, count in vars(getattr(provider, "schema_checks", {})).items():
+                checks.add_metric([model, outcome], count)
             engine = getattr(provider, "engine", None)
             if engine is None:  # not loaded yet
                 continue
@@ -124,6 +126,10 @@ class _QueueDepth(Collector):
             CounterMetricFamily("streamchat_local_prompt_tokens_reused", "Prompt tokens served "
                                 "from a slot's cells instead of prefilled (prefix reuse)",
                                 labels=["model"]),
+            CounterMetricFamily("streamchat_local_schema_checks", "Tool calls and JSON outputs "
+                                "checked against their schema: valid, resampled (valid after "
+                                "resampling) or invalid (returned as generated)",
+                                labels=["model", "outcome"]),
         ]  # fmt: skip
 
 

@@ -217,6 +217,7 @@ def _tools(tools: Any) -> list[dict[str, Any]] | None:
                 "name": function.get("name"),
                 "description": function.get("description") or "",
                 "input_schema": {"type": "object", "properties": {}} if schema is None else schema,
+                "strict": function.get("strict"),
             }
         )
     return parsed
@@ -284,7 +285,12 @@ def _response_format(value: Any) -> dict[str, Any] | OutputFormat | None:
         raise InvalidRequestError("field required", path="response_format.json_schema.name")
     if spec.get("schema") is None:
         return OutputFormat(None, name)  # a named format without a schema: any JSON object
-    return {"type": "json_schema", "schema": spec["schema"], "name": name}
+    return {
+        "type": "json_schema",
+        "schema": spec["schema"],
+        "name": name,
+        "strict": spec.get("strict"),
+    }
 
 
 def _reasoning(effort: Any) -> dict[str, Any] | None:

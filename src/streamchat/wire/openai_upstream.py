@@ -58,7 +58,8 @@ def tool_params(request: MessageRequest) -> dict[str, Any]:
                     "name": tool.name,
                     "description": tool.description,
                     "parameters": tool.input_schema,
-                },
+                }
+                | ({"strict": True} if tool.strict else {}),
             }
             for tool in request.tools
         ]
@@ -77,7 +78,8 @@ def tool_params(request: MessageRequest) -> dict[str, Any]:
             if output.schema is None
             else {
                 "type": "json_schema",
-                "json_schema": {"name": output.name or "output", "schema": output.schema},
+                "json_schema": {"name": output.name or "output", "schema": output.schema}
+                | ({"strict": True} if output.strict else {}),
             }
         )
     if request.thinking is not None:

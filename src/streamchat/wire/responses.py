@@ -159,6 +159,7 @@ def _tools(tools: Any) -> list[dict[str, Any]] | None:
                 "name": tool.get("name"),
                 "description": tool.get("description") or "",
                 "input_schema": tool.get("parameters") or {"type": "object", "properties": {}},
+                "strict": tool.get("strict"),
             }
         )
     return parsed
@@ -197,7 +198,12 @@ def _output_format(text: Any) -> dict[str, Any] | None:
         return {"type": "json_object"}
     if "schema" not in fmt:
         raise InvalidRequestError("field required", path="text.format.schema")
-    return {"type": "json_schema", "schema": fmt["schema"], "name": fmt.get("name")}
+    return {
+        "type": "json_schema",
+        "schema": fmt["schema"],
+        "name": fmt.get("name"),
+        "strict": fmt.get("strict"),
+    }
 
 
 def parse_responses_request(

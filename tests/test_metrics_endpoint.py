@@ -15,7 +15,7 @@ from botocore.config import Config
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
-from embedded_model import GenerateSpy
+from embedded_model import GenerateSpy, forced_budget
 from serving import serve_in_thread
 from streamchat.providers.local import LocalProvider
 from streamchat.server.app import create_app
@@ -228,3 +228,31 @@ def test_local_model_queue_depth_follows_requests(
             finally:
                 spy.release()
         wait_for(lambda: value(scrape(base), "streamchat_local_queue_depth", model="smollm2") == 0)
+
+
+@pytest.mark.model
+def test_local_model_counts_schema_checks(local_model: LocalProvider) -> None:
+    """Every forced call is checked against its schema once, whatever the outcome."""
+    tool = {
+        "name": "pick",
+        "input_schema": {
+            "type": "object",
+            "properties": {"tags": {"type": "array", "items": {"enum": ["a", "b", "c"]},
+                                    "minItems": 2, "maxItems": 3, "uniqueItems": True}},
+            "required": ["tags"],
+        },
+    }  # fmt: skip
+    with serve_in_thread(ServerConfig()) as base:
+        outcomes = ("valid", "resampled", "invalid")
+        count = lambda: sum(  # noqa: E731
+            value(scrape(base), "streamchat_local_schema_checks_total", model="smollm2",
+                  outcome=outcome)
+            for outcome in outcomes
+        )  # fmt: skip
+        before = count()
+        body = {"model": "smollm2", "max_tokens": forced_budget([tool]), "messages": USER,
+                "tools": [tool],
+                "tool_choice": {"type": "any", "disable_parallel_tool_use": True}}  # fmt: skip
+        reply = httpx.post(f"{base}/v1/messages", json=body, timeout=120).json()
+        assert reply["stop_reason"] == "tool_use"
+        assert count() == before + 1

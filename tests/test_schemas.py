@@ -41,6 +41,7 @@ MCP_SERVERS = {  # package: arguments after its script
 }
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 SAFE = 9007199254740991  # zod's int bounds: Number.MAX_SAFE_INTEGER
+UNBUDGETED = 600  # max_tokens of a call whose grammar has no bound (a pattern's *, recursion)
 
 
 def agent(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
@@ -341,7 +342,7 @@ def forced_calls(tools: dict[str, dict[str, Any]]) -> dict[str, tuple[Any, str]]
             messages=[{"role": "user", "content": f"Call {name} with sensible arguments."}],
             tools=[tool],
             tool_choice={"type": "tool", "name": name},
-            max_tokens=max(forced_budget([tool]), 64) if budgeted(tool) else 600,
+            max_tokens=cost(tools[name]),
             temperature=0,
         )
         (block,) = [block for block in message.content if block.type == "tool_use"]
@@ -484,13 +485,20 @@ def constructs(schema: Any) -> set[str]:
 
 
 def cover(tools: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Few tools that together use every construct of ``tools`` (greedy, largest first)."""
+    """Few tools that together use every construct of ``tools``: greedy, the most new constructs
+    per token of the call's budget first (a call under a big schema takes a small model long)."""
     left, chosen = set().union(*map(constructs, tools.values())), {}
     while left:
-        name = max(tools, key=lambda n: (len(constructs(tools[n]) & left), n))
+        name = max(tools, key=lambda n: (len(constructs(tools[n]) & left) / cost(tools[n]), n))
         chosen[name] = tools[name]
         left -= constructs(tools[name])
     return chosen
+
+
+def cost(schema: dict[str, Any]) -> int:
+    """``max_tokens`` of a call forced under ``schema`` (see :func:`forced_calls`)."""
+    tool = {"name": "t", "input_schema": schema}
+    return max(forced_budget([tool]), 64) if budgeted(tool) else UNBUDGETED
 
 
 @pytest.mark.model

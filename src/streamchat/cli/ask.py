@@ -21,6 +21,7 @@ from typing import TextIO
 
 from ..client import Client
 from ..errors import InvalidRequestError, StreamchatError
+from ..providers.local import LocalSettings
 from .attach import read_attachment, with_attachments
 from .blocks import HELPER_EVENTS, Piece, ReplyView
 from .history import ChatLog, add_history_options, warn
@@ -68,7 +69,9 @@ def read_prompt(words: list[str], files: list[str] | None = None) -> str:
 def run(args: argparse.Namespace) -> int:
     check_model(args.model)
     prompt = read_prompt(args.prompt, args.files)
-    client = Client()
+    # One sequence: a one-shot has no other stream to batch with, and an engine of one slot
+    # opens in half the time of the server's four (its KV cache is a quarter the size).
+    client = Client(local=LocalSettings(parallel=1))
     log = ChatLog.open(args, warn)
     log.begin(**conversation_info(args, client.default_model), source="ask")
     log.user(prompt)

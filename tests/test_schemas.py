@@ -24,6 +24,8 @@ from typing import Any, Literal
 
 import jsonschema
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from cache import building
@@ -511,3 +513,115 @@ def test_mcp_servers_tools_give_valid_calls(local_model: LocalProvider) -> None:
     chosen = cover(tools)
     assert len(chosen) < len(tools) / 2
     check_calls(chosen, forced_calls(chosen))
+
+
+def schemas() -> st.SearchStrategy[dict[str, Any]]:
+    """Random valid JSON Schemas: every type, bounds of any size and sign, unions, merges, loose
+    keywords and annotations, nested."""
+    bound = st.one_of(st.integers(-(10**18), 10**18), st.floats(-1e6, 1e6, allow_nan=False))
+    annotations = st.fixed_dictionaries(
+        {}, optional={"title": st.text(max_size=5), "description": st.text(max_size=5)}
+    )
+    numbers = st.fixed_dictionaries(
+        {"type": st.sampled_from(["integer", "number"])},
+        optional={
+            "minimum": bound,
+            "maximum": bound,
+            "exclusiveMinimum": bound,
+            "exclusiveMaximum": bound,
+            "multipleOf": st.sampled_from([2, 5]),
+        },
+    )
+    strings = st.fixed_dictionaries(
+        {"type": st.just("string")},
+        optional={
+            "minLength": st.integers(0, 150),
+            "maxLength": st.integers(150, 300),
+            "format": st.sampled_from(["date", "date-time", "uuid", "email", "uri"]),
+            "pattern": st.sampled_from(["^[a-z]{1,8}$", "^(yes|no)$", "[0-9]", "^a(?=b)$"]),
+        },
+    )
+    leaves = st.one_of(
+        numbers,
+        strings,
+        st.just({"type": "boolean"}),
+        st.just({"type": "null"}),
+        st.builds(
+            lambda v: {"enum": v},
+            st.lists(st.integers() | st.text(max_size=4), min_size=1, max_size=3, unique=True),
+        ),
+        st.builds(lambda v: {"const": v}, st.text(max_size=4)),
+        st.just({}),
+    )
+
+    def nest(inner: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[dict[str, Any]]:
+        names = st.text("abcdefgh-_", min_size=1, max_size=6)
+        objects = st.builds(
+            lambda props, extra, data: {
+                "type": "object",
+                "properties": props,
+                "required": data.draw(st.lists(st.sampled_from(list(props)), unique=True))
+                if props
+                else [],
+                **extra,
+            },
+            st.dictionaries(names, inner, max_size=4),
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "additionalProperties": st.booleans() | inner,
+                    "propertyNames": st.sampled_from(
+                        [
+                            {"type": "string"},
+                            {"enum": ["x", "y"]},
+                            {"pattern": "^[a-z]+$"},
+                            {"maxLength": 10},
+                        ]
+                    ),
+                    "minProperties": st.just(1),
+                    "not": st.just({"required": ["zz"]}),
+                },
+            ),
+            st.data(),
+        )
+        arrays = st.builds(
+            lambda items, extra: {"type": "array", "items": items, **extra},
+            inner,
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "minItems": st.integers(0, 12),
+                    "maxItems": st.integers(12, 20),
+                    "uniqueItems": st.booleans(),
+                },
+            ),
+        )
+        unions = st.builds(
+            lambda k, opts: {k: opts},
+            st.sampled_from(["anyOf", "oneOf", "allOf"]),
+            st.lists(inner, min_size=1, max_size=3),
+        )
+        return st.one_of(objects, arrays, unions)
+
+    tree = st.recursive(leaves, nest, max_leaves=12)
+    return st.builds(lambda node, notes: {**node, **notes}, tree, annotations)
+
+
+@pytest.mark.model
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(schema=schemas())
+def test_any_valid_schema_compiles_to_a_grammar_llama_cpp_accepts(
+    local_model: LocalProvider, schema: dict[str, Any]
+) -> None:
+    """Inside a tool's object or as a JSON output: accepted, and the grammar parses (a strict
+    compile either succeeds with nothing loose or names a keyword)."""
+    wrapped = {"type": "object", "properties": {"value": schema}, "required": ["value"]}
+    compiled = compile_schema(wrapped, "schema")
+    assert local_model.grammars is not None
+    local_model.grammars.compile(compiled.gbnf, "schema")
+    try:
+        strict = compile_schema(wrapped, "schema", strict=True)
+    except InvalidRequestError as error:
+        assert compiled.loose and "cannot be enforced with strict: true" in error.message
+    else:
+        assert strict.loose == () == compiled.loose

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import jsonschema
 import pytest
 
-from cache import building
+from cache import npm_folder
 from serving import received, recording, serve_in_thread
 from streamchat.providers.grammar import compile_schema
 from streamchat.providers.local import LocalProvider
@@ -39,17 +38,7 @@ REPLY = "Hello from streamchat"
 @pytest.fixture(scope="module")
 def claude() -> list[str]:
     """The command that runs Claude Code (its launcher finds the platform's native binary)."""
-    if not (shutil.which("node") and shutil.which("npm")):
-        pytest.skip("node and npm are needed to run Claude Code")
-    marker = FOLDER / ".installed"
-    with building(FOLDER):
-        FOLDER.mkdir(exist_ok=True)
-        if not marker.exists() or marker.read_text() != PACKAGE:
-            command = ["npm", "install", "--prefix", str(FOLDER), "--no-audit", "--no-fund",
-                       PACKAGE]  # fmt: skip
-            result = subprocess.run(command, capture_output=True, text=True, timeout=280)
-            assert result.returncode == 0, f"npm install failed:\n{result.stderr}"
-            marker.write_text(PACKAGE)
+    npm_folder(FOLDER, [PACKAGE], "to run Claude Code")
     wrapper = FOLDER / "node_modules" / "@anthropic-ai" / "claude-code" / "cli-wrapper.cjs"
     return ["node", str(wrapper)]
 

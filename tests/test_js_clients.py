@@ -10,7 +10,6 @@ missing.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from cache import building
+from cache import npm_folder
 from serving import Server, serve
 
 JS_DIR = Path(__file__).parent / ".js"
@@ -75,18 +74,7 @@ client.destroy();
 @pytest.fixture(scope="module")
 def js_folder() -> Path:
     """``tests/.js`` with the pinned package installed (npm runs only when it is missing)."""
-    if not (shutil.which("node") and shutil.which("npm")):
-        pytest.skip("node and npm are needed to run the AWS SDK for JavaScript")
-    marker = JS_DIR / ".installed"
-    with building(JS_DIR):
-        JS_DIR.mkdir(exist_ok=True)
-        if not marker.exists() or marker.read_text() != " ".join(PACKAGES):
-            command = ["npm", "install", "--prefix", str(JS_DIR), "--no-audit", "--no-fund",
-                       *PACKAGES]  # fmt: skip
-            result = subprocess.run(command, capture_output=True, text=True, timeout=280)
-            assert result.returncode == 0, f"npm install failed:\n{result.stderr}"
-            marker.write_text(" ".join(PACKAGES))
-    return JS_DIR
+    return npm_folder(JS_DIR, PACKAGES, "to run the AWS SDK for JavaScript")
 
 
 @pytest.fixture(scope="module")

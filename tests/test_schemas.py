@@ -15,7 +15,6 @@ import json
 import logging
 import random
 import re
-import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -28,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from cache import building
+from cache import npm_folder
 from embedded_model import forced_budget
 from streamchat import Client, InvalidRequestError
 from streamchat.providers import grammar
@@ -425,17 +424,7 @@ def test_a_call_that_never_validates_is_resampled_then_returned_and_logged(
 
 def mcp_tools() -> dict[str, dict[str, Any]]:
     """The ``tools/list`` of each MCP server, asked over stdio as an MCP client does."""
-    if not (shutil.which("node") and shutil.which("npm")):
-        pytest.skip("node and npm are needed to run the MCP servers")
-    marker = MCP_DIR / ".installed"
-    with building(MCP_DIR):
-        MCP_DIR.mkdir(exist_ok=True)
-        if not marker.exists() or marker.read_text() != " ".join(MCP_SERVERS):
-            command = ["npm", "install", "--prefix", str(MCP_DIR), "--no-audit", "--no-fund",
-                       *MCP_SERVERS]  # fmt: skip
-            result = subprocess.run(command, capture_output=True, text=True, timeout=280)
-            assert result.returncode == 0, f"npm install failed:\n{result.stderr}"
-            marker.write_text(" ".join(MCP_SERVERS))
+    npm_folder(MCP_DIR, list(MCP_SERVERS), "to run the MCP servers")
     tools: dict[str, dict[str, Any]] = {}
     for package, arguments in MCP_SERVERS.items():
         folder = MCP_DIR / "node_modules" / package.rpartition("@")[0]

@@ -242,17 +242,17 @@ def test_local_model_counts_schema_checks(local_model: LocalProvider) -> None:
             "required": ["tags"],
         },
     }  # fmt: skip
+    checks = local_model.schema_checks  # the process's provider: earlier tests' checks too
+    before = checks.valid + checks.resampled + checks.invalid
     with serve_in_thread(ServerConfig()) as base:
-        outcomes = ("valid", "resampled", "invalid")
-        count = lambda: sum(  # noqa: E731
-            value(scrape(base), "streamchat_local_schema_checks_total", model="smollm2",
-                  outcome=outcome)
-            for outcome in outcomes
-        )  # fmt: skip
-        before = count()
         body = {"model": "smollm2", "max_tokens": forced_budget([tool]), "messages": USER,
                 "tools": [tool],
                 "tool_choice": {"type": "any", "disable_parallel_tool_use": True}}  # fmt: skip
         reply = httpx.post(f"{base}/v1/messages", json=body, timeout=120).json()
         assert reply["stop_reason"] == "tool_use"
-        assert count() == before + 1
+        samples = scrape(base)
+        counted = sum(
+            value(samples, "streamchat_local_schema_checks_total", model="smollm2", outcome=outcome)
+            for outcome in ("valid", "resampled", "invalid")
+        )
+        assert counted == before + 1

@@ -76,7 +76,8 @@ ANNOTATIONS = (
     "contentSchema",
     "discriminator",
 )
-FORMATS = ("date", "time", "date-time", "uuid")  # the formats the grammar writes (others: any)
+FORMATS = re.compile(r"uuid[1-5]?|date|time|date-time")  # what the grammar writes; others: any
+DEFS = ("$defs", "definitions")
 
 # Any JSON value, bounded (``{}`` or a free-form object's values): scalars, short strings and
 # short lists of them.
@@ -114,17 +115,22 @@ class SchemaGrammar:
             value = json.loads(text)
         except ValueError as error:
             return f"not JSON ({error})"
-        validator = _validator(json.dumps(self.schema, sort_keys=True))
-        if validator is None:
-            return None
-        try:
-            error = next(iter(validator.iter_errors(value)), None)
-        except Exception:  # an unresolvable $ref and the like: cannot tell
-            return None
-        if error is None:
-            return None
-        where = "/".join(map(str, error.absolute_path))
-        return f"{error.message} (at /{where})" if where else error.message
+        return _problem(self.schema, value)
+
+
+def _problem(schema: Any, value: Any) -> str | None:
+    """Why ``value`` is not valid against ``schema`` (``None``: it is, or cannot be told)."""
+    validator = _validator(json.dumps(schema, sort_keys=True))
+    if validator is None:
+        return None
+    try:
+        error = next(iter(validator.iter_errors(value)), None)
+    except Exception:  # an unresolvable $ref and the like: cannot tell
+        return None
+    if error is None:
+        return None
+    where = "/".join(map(str, error.absolute_path))
+    return f"{error.message} (at /{where})" if where else error.message
 
 
 @lru_cache(maxsize=256)
@@ -195,7 +201,7 @@ class _Bounder:
             if keyword in node:
                 self._loose(where, keyword)
                 del node[keyword]
-        for defs in ("$defs", "definitions"):
+        for defs in DEFS:
             if isinstance(node.get(defs), dict):
                 node[defs] = {
                     k: self.bound(v, f"{where}.{defs}.{k}") for k, v in node[defs].items()
@@ -209,8 +215,8 @@ class _Bounder:
             if not isinstance(ref, str) or not ref.startswith("#"):
                 self._loose(where, "$ref")  # remote: not fetched
                 return dict(ANY_VALUE)
-            defs = {k: v for k, v in node.items() if k in ("$defs", "definitions")}
-            rest = {k: v for k, v in node.items() if k != "$ref" and k not in defs}
+            defs, rest = _split_defs(node)
+            del rest["$ref"]
             if not rest:
                 return node
             node = {"allOf": [{"$ref": ref}], **rest, **defs}  # siblings apply too (2019-09+)
@@ -231,13 +237,13 @@ class _Bounder:
                 options = node.pop(union)
                 if not isinstance(options, list) or not options:
                     raise InvalidRequestError("expected a non-empty list", path=f"{where}.{union}")
-                siblings = {k: v for k, v in node.items() if k not in ("$defs", "definitions")}
+                defs, siblings = _split_defs(node)
                 bounded = [
                     self.bound(self._merge(siblings, self._resolve(s, where), where) if siblings
                                else s, f"{where}.{union}.{i}")
                     for i, s in enumerate(options)
                 ]  # fmt: skip
-                return {**{k: node[k] for k in node.keys() - siblings.keys()}, "anyOf": bounded}
+                return {**defs, "anyOf": bounded}
         if "const" in node:
             return {"const": node["const"]}
         if "enum" in node:
@@ -256,15 +262,14 @@ class _Bounder:
         """``schema``, or what its local ``$ref`` points to (for merging)."""
         if not isinstance(schema, dict) or not isinstance(schema.get("$ref"), str):
             return schema
-        ref, target = schema["$ref"], self.root
+        ref = schema["$ref"]
         if not ref.startswith("#"):
             self._loose(where, "$ref")
             return {}
-        for part in filter(None, ref[1:].split("/")):
-            part = part.replace("~1", "/").replace("~0", "~")
-            if not isinstance(target, dict) or part not in target:
-                raise InvalidRequestError(f"unresolvable $ref {ref!r}", path=where)
-            target = target[part]
+        try:
+            target = _pointer(self.root, ref)
+        except ValueError as error:
+            raise InvalidRequestError(str(error), path=where) from None
         rest = {k: v for k, v in schema.items() if k != "$ref"}
         return self._merge(rest, self._resolve(target, where), where) if rest else target
 
@@ -310,30 +315,26 @@ class _Bounder:
             low_open, low = (low, None) if low_open else (None, low)
         if isinstance(high_open, bool):
             high_open, high = (high, None) if high_open else (None, high)
-        bounds = [low, high, low_open, high_open]
-        if all(bound is None for bound in bounds):
+        bounds = {"minimum": low, "maximum": high, "exclusiveMinimum": low_open,
+                  "exclusiveMaximum": high_open}  # fmt: skip
+        if all(bound is None for bound in bounds.values()):
             return {"type": kind}
-        if not all(bound is None or _finite(bound) for bound in bounds):
-            raise InvalidRequestError("expected a number", path=f"{where}.minimum")
-        lows = [
-            b for b in (low, None if low_open is None else _after(low_open, kind)) if b is not None
-        ]
-        highs = [
-            b
-            for b in (high, None if high_open is None else _before(high_open, kind))
-            if b is not None
-        ]
-        rule = number_gbnf(max(lows, default=None), min(highs, default=None), kind == "integer")
+        for keyword, bound in bounds.items():
+            if bound is not None and not _finite(bound):
+                raise InvalidRequestError("expected a number", path=f"{where}.{keyword}")
+        if low_open is not None:
+            low = _tighter(max, low, _after(low_open, kind))
+        if high_open is not None:
+            high = _tighter(min, high, _before(high_open, kind))
+        rule = number_gbnf(low, high, kind == "integer")
         if rule is None:  # no integer in range: a plain number, checked afterwards
-            self._loose(where, "minimum" if lows else "maximum")
+            self._loose(where, "minimum" if low is not None else "maximum")
             return {"type": kind}
         return {"type": kind, GBNF: rule}
 
     def _string(self, node: dict[str, Any], where: str) -> dict[str, Any]:
         fmt = node.get("format")
-        if fmt is not None and not (
-            isinstance(fmt, str) and re.fullmatch(r"uuid[1-5]?|date|time|date-time", fmt)
-        ):
+        if fmt is not None and not (isinstance(fmt, str) and FORMATS.fullmatch(fmt)):
             del node["format"]  # an annotation unless asserted (and never asserted here)
         pattern = node.get("pattern")
         if pattern is not None and not _pattern_compiles(pattern):
@@ -344,8 +345,7 @@ class _Bounder:
                 if keyword in node:  # the pattern or format decides the length
                     self._loose(where, keyword)
             return node
-        node.setdefault("maxLength", max(node.get("minLength", 0), MAX_STRING))
-        node["maxLength"] = max(node["maxLength"], node.get("minLength", 0))
+        node["maxLength"] = max(node.get("maxLength", MAX_STRING), node.get("minLength", 0))
         return node
 
     def _array(self, node: dict[str, Any], where: str) -> dict[str, Any]:
@@ -370,21 +370,22 @@ class _Bounder:
     def _object(self, node: dict[str, Any], where: str) -> dict[str, Any]:
         properties = dict(node.get("properties") or {})
         extra = node.get("additionalProperties")
+        value = extra if isinstance(extra, dict) else {}  # the schema of a key not listed
         names = node.pop("propertyNames", None)
         if isinstance(names, dict):
             names = {k: v for k, v in names.items() if k not in ANNOTATIONS}
             listed = names.get("enum", [names["const"]] if "const" in names else None)
             if listed is not None and extra is not False:
                 for name in listed:  # the keys allowed: spelled out, none other
-                    properties.setdefault(name, extra if isinstance(extra, dict) else {})
+                    properties.setdefault(name, value)
                 extra = False
             elif extra is False:
-                if not all(self._key_fits(names, name) for name in properties):
+                if any(_problem(names, name) for name in properties):
                     self._loose(where, "propertyNames")
             elif set(names) - {"type", "maxLength"} or names.get("maxLength", MAX_KEY) < MAX_KEY:
                 self._loose(where, "propertyNames")
         for name in node.get("required", []):
-            properties.setdefault(name, extra if isinstance(extra, dict) else {})
+            properties.setdefault(name, value)
         node["properties"] = {
             name: self.bound(s, f"{where}.properties.{name}") for name, s in properties.items()
         }
@@ -396,10 +397,26 @@ class _Bounder:
             node["additionalProperties"] = ANY_VALUE
         return node
 
-    @staticmethod
-    def _key_fits(names: dict[str, Any], key: str) -> bool:
-        problem = SchemaGrammar("", (), names).problem(json.dumps(key))
-        return problem is None
+
+def _split_defs(node: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(its $defs / definitions, the rest)`` of a schema node."""
+    defs = {k: v for k, v in node.items() if k in DEFS}
+    return defs, {k: v for k, v in node.items() if k not in defs}
+
+
+def _pointer(root: Any, ref: str) -> Any:
+    """What a local ``$ref`` (``#/...``, a JSON pointer) points to in ``root``."""
+    target = root
+    for part in filter(None, ref.lstrip("#").split("/")):
+        part = part.replace("~1", "/").replace("~0", "~")
+        if not isinstance(target, dict) or part not in target:
+            raise ValueError(f"unresolvable $ref {ref!r}")
+        target = target[part]
+    return target
+
+
+def _tighter(pick: Any, bound: float | None, other: float) -> float:
+    return other if bound is None else pick(bound, other)
 
 
 def _finite(value: Any) -> bool:
@@ -559,13 +576,7 @@ def _local_refs(refs: dict[str, Any], root: Any, node: Any) -> None:
     elif isinstance(node, dict):
         ref = node.get("$ref")
         if isinstance(ref, str) and ref not in refs:
-            target = root
-            for part in filter(None, ref.lstrip("#").split("/")):
-                part = part.replace("~1", "/").replace("~0", "~")
-                if not isinstance(target, dict) or part not in target:
-                    raise ValueError(f"unresolvable $ref {ref!r}")
-                target = target[part]
-            refs[ref] = target
+            refs[ref] = _pointer(root, ref)
         for value in node.values():
             _local_refs(refs, root, value)
 

@@ -46,6 +46,19 @@ THOUGHT = "The user wants the weather, so I should call the tool"
 TOOL = {"name": "get_weather", "input_schema": {"type": "object"}}
 
 
+# records each distinct text the streaming reply's call shows, from the page's own mutations
+WATCH_TOOL_INPUT = """() => {
+  window.toolInputs = [];
+  new MutationObserver(() => {
+    const reply = document.querySelector("#messages article.assistant:last-child.streaming");
+    const shown = reply?.querySelector(".tool-input")?.textContent ?? "";
+    if (shown && shown !== window.toolInputs.at(-1)) window.toolInputs.push(shown);
+  }).observe(document.querySelector("#messages"), {
+    childList: true, subtree: true, characterData: true,
+  });
+}"""
+
+
 def record(directory: Path, tool_input: Any = CALL_INPUT, delay: float = 0.04) -> None:
     """One tape: thinking, then a tool call, ``delay`` seconds per token."""
     options = {"tool_input": json.dumps(tool_input), "thinking": THOUGHT, "delay": delay}
@@ -77,20 +90,14 @@ def test_a_tool_call_streams_compactly_and_thinking_is_collapsed(
     record(tmp_path / "tapes")
     url = start(f"replay/{tmp_path / 'tapes'}?match=order")
     page = new_page(url)
+    page.evaluate(WATCH_TOOL_INPUT)  # every paint of the call, however busy the machine
     send(page, "weather?")
     page.wait_for_selector(f"{LAST_REPLY} details.thinking summary")
     page.click(f"{LAST_REPLY} details.thinking summary")  # opened while the reply streams...
-    seen: list[str] = []
-    while page.evaluate(f"document.querySelector('{LAST_REPLY}').classList.contains('streaming')"):
-        shown = page.evaluate(
-            f"document.querySelector('{LAST_REPLY} .tool-input')?.textContent ?? ''"
-        )
-        if shown and (not seen or shown != seen[-1]):
-            seen.append(shown)
-        page.wait_for_timeout(15)
     reply = wait_reply(page)
     call = json.dumps(CALL_INPUT)
     assert reply.locator(".tool-call").text_content() == f"⚙ get_weather({call})"
+    seen = page.evaluate("window.toolInputs")
     assert len(seen) >= 3 and all(call.startswith(s.strip("()")) for s in seen), seen  # grew
     thinking = reply.locator("details.thinking")
     assert thinking.evaluate("d => d.open")  # ...and stays open: repaints keep the element

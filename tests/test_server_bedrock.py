@@ -29,9 +29,7 @@ from waiting import wait_until
 
 HELLO = [{"role": "user", "content": [{"text": "hello world"}]}]  # Converse shape
 HI = [{"role": "user", "content": "hi"}]  # Anthropic shape
-IMAGE_ONLY = [
-    {"role": "user", "content": [{"image": {"format": "png", "source": {"bytes": b"x"}}}]}
-]
+BAD_IMAGE = [{"role": "user", "content": [{"image": {"format": "bmp", "source": {"bytes": b"x"}}}]}]
 ScriptedFactory = Callable[..., tuple[str, ScriptedProvider]]
 
 
@@ -292,7 +290,7 @@ def test_pre_stream_overload_is_a_throttling_client_error(bedrock, model, operat
         ({"messages": [{"role": "robot", "content": [{"text": "hi"}]}]}, "messages.0.role"),
         ({"messages": HELLO, "inferenceConfig": {"maxTokens": 10**6}}, "inferenceConfig.maxTokens"),
         ({"messages": HELLO, "inferenceConfig": {"topP": 1.5}}, "inferenceConfig.topP"),
-        ({"messages": IMAGE_ONLY}, "messages.0.content.0"),
+        ({"messages": BAD_IMAGE}, "messages.0.content.0.image.format"),
         ({"messages": [{"role": "user", "content": []}]}, "messages.0.content"),
     ],
 )

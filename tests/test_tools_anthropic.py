@@ -379,7 +379,7 @@ BAD_REQUESTS: dict[str, tuple[dict[str, Any], str]] = {
         {"tools": [{"type": "web_search_20250305", "name": "web_search"}]},
         "tools.0.type: server tools",
     ),
-    "image block": (
+    "image of an unknown type": (
         {
             "messages": [
                 {
@@ -387,13 +387,21 @@ BAD_REQUESTS: dict[str, tuple[dict[str, Any], str]] = {
                     "content": [
                         {
                             "type": "image",
-                            "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"},
+                            "source": {
+                                "type": "base64",
+                                "media_type": "image/tiff",
+                                "data": "AAAA",
+                            },
                         }
                     ],
                 }
             ]
         },
-        "messages.0.content.0: content blocks of type 'image' are not supported",
+        "messages.0.content.0.source.media_type: unsupported image media type 'image/tiff'",
+    ),
+    "unknown block": (
+        {"messages": [{"role": "user", "content": [{"type": "audio", "data": "AAAA"}]}]},
+        "messages.0.content.0: content blocks of type 'audio' are not supported",
     ),
     "tool_use in a user turn": (
         {

@@ -334,18 +334,29 @@ BAD_CONVERSE: dict[str, tuple[dict[str, Any], str]] = {
         },
         "toolConfig.tools.0.toolSpec.inputSchema.json: the schema is",
     ),
-    "image block": (
+    "image of an unknown format": (
         {
             "messages": [
                 {
                     "role": "user",
-                    "content": [{"image": {"format": "png", "source": {"bytes": b"x"}}}],
+                    "content": [{"image": {"format": "tiff", "source": {"bytes": b"x"}}}],
                 }
             ]
         },
-        "messages.0.content.0: content blocks of type image are not supported",
+        "messages.0.content.0.image.format: must be one of png, jpeg, gif, webp",
     ),
-    "image in a tool result": (
+    "unknown block": (
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"audio": {"format": "mp3", "source": {"bytes": b"x"}}}],
+                }
+            ]
+        },
+        "messages.0.content.0: content blocks of type audio are not supported",
+    ),
+    "bad image in a tool result": (
         {
             "messages": [
                 *_with_result("toolu_1")[:2],
@@ -356,7 +367,7 @@ BAD_CONVERSE: dict[str, tuple[dict[str, Any], str]] = {
                             "toolResult": {
                                 "toolUseId": "toolu_1",
                                 "content": [
-                                    {"image": {"format": "png", "source": {"bytes": b"x"}}}
+                                    {"image": {"format": "tiff", "source": {"bytes": b"x"}}}
                                 ],
                             }
                         }
@@ -365,7 +376,7 @@ BAD_CONVERSE: dict[str, tuple[dict[str, Any], str]] = {
             ],
             "toolConfig": tool_config(),
         },
-        "messages.2.content.0.toolResult.content.0: only text and json",
+        "messages.2.content.0.toolResult.content.0.image.format: must be one of",
     ),
     "toolUse in a user turn": (
         {

@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .media import MediaBlock
+
 StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use"]
 STOP_REASONS: tuple[str, ...] = ("end_turn", "max_tokens", "stop_sequence", "tool_use")
 
@@ -83,8 +85,8 @@ class ThinkingBlock:
 
 @dataclass(slots=True)
 class ToolResultBlock:
-    """A tool's answer, sent back in a user turn. ``content`` holds text parts (``str``) and
-    JSON values (Bedrock's ``{"json": ...}``) in order."""
+    """A tool's answer, sent back in a user turn. ``content`` holds text parts (``str``), JSON
+    values (Bedrock's ``{"json": ...}``) and images or documents (:class:`MediaBlock`) in order."""
 
     tool_use_id: str
     content: list[Any] = field(default_factory=list)
@@ -93,18 +95,30 @@ class ToolResultBlock:
 
     @property
     def text(self) -> str:
-        """The content as one text: JSON values written as compact JSON."""
+        """The text and JSON parts as one text (JSON written compactly; media left out)."""
         return "".join(
             part if isinstance(part, str) else json.dumps(part, ensure_ascii=False)
             for part in self.content
+            if not isinstance(part, MediaBlock)
         )
 
+    @property
+    def media(self) -> list[MediaBlock]:
+        return [part for part in self.content if isinstance(part, MediaBlock)]
+
     def to_dict(self) -> dict[str, Any]:
-        content: Any = (
-            self.text
-            if all(isinstance(p, str) for p in self.content)
-            else [{"type": "text", "text": self.text}]
-        )
+        content: Any
+        if all(isinstance(p, str) for p in self.content):
+            content = self.text
+        elif not self.media:
+            content = [{"type": "text", "text": self.text}]
+        else:  # in order, each text or JSON part its own text block
+            content = [
+                part.to_dict()
+                if isinstance(part, MediaBlock)
+                else {"type": "text", "text": ToolResultBlock("", [part]).text}
+                for part in self.content
+            ]
         body: dict[str, Any] = {"type": "tool_result", "tool_use_id": self.tool_use_id}
         body["content"] = content
         if self.is_error:

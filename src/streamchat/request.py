@@ -1,8 +1,9 @@
 """The canonical request every provider receives, and the one place requests are validated.
 
-Content may be a plain string, a list of Anthropic blocks (``text``, ``tool_use``, ``tool_result``,
-``thinking``) or Bedrock text blocks (``{"text": ...}``). Wire codecs translate their protocol to
-these Anthropic-shaped arguments (or to canonical block objects) and let this module validate.
+Content may be a plain string, a list of Anthropic blocks (``text``, ``image``, ``document``,
+``tool_use``, ``tool_result``, ``thinking``) or Bedrock text blocks (``{"text": ...}``). Wire
+codecs translate their protocol to these Anthropic-shaped arguments (or to canonical block objects)
+and let this module validate.
 """
 
 from __future__ import annotations
@@ -15,6 +16,14 @@ from typing import Any, Literal
 
 from .errors import InvalidRequestError
 from .events import TextBlock, ThinkingBlock, ToolResultBlock, ToolUseBlock
+from .media import (
+    ANTHROPIC_LIMITS,
+    MEDIA_KINDS,
+    MediaBlock,
+    MediaLimits,
+    from_anthropic,
+    from_converse,
+)
 
 Role = Literal["user", "assistant"]
 # The largest max_tokens any current Claude model accepts (128k output); a provider clamps it to
@@ -29,13 +38,14 @@ THINKING_TYPES = ("enabled", "disabled", "adaptive", "between_tools")
 SYSTEM_LABEL = "System: "  # how a system message inside the conversation reads in a user turn
 MIN_THINKING_BUDGET = 1024
 
-RequestBlock = TextBlock | ToolUseBlock | ThinkingBlock | ToolResultBlock
+RequestBlock = TextBlock | ToolUseBlock | ThinkingBlock | ToolResultBlock | MediaBlock
 
 
 @dataclass(slots=True, frozen=True)
 class Turn:
     """One message of the conversation. ``content`` is its text; ``blocks`` holds every block in
-    order (text, tool calls, tool results, thinking) when the turn has more than text."""
+    order (text, images and documents, tool calls, tool results, thinking) when the turn has more
+    than text."""
 
     role: Role
     content: str
@@ -155,8 +165,9 @@ def _text_field(block: Mapping[str, Any], name: str, where: str) -> str:
     return value
 
 
-def _tool_result_content(content: Any, where: str) -> list[Any]:
-    """A tool result's content: a string, or text blocks (Bedrock's JSON parts pass as values)."""
+def _tool_result_content(content: Any, where: str, limits: MediaLimits) -> list[Any]:
+    """A tool result's content: a string, or text, image and document blocks (Bedrock's JSON
+    parts pass as values)."""
     if content is None:
         return []
     if isinstance(content, str):
@@ -165,6 +176,9 @@ def _tool_result_content(content: Any, where: str) -> list[Any]:
         raise InvalidRequestError("expected a string or a list of content blocks", path=where)
     parts: list[Any] = []
     for i, part in enumerate(content):
+        if isinstance(part, MediaBlock):
+            parts.append(_media(part, f"{where}.{i}", limits))
+            continue
         if not isinstance(part, Mapping):
             raise InvalidRequestError("expected a content block object", path=f"{where}.{i}")
         kind = part.get("type", "text")
@@ -172,20 +186,37 @@ def _tool_result_content(content: Any, where: str) -> list[Any]:
             parts.append(_text_field(part, "text", f"{where}.{i}"))
         elif kind == "json" and "json" in part:
             parts.append(part["json"])
+        elif kind in MEDIA_KINDS:
+            parts.append(_media(part, f"{where}.{i}", limits))
         else:
             raise InvalidRequestError(
-                f"only text content is supported in a tool result (got {kind!r})",
+                f"a tool result holds text, images and documents (got {kind!r})",
                 path=f"{where}.{i}",
             )
     return parts
 
 
-def _block(block: Any, role: str, where: str) -> RequestBlock | None:
+def _media(block: Mapping[str, Any] | MediaBlock, where: str, limits: MediaLimits) -> MediaBlock:
+    """An image, document or video (already decoded, Anthropic's or Bedrock's), in limits."""
+    if isinstance(block, MediaBlock):
+        media = block
+    elif "type" in block:
+        media = from_anthropic(block, where)
+    else:  # Bedrock's {"image": {...}}
+        kind = next(iter(block))
+        media = from_converse(kind, block[kind], where)
+    limits.check(media, where)
+    return media
+
+
+def _block(block: Any, role: str, where: str, limits: MediaLimits) -> RequestBlock | None:
     """One content block of a message (``None`` for blocks that carry nothing for a model)."""
     if isinstance(block, str):
         return TextBlock(block)
-    if isinstance(block, TextBlock | ToolUseBlock | ThinkingBlock | ToolResultBlock):
-        parsed: RequestBlock = block
+    if isinstance(block, MediaBlock):
+        parsed: RequestBlock = _media(block, where, limits)
+    elif isinstance(block, TextBlock | ToolUseBlock | ThinkingBlock | ToolResultBlock):
+        parsed = block
     elif not isinstance(block, Mapping):
         raise InvalidRequestError("expected a content block object", path=where)
     else:
@@ -207,7 +238,7 @@ def _block(block: Any, role: str, where: str) -> RequestBlock | None:
                 raise InvalidRequestError("expected a boolean", path=f"{where}.is_error")
             parsed = ToolResultBlock(
                 tool_use_id=_text_field(block, "tool_use_id", where),
-                content=_tool_result_content(block.get("content"), f"{where}.content"),
+                content=_tool_result_content(block.get("content"), f"{where}.content", limits),
                 is_error=is_error,
             )
         elif kind == "thinking":
@@ -215,33 +246,47 @@ def _block(block: Any, role: str, where: str) -> RequestBlock | None:
                 thinking=_text_field(block, "thinking", where),
                 signature=block.get("signature") or "",
             )
+        elif kind in MEDIA_KINDS:
+            parsed = _media(block, where, limits)
         elif kind == "redacted_thinking":
             return None  # encrypted reasoning: nothing a model here can read
         else:
             raise InvalidRequestError(
                 f"content blocks of type {kind!r} are not supported "
-                "(text, tool_use, tool_result and thinking are)",
+                "(text, image, document, tool_use, tool_result and thinking are)",
                 path=where,
             )
-    wanted = "user" if parsed.type == "tool_result" else "assistant"
+    wanted = "user" if parsed.type in ("tool_result", *MEDIA_KINDS) else "assistant"
     if parsed.type != "text" and role != wanted:
         raise InvalidRequestError(f"{parsed.type} blocks belong in {wanted} messages", path=where)
     return parsed
 
 
-def _turn(role: Role, content: Any, where: str) -> Turn:
+def _turn(role: Role, content: Any, where: str, limits: MediaLimits) -> Turn:
     if isinstance(content, str):
         return Turn(role, content)
     if isinstance(content, Mapping):
         content = [content]
     if not isinstance(content, list | tuple):
         raise InvalidRequestError("expected a string or a list of content blocks", path=where)
-    blocks = [_block(block, role, f"{where}.{i}") for i, block in enumerate(content)]
+    blocks = [_block(block, role, f"{where}.{i}", limits) for i, block in enumerate(content)]
     kept = tuple(block for block in blocks if block is not None)
     text = "".join(block.text for block in kept if block.type == "text")
     if all(block.type == "text" for block in kept):
         return Turn(role, text)
     return Turn(role, text, kept)
+
+
+def media_blocks(turns: Iterable[Turn]) -> list[MediaBlock]:
+    """Every image, document and video of the conversation, tool results' included."""
+    found: list[MediaBlock] = []
+    for turn in turns:
+        for block in turn.blocks:
+            if block.type == "tool_result":
+                found += [part for part in block.content if isinstance(part, MediaBlock)]
+            elif isinstance(block, MediaBlock):
+                found.append(block)
+    return found
 
 
 def _check_tool_results(turns: list[Turn], origin: list[int]) -> None:
@@ -457,8 +502,10 @@ def build_request(
     thinking: Any = None,
     output_format: Any = None,
     max_tokens_limit: int = MAX_TOKENS_LIMIT,
+    media_limits: MediaLimits = ANTHROPIC_LIMITS,
 ) -> MessageRequest:
-    """Validate and normalise a request; every error names the offending field."""
+    """Validate and normalise a request; every error names the offending field. Images and
+    documents are held to ``media_limits`` (the limits of the service whose protocol spoke)."""
     if not isinstance(messages, list | tuple) or not messages:
         raise InvalidRequestError("at least one message is required", path="messages")
     turns: list[Turn] = []
@@ -479,13 +526,14 @@ def build_request(
         if role == "system":
             notes.append((len(turns), content_text(message["content"], f"messages.{i}.content")))
             continue
-        turns.append(_turn(role, message["content"], f"messages.{i}.content"))
+        turns.append(_turn(role, message["content"], f"messages.{i}.content", media_limits))
         origin.append(i)
     if not turns:
         raise InvalidRequestError("at least one user message is required", path="messages")
     if turns[-1].role != "user":
         raise InvalidRequestError("the last message must have role 'user'", path="messages")
     _check_tool_results(turns, origin)
+    media_limits.check_counts(media_blocks(turns))
     if notes:
         turns, leading = _place_system_messages(turns, notes)
         if leading:

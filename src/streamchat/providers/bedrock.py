@@ -31,6 +31,7 @@ from .base import (
     tool_use_start,
     with_cache_counts,
 )
+from .media_urls import inline_urls
 from .resilience import RetryPolicy, UpstreamError, resilient_stream
 
 # Bedrock error code (pre-stream ClientError or in-stream exception) -> canonical error type
@@ -174,6 +175,7 @@ class BedrockProvider:
         return params
 
     def _events(self, request: MessageRequest, cancel: threading.Event) -> Iterator[StreamEvent]:
+        request = inline_urls(request, lambda block: False)  # Bedrock reads bytes and S3 only
         response = self.client.converse_stream(**self._params(request))
         stream = response["stream"]
         watcher = threading.Thread(target=lambda: cancel.wait() and stream.close(), daemon=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import concurrent.futures
+import dataclasses
 import functools
 import logging
 import os
@@ -33,8 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidRequestError, ModelError, OverloadedError
-from ..events import StreamEvent
-from ..request import MessageRequest, Turn, prompt_too_long
+from ..events import StreamEvent, TextBlock
+from ..media import MediaBlock, document_text
+from ..request import MessageRequest, Turn, media_blocks, prompt_too_long
 from ..stop_sequences import StopMatcher
 from . import tool_prompt
 from ._threaded import DONE, Handoff
@@ -377,6 +379,7 @@ class LocalProvider:
     def prompt_tokens(self, request: MessageRequest) -> tuple[list[int], list[str]]:
         """Tokens of the formatted prompt, and stop strings implied by the prompt format."""
         format_stops: list[str] = []
+        request = text_only(request, self.model_name)
         if request.tools and self._use_template is False:
             self.refuse_tools(request)
         llama = self.load()
@@ -509,6 +512,43 @@ class LocalProvider:
                 engine.wake()
         finally:
             release()
+
+
+def text_only(request: MessageRequest, model: str) -> MessageRequest:
+    """The request as a text-only model reads it: each document as its text (a PDF's pages in
+    order, numbered); an image or a video is an invalid request naming the model."""
+
+    def read(block: Any, where: str) -> Any:
+        if not isinstance(block, MediaBlock):
+            return block
+        if block.type != "document":
+            raise InvalidRequestError(
+                f"model {model} reads no {block.type}s: send text, or ask a model that reads "
+                f"them (anthropic/..., bedrock/..., openai/...)",
+                path=where,
+            )
+        return document_text(block, where)
+
+    if not any(media_blocks(request.messages)):
+        return request
+    turns = []
+    for i, turn in enumerate(request.messages):
+        blocks = []
+        for j, block in enumerate(turn.blocks):
+            where = f"messages.{i}.content.{j}"
+            if block.type == "tool_result":
+                content = [
+                    read(part, f"{where}.content.{k}") for k, part in enumerate(block.content)
+                ]
+                blocks.append(dataclasses.replace(block, content=content))
+            elif isinstance(block, MediaBlock):
+                blocks.append(TextBlock(read(block, where)))
+            else:
+                blocks.append(block)
+        text = "\n\n".join(b.text for b in blocks if b.type == "text")
+        plain = all(b.type == "text" for b in blocks)
+        turns.append(Turn(turn.role, text, () if plain else tuple(blocks)))
+    return dataclasses.replace(request, messages=turns)
 
 
 def _opening(model: str, run: Run) -> StreamEvent:

@@ -9,6 +9,7 @@ become canonical tool_use / input_json_delta / thinking events as they arrive.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from typing import Any
 
 from ..errors import AuthenticationError, type_for_status
 from ..events import StopReason, StreamEvent
+from ..media import MediaBlock
 from ..request import MessageRequest
 from ..wire.openai_upstream import chat_messages, tool_params
 from .base import (
@@ -30,6 +32,7 @@ from .base import (
     tool_use_start,
     with_cache_counts,
 )
+from .media_urls import inline_urls, needs_fetch
 from .resilience import RetryPolicy, UpstreamError, parse_retry_after, resilient_stream
 
 # Upstream finish reason -> canonical stop reason (others, e.g. content_filter -> end_turn)
@@ -59,6 +62,11 @@ def classify(error: BaseException) -> UpstreamError | None:
     if isinstance(error, openai.APIError):  # an error object inside the stream
         return UpstreamError("api_error", f"openai: {error.message}")
     return None
+
+
+def reads_url(block: MediaBlock) -> bool:
+    """Chat Completions reads an image's URL itself, but not a file's."""
+    return block.type == "image"
 
 
 class ChunkReader:
@@ -172,6 +180,8 @@ class OpenAIProvider:
         return params
 
     async def _attempt(self, request: MessageRequest) -> AsyncIterator[StreamEvent]:
+        if needs_fetch(request, reads_url):
+            request = await asyncio.to_thread(inline_urls, request, reads_url)
         stream = await self.client.chat.completions.create(**self._params(request))
         try:
             reader = ChunkReader()

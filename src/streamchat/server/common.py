@@ -18,6 +18,7 @@ from starlette.requests import Request
 
 from ..errors import InvalidRequestError, NotFoundError, RequestTooLargeError
 from ..events import StreamEvent
+from ..media import MediaBlock
 from ..providers import get_provider, split_model
 from ..providers.local import BUILTIN_MODELS, DEFAULT_LOCAL_MODEL, LocalSettings
 from ..recording.commit import COMMIT_SECONDS
@@ -38,7 +39,7 @@ class ServerConfig:
     default_model: str = DEFAULT_LOCAL_MODEL
     models: list[str] = field(default_factory=lambda: list(BUILTIN_MODELS))
     api_key: str | None = None
-    max_body_bytes: int = 1_000_000
+    max_body_bytes: int = 32 * 1024 * 1024  # Anthropic's own request limit (images, PDFs)
     max_tokens_limit: int = MAX_TOKENS_LIMIT
     history_path: str | None = None  # log requests and replies here (serve --history)
     history_commit_seconds: float = COMMIT_SECONDS  # the group commit's interval
@@ -101,9 +102,19 @@ def route_model(config: ServerConfig, requested: str | None) -> str:
     return config.default_model
 
 
+def media_chars(block: MediaBlock) -> int:
+    """What an image or document weighs in :func:`estimate_tokens`: an image as Anthropic's
+    largest (1,600 tokens), a document as its text or its size."""
+    if block.type != "document":
+        return 4 * 1600
+    text = block.source.text
+    return len(text) if text is not None else len(block.source.data or b"")
+
+
 def estimate_tokens(request: MessageRequest) -> int:
     """About four characters a token: only for providers that cannot count exactly. Every
-    block counts (tool calls and results, thinking), and so do the system prompt and tools."""
+    block counts (tool calls and results, thinking, images and documents), and so do the system
+    prompt and tools."""
     chars = len(request.system or "")
     for turn in request.messages:
         for block in turn.parts:
@@ -111,8 +122,12 @@ def estimate_tokens(request: MessageRequest) -> int:
                 chars += len(block.name) + len(json.dumps(block.input))
             elif block.type == "thinking":
                 chars += len(block.thinking)
+            elif isinstance(block, MediaBlock):
+                chars += media_chars(block)
             else:  # text, tool_result
                 chars += len(block.text)
+                if block.type == "tool_result":
+                    chars += sum(map(media_chars, block.media))
     for tool in request.tools:
         chars += len(tool.name) + len(tool.description) + len(json.dumps(tool.input_schema))
     return max(1, round(chars / 4))

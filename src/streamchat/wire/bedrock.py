@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 from ..accumulate import merge_usage
 from ..errors import InvalidRequestError, field_name
 from ..events import Message, StreamEvent, Usage
+from ..media import BEDROCK_LIMITS, MediaBlock, MediaKind, from_converse, to_converse
 from ..request import MessageRequest, build_request
 from .anthropic import parse_messages_request
 from .eventstream import encode_message
@@ -73,6 +74,7 @@ CONVERSE_FIELDS: dict[str, str] = {
     "tool_choice.name": "toolConfig.toolChoice.tool.name",
     "output_format": "outputConfig.textFormat",
     "output_format.schema": "outputConfig.textFormat.structure.jsonSchema.schema",
+    "messages.#.content.#": "messages.#.content.#",
     "messages.#.content.#.id": "messages.#.content.#.toolUse.toolUseId",
     "messages.#.content.#.name": "messages.#.content.#.toolUse.name",
     "messages.#.content.#.input": "messages.#.content.#.toolUse.input",
@@ -150,14 +152,18 @@ def _tool_result(value: Any, where: str) -> dict[str, Any]:
         raise InvalidRequestError(
             "expected a list of content blocks", path=f"{where}.toolResult.content"
         )
-    parts = []
+    parts: list[Any] = []
     for k, part in enumerate(content):
-        kinds = list(_object(part, f"{where}.toolResult.content.{k}"))
+        at = f"{where}.toolResult.content.{k}"
+        kinds = list(_object(part, at))
+        if len(kinds) == 1 and kinds[0] in ("image", "document", "video"):
+            parts.append(from_converse(kinds[0], part[kinds[0]], at))
+            continue
         if len(kinds) != 1 or kinds[0] not in TOOL_RESULT_PARTS:
             raise InvalidRequestError(
-                "only text and json tool result content is "
-                f"supported (got {', '.join(kinds) or 'nothing'})",
-                path=f"{where}.toolResult.content.{k}",
+                "a tool result holds text, json, image, document and video content "
+                f"(got {', '.join(kinds) or 'nothing'})",
+                path=at,
             )
         parts.append(TOOL_RESULT_PARTS[kinds[0]](part[kinds[0]]))
     return {
@@ -189,9 +195,17 @@ def _text(value: Any, where: str) -> dict[str, Any]:
     return {"type": "text", "text": value}
 
 
-# Converse content block member -> (the role it belongs to, the Anthropic-shaped block)
-CONTENT_BLOCKS: dict[str, tuple[str | None, Callable[[Any, str], dict[str, Any]]]] = {
+def _media(kind: MediaKind) -> Callable[[Any, str], MediaBlock]:
+    return lambda value, where: from_converse(kind, value, where)
+
+
+# Converse content block member -> (the role it belongs to, the Anthropic-shaped block, or the
+# canonical one for images, documents and videos)
+CONTENT_BLOCKS: dict[str, tuple[str | None, Callable[[Any, str], Any]]] = {
     "text": (None, _text),
+    "image": ("user", _media("image")),
+    "document": ("user", _media("document")),
+    "video": ("user", _media("video")),
     "toolUse": ("assistant", _tool_use),
     "toolResult": ("user", _tool_result),
     "reasoningContent": ("assistant", _reasoning),
@@ -205,7 +219,7 @@ def _message_content(
     body position of each block kept."""
     if not isinstance(blocks, list):
         raise InvalidRequestError("expected a list of content blocks", path=where)
-    kept: list[dict[str, Any]] = []
+    kept: list[Any] = []
     positions: list[int] = []
     for j, block in enumerate(blocks):
         kinds = list(_object(block, f"{where}.{j}"))
@@ -224,7 +238,7 @@ def _message_content(
             )
         kept.append(convert(block[kinds[0]], f"{where}.{j}"))
         positions.append(j)
-    if all(block["type"] == "text" for block in kept):
+    if all(isinstance(block, dict) and block["type"] == "text" for block in kept):
         return "".join(block["text"] for block in kept), positions
     return kept, positions
 
@@ -366,7 +380,9 @@ def build_converse_request(body: Any, *, model: str, max_tokens_limit: int) -> M
     ``toolConfig.toolChoice.tool.name``)."""
     kwargs, positions = _converse_kwargs(body, min(DEFAULT_MAX_TOKENS, max_tokens_limit))
     try:
-        return build_request(model=model, max_tokens_limit=max_tokens_limit, **kwargs)
+        return build_request(
+            model=model, max_tokens_limit=max_tokens_limit, media_limits=BEDROCK_LIMITS, **kwargs
+        )
     except InvalidRequestError as error:
         renamed = converse_field(error.path, positions) if error.path is not None else None
         if renamed is not None:
@@ -445,7 +461,14 @@ def _reasoning_text(block: Any) -> dict[str, Any]:
 
 
 def _tool_result_block(block: Any) -> dict[str, Any]:
-    content = [{"text": p} if isinstance(p, str) else {"json": p} for p in block.content]
+    content = [
+        {"text": p}
+        if isinstance(p, str)
+        else to_converse(p)
+        if isinstance(p, MediaBlock)
+        else {"json": p}
+        for p in block.content
+    ]
     status = "error" if block.is_error else "success"
     return {"toolResult": {"toolUseId": block.tool_use_id, "content": content, "status": status}}
 
@@ -456,6 +479,9 @@ CONVERSE_BLOCKS: dict[str, Callable[[Any], dict[str, Any]]] = {
     "tool_use": lambda b: {"toolUse": {"toolUseId": b.id, "name": b.name, "input": b.input}},
     "tool_result": _tool_result_block,
     "thinking": _reasoning_text,
+    "image": to_converse,
+    "document": to_converse,
+    "video": to_converse,
 }
 
 

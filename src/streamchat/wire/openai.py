@@ -25,6 +25,7 @@ from ..errors import (
     field_name,
 )
 from ..events import Message, StreamEvent, TextBlock, ToolResultBlock, ToolUseBlock, Usage
+from ..media import OPENAI_LIMITS, MediaBlock, from_openai_part
 from ..request import MAX_TOOLS, OutputFormat, content_text
 from .sse import encode_sse
 
@@ -45,6 +46,7 @@ ERRORS: dict[str, tuple[int | None, str | None]] = {
     "api_error": (None, "server_error"),
 }
 SYSTEM_ROLES = ("system", "developer")
+MEDIA_PARTS = ("image_url", "file", "input_audio")
 CHAT_ROLES = ("user", "assistant", "tool")
 # OpenAI ``tool_choice`` string -> canonical tool choice (openai_upstream.py maps it back)
 TOOL_CHOICES: dict[str, str] = {"auto": "auto", "none": "none", "required": "any"}
@@ -130,6 +132,24 @@ def _tool_calls(calls: Any, where: str) -> list[ToolUseBlock]:
     return blocks
 
 
+def _user_blocks(content: Any, where: str) -> list[TextBlock | MediaBlock] | None:
+    """A user message's parts as blocks when it holds images or files (else ``None``)."""
+    if not isinstance(content, list) or not any(
+        isinstance(part, Mapping) and part.get("type") in MEDIA_PARTS for part in content
+    ):
+        return None
+    blocks: list[TextBlock | MediaBlock] = []
+    for j, part in enumerate(content):
+        at = f"{where}.{j}"
+        if isinstance(part, Mapping) and part.get("type") in MEDIA_PARTS:
+            if part["type"] == "input_audio":
+                raise InvalidRequestError("audio input is not supported", path=f"{at}.type")
+            blocks.append(from_openai_part(part, at))
+        else:
+            blocks.append(TextBlock(content_text([part], at)))
+    return blocks
+
+
 def _messages(messages: Any) -> tuple[list[dict[str, Any]], str | None]:
     """Chat turns and the folded system prompt; errors index the client's own list.
 
@@ -157,7 +177,12 @@ def _messages(messages: Any) -> tuple[list[dict[str, Any]], str | None]:
         tool_calls = message.get("tool_calls") if role == "assistant" else None
         if content is None and not tool_calls:
             raise InvalidRequestError("field required", path=f"messages.{i}.content")
-        text = "" if content is None else content_text(content, f"messages.{i}.content")
+        parts = _user_blocks(content, f"messages.{i}.content") if role == "user" else None
+        text = (
+            ""
+            if content is None or parts is not None
+            else content_text(content, f"messages.{i}.content")
+        )
         if role in SYSTEM_ROLES:
             system.append(text)
         elif role == "tool":
@@ -176,10 +201,10 @@ def _messages(messages: Any) -> tuple[list[dict[str, Any]], str | None]:
         elif role == "user":
             calls = set()
             if results is not None:
-                results.append(TextBlock(text))
+                results.extend(parts if parts is not None else [TextBlock(text)])
                 results = None
             else:
-                turns.append({"role": "user", "content": text})
+                turns.append({"role": "user", "content": text if parts is None else parts})
         else:
             blocks = _tool_calls(tool_calls, f"messages.{i}.tool_calls") if tool_calls else []
             calls, results = {block.id for block in blocks}, None
@@ -326,6 +351,7 @@ def parse_chat_request(body: Any) -> tuple[dict[str, Any], ChatOptions]:
         ),
         "output_format": _response_format(body.get("response_format")),
         "thinking": _reasoning(body.get("reasoning_effort")),
+        "media_limits": OPENAI_LIMITS,
     }
     parsed = ChatOptions()
     for name in ("max_completion_tokens", "max_tokens"):

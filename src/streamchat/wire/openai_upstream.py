@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import InvalidRequestError
+from ..media import MediaBlock, to_openai_part
 from ..request import MessageRequest
 from .openai import TOOL_CHOICES, tool_calls_body
 
@@ -32,6 +34,11 @@ def chat_messages(request: MessageRequest) -> list[dict[str, Any]]:
         calls = [block for block in turn.blocks if block.type == "tool_use"]
         for block in turn.blocks:
             if block.type == "tool_result":
+                if block.media:
+                    raise InvalidRequestError(
+                        "the OpenAI API takes no images or documents in tool results "
+                        "(send them in the user message)"
+                    )
                 messages.append(
                     {"role": "tool", "tool_call_id": block.tool_use_id, "content": block.text}
                 )
@@ -41,6 +48,13 @@ def chat_messages(request: MessageRequest) -> list[dict[str, Any]]:
             if calls:
                 message["tool_calls"] = tool_calls_body(calls)
             messages.append(message)
+        elif any(isinstance(b, MediaBlock) for b in turn.blocks):
+            parts = [
+                to_openai_part(b) if isinstance(b, MediaBlock) else {"type": "text", "text": b.text}
+                for b in turn.blocks
+                if b.type == "text" or isinstance(b, MediaBlock)
+            ]
+            messages.append({"role": "user", "content": parts})
         elif turn.content or not any(b.type == "tool_result" for b in turn.blocks):
             messages.append({"role": "user", "content": turn.content})
     return messages

@@ -19,12 +19,14 @@ from typing import Any
 from ..accumulate import accumulate_event
 from ..errors import InvalidRequestError, StreamchatError, error_from_type
 from ..events import ContentBlock, Message, StreamEvent, Usage
+from ..media import OPENAI_LIMITS, from_openai_part
 from .openai import error_response
 from .openai import usage_body as openai_usage_body
 from .sse import encode_sse
 
 SYSTEM_ROLES = ("system", "developer")
 TEXT_PARTS = ("input_text", "output_text", "text")
+MEDIA_PARTS = ("input_image", "input_file")
 TOOL_CHOICES = {"auto": "auto", "none": "none", "required": "any"}
 ITEM_PREFIX = {"text": "msg", "tool_use": "fc", "thinking": "rs"}
 ERROR_CODES = {  # canonical error type -> the Responses ``error.code``
@@ -62,6 +64,24 @@ def _text(content: Any, where: str) -> str:
             raise InvalidRequestError("expected a string", path=f"{where}.{i}.text")
         parts.append(part["text"])
     return "".join(parts)
+
+
+def _media_content(content: Any, where: str) -> list[Any] | None:
+    """A user message's parts as blocks when it holds images or files (else ``None``)."""
+    if not isinstance(content, list) or not any(
+        isinstance(part, Mapping) and part.get("type") in MEDIA_PARTS for part in content
+    ):
+        return None
+    blocks: list[Any] = []
+    for i, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, Mapping) else None
+        if kind in MEDIA_PARTS:
+            blocks.append(from_openai_part(part, f"{where}.{i}"))
+        elif kind in TEXT_PARTS and isinstance(part.get("text"), str):
+            blocks.append({"type": "text", "text": part["text"]})
+        else:
+            raise InvalidRequestError("expected a text, image or file part", path=f"{where}.{i}")
+    return blocks
 
 
 def _string(item: Mapping[str, Any], name: str, where: str) -> str:
@@ -128,17 +148,20 @@ def input_messages(value: Any, where: str = "input") -> tuple[list[dict[str, Any
                 )
             if "content" not in item:
                 raise InvalidRequestError("field required", path=f"{at}.content")
-            text = _text(item["content"], f"{at}.content")
-            if role in SYSTEM_ROLES:
-                system.append(text)
-                continue
-            block = {"type": "text", "text": text}
+            blocks = _media_content(item["content"], f"{at}.content") if role == "user" else None
+            if blocks is None:
+                text = _text(item["content"], f"{at}.content")
+                if role in SYSTEM_ROLES:
+                    system.append(text)
+                    continue
+                blocks = [{"type": "text", "text": text}]
         else:
             role, block = _block(item, at)
+            blocks = [block]
         if messages and messages[-1]["role"] == role:
-            messages[-1]["content"].append(block)
+            messages[-1]["content"].extend(blocks)
         else:
-            messages.append({"role": role, "content": [block]})
+            messages.append({"role": role, "content": blocks})
     return messages, system
 
 
@@ -226,7 +249,7 @@ def parse_responses_request(
         if not isinstance(instructions, str):
             raise InvalidRequestError("expected a string", path="instructions")
         system.insert(0, instructions)
-    kwargs: dict[str, Any] = {"model": model, "messages": messages}
+    kwargs: dict[str, Any] = {"model": model, "messages": messages, "media_limits": OPENAI_LIMITS}
     if system:
         kwargs["system"] = "\n\n".join(system)
     if body.get("max_output_tokens") is not None:

@@ -24,7 +24,7 @@ from serving import received, recording, serve_in_thread
 from streamchat.providers.grammar import compile_schema
 from streamchat.providers.local import LocalProvider
 from streamchat.server.common import ServerConfig
-from test_schemas import check_calls, cost, cover, forced_calls
+from test_schemas import GENERATES_A_LOT, check_calls, cost, cover, forced_calls
 
 PACKAGE = "@anthropic-ai/claude-code@2.1.197"
 # Calls forced here stay under this budget: a schema of arrays of objects of 96-character
@@ -103,6 +103,7 @@ def test_claude_code_on_the_embedded_model_ends_with_prompt_too_long(
 
 
 @pytest.mark.model
+@GENERATES_A_LOT
 def test_calls_under_claude_codes_own_tool_schemas_validate(
     agent_tools: list[dict], local_model: LocalProvider
 ) -> None:

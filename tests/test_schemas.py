@@ -332,6 +332,11 @@ def test_loose_keywords_are_named_and_refused_under_strict() -> None:
         compile_schema(schema, "x", strict=True)  # the grammar enforces all of these
 
 
+# a test forcing many calls generates thousands of tokens: 40 s on a quiet 2-core machine, but
+# several times that when other work shares the cores (llama.cpp's threads contend)
+GENERATES_A_LOT = pytest.mark.timeout(1200)
+
+
 def forced_calls(tools: dict[str, dict[str, Any]]) -> dict[str, tuple[Any, str]]:
     """One call forced per tool on the embedded model (four at a time, as the engine batches
     them): ``{name: (input, stop reason)}``."""
@@ -368,12 +373,14 @@ def check_calls(tools: dict[str, dict[str, Any]], calls: dict[str, tuple[Any, st
 
 
 @pytest.mark.model
+@GENERATES_A_LOT
 def test_agent_and_pydantic_tools_give_valid_calls(local_model: LocalProvider) -> None:
     tools = {**AGENT_TOOLS, **PYDANTIC_TOOLS}
     check_calls(tools, forced_calls(tools))
 
 
 @pytest.mark.model
+@GENERATES_A_LOT
 def test_loose_schemas_are_checked_and_counted(local_model: LocalProvider) -> None:
     checks = local_model.schema_checks
     before = checks.valid + checks.resampled + checks.invalid
@@ -493,6 +500,7 @@ def cost(schema: dict[str, Any]) -> int:
 
 
 @pytest.mark.model
+@GENERATES_A_LOT
 def test_mcp_servers_tools_give_valid_calls(local_model: LocalProvider) -> None:
     """Every tool of the three servers is accepted, strict included (the grammar enforces all of
     it); calls are forced for a few that use every construct the others do."""

@@ -295,7 +295,31 @@ def block_lines(blocks: list[dict[str, Any]]) -> list[str]:
             lines.append(f"**Tool result** for `{block.get('tool_use_id')}`{error}")
             lines.append("")
             lines += fence(tool_result_text(block))
+            lines += [media_line(part) for part in block.get("content") or [] if is_media(part)]
+        elif is_media(block):
+            lines.append(media_line(block))
     return lines
+
+
+def is_media(block: Any) -> bool:
+    return isinstance(block, dict) and block.get("type") in ("image", "document", "video")
+
+
+def media_line(block: dict[str, Any]) -> str:
+    """An image or document on one line: ``📎 Image · image/png · 1,234 bytes · sha256 1f2e…``
+    (the hash names its stored bytes: ``/api/attachments/<sha256>``)."""
+    source = block.get("source") or {}
+    parts = [f"📎 **{block['type'].capitalize()}**"]
+    if block.get("title"):
+        parts.append(f"“{block['title']}”")
+    parts.append(source.get("media_type") or source.get("type") or "?")
+    if source.get("size") is not None:
+        parts.append(f"{source['size']:,} bytes")
+    if source.get("sha256"):
+        parts.append(f"sha256 {source['sha256'][:12]}…")
+    elif source.get("url"):
+        parts.append(source["url"])
+    return " · ".join(parts)
 
 
 def tool_result_text(block: dict[str, Any]) -> str:

@@ -3,13 +3,15 @@ export format, and how stored messages become a request's turns again."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import HistoryError
 
@@ -91,6 +93,10 @@ class Store:
     def conversation(self, conversation_id: int) -> dict[str, Any]:
         raise NotImplementedError
 
+    def attachment(self, sha256: str) -> tuple[str, bytes] | None:
+        """An image's or document's media type and bytes, by SHA-256 (hex)."""
+        raise NotImplementedError
+
     def conversations(self, limit: int = 20) -> list[dict[str, Any]]:
         raise NotImplementedError
 
@@ -113,10 +119,17 @@ class Store:
         return latest[0]["id"] if latest else None
 
     def export(self, conversation_id: int) -> dict[str, Any]:
-        """The JSON export: the conversation row and its messages, as stored."""
+        """The JSON export: the conversation row (with its ``attachments`` listed) and its
+        messages, each image or document inline again (base64), so an export stands alone."""
         conversation = self.conversation(conversation_id)
         messages = conversation.pop("messages")
+        for message in messages:
+            message["blocks"] = attach(message.get("blocks"), self.attachment_data)
         return {"format": EXPORT_FORMAT, "conversation": conversation, "messages": messages}
+
+    def attachment_data(self, sha256: str) -> bytes | None:
+        found = self.attachment(sha256)
+        return None if found is None else found[1]
 
     def import_conversation(self, data: dict[str, Any]) -> int:
         """Store a JSON export as a new conversation (new ids, everything else as exported)."""
@@ -138,6 +151,63 @@ class Store:
 
     def _touch(self, conversation_id: int, stamp: str) -> None:
         raise NotImplementedError
+
+
+class Attachment(NamedTuple):
+    sha256: str
+    media_type: str
+    data: bytes
+    title: str | None
+
+
+def _media_blocks(blocks: Any, change: Callable[[dict[str, Any]], dict[str, Any]]) -> Any:
+    """``blocks`` with ``change`` applied to each image or document (tool results' too)."""
+    if not isinstance(blocks, list):
+        return blocks
+    changed = []
+    for block in blocks:
+        if isinstance(block, dict) and block.get("type") in ("image", "document"):
+            block = change(block)
+        elif isinstance(block, dict) and isinstance(block.get("content"), list):
+            block = {**block, "content": _media_blocks(block["content"], change)}
+        changed.append(block)
+    return changed
+
+
+def detach(blocks: Any) -> tuple[Any, list[Attachment]]:
+    """``blocks`` with each inline (base64) image or document replaced by a reference to its
+    bytes, and those bytes."""
+    found: list[Attachment] = []
+
+    def reference(block: dict[str, Any]) -> dict[str, Any]:
+        source = block.get("source")
+        if not isinstance(source, dict) or source.get("type") != "base64":
+            return block
+        data = base64.b64decode(source["data"])
+        digest = hashlib.sha256(data).hexdigest()
+        found.append(Attachment(digest, source["media_type"], data, block.get("title")))
+        kept = {"type": "attachment", "sha256": digest, "media_type": source["media_type"]}
+        return {**block, "source": {**kept, "size": len(data)}}
+
+    return _media_blocks(blocks, reference), found
+
+
+def attach(blocks: Any, data: Callable[[str], bytes | None]) -> Any:
+    """The inverse of :func:`detach`: each reference's bytes inline again (``data`` finds them;
+    a reference whose bytes are gone stays a reference)."""
+
+    def inline(block: dict[str, Any]) -> dict[str, Any]:
+        source = block.get("source")
+        if not isinstance(source, dict) or source.get("type") != "attachment":
+            return block
+        found = data(source["sha256"])
+        if found is None:
+            return block
+        encoded = base64.b64encode(found).decode()
+        inline = {"type": "base64", "media_type": source["media_type"], "data": encoded}
+        return {**block, "source": inline}
+
+    return _media_blocks(blocks, inline)
 
 
 def encode_blocks(fields: dict[str, Any]) -> dict[str, Any]:

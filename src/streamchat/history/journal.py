@@ -10,6 +10,10 @@
 - ``finish``: the final text, blocks, usage, timings and stop reason; the deltas go, and the
   conversation may be marked as continuable (``thread``).
 
+A message's inline images and documents (base64) are stored once each, content-addressed by
+SHA-256 in ``attachments`` and linked in ``message_attachments``; its blocks keep a reference
+(``{"type": "attachment", "sha256", "media_type", "size"}``) in their place.
+
 Records are plain JSON, so the spool (:mod:`streamchat.recording.spool`) keeps them while the
 database is away; applying one twice changes nothing (``reply_key`` is unique, a delta's
 ``(message_id, seq)`` is its key), so a spool drained up to a crash may be drained again.
@@ -23,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .base import encode_blocks, now
+from .base import detach, encode_blocks, now
 
 Record = dict[str, Any]
 Execute = Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]]
@@ -141,13 +145,50 @@ def insert_message(
     execute: Execute, conversation_id: int, stamp: str, fields: dict[str, Any]
 ) -> int:
     """A new message (``fields``: its columns; ``created_at`` defaults to ``stamp``); its id."""
-    fields = encode_blocks({"created_at": stamp, **fields, "conversation_id": conversation_id})
+    fields = {"created_at": stamp, **fields, "conversation_id": conversation_id}
+    fields["blocks"], found = detach(fields.get("blocks"))
+    fields = encode_blocks(fields)
     names = ", ".join(fields)
     marks = ", ".join("?" * len(fields))
     rows = execute(
         f"INSERT INTO messages ({names}) VALUES ({marks}) RETURNING id", tuple(fields.values())
     )
-    return int(rows[0][0])
+    message_id = int(rows[0][0])
+    for attachment in found:
+        execute(INSERT_ATTACHMENT, (attachment.sha256, attachment.media_type,
+                                    len(attachment.data), attachment.data, stamp))  # fmt: skip
+        execute(LINK_ATTACHMENT, (message_id, attachment.sha256, attachment.title))
+    return message_id
+
+
+INSERT_ATTACHMENT = (
+    "INSERT INTO attachments (sha256, media_type, size, data, created_at) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
+LINK_ATTACHMENT = (
+    "INSERT INTO message_attachments (message_id, sha256, title) VALUES (?, ?, ?) "
+    "ON CONFLICT DO NOTHING"
+)
+ATTACHMENTS_OF_CONVERSATION = (
+    "SELECT l.message_id, a.sha256, a.media_type, a.size, l.title FROM message_attachments l "
+    "JOIN messages m ON m.id = l.message_id JOIN attachments a ON a.sha256 = l.sha256 "
+    "WHERE m.conversation_id = ? ORDER BY l.message_id, a.sha256"
+)
+
+
+def attachment_info(row: Any) -> dict[str, Any]:
+    """One row of :data:`ATTACHMENTS_OF_CONVERSATION` as a dict."""
+    message_id, sha256, media_type, size, title = row
+    return {"message_id": message_id, "sha256": sha256, "media_type": media_type,
+            "size": size, "title": title}  # fmt: skip
+
+
+ATTACHMENT_DATA = "SELECT media_type, data FROM attachments WHERE sha256 = ?"
+# after a conversation's messages (and so their links) went: the bytes no message refers to
+DROP_ORPHAN_ATTACHMENTS = (
+    "DELETE FROM attachments WHERE NOT EXISTS "
+    "(SELECT 1 FROM message_attachments l WHERE l.sha256 = attachments.sha256)"
+)
 
 
 def touch(execute: Execute, conversation_id: int, stamp: str) -> None:

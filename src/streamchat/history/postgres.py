@@ -39,10 +39,14 @@ from .base import (
     redact,
 )
 from .journal import (
+    ATTACHMENT_DATA,
+    ATTACHMENTS_OF_CONVERSATION,
     CLAIM_THREAD,
     DELTAS_OF_CONVERSATION,
+    DROP_ORPHAN_ATTACHMENTS,
     Applier,
     Execute,
+    attachment_info,
     insert_conversation,
     insert_message,
     touch,
@@ -109,6 +113,22 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             text TEXT NOT NULL,
             PRIMARY KEY (message_id, seq)
         )""",
+    ),
+    (  # images and documents stored once each, by SHA-256, as in the SQLite store
+        """CREATE TABLE attachments (
+            sha256 TEXT PRIMARY KEY,
+            media_type TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            data BYTEA NOT NULL,
+            created_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE message_attachments (
+            message_id BIGINT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+            sha256 TEXT NOT NULL,
+            title TEXT,
+            PRIMARY KEY (message_id, sha256)
+        )""",
+        "CREATE INDEX message_attachments_sha256 ON message_attachments(sha256)",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -302,6 +322,7 @@ class PostgresStore(Store):
             cursor = db.execute("DELETE FROM conversations WHERE id = %s", (conversation_id,))
             if cursor.rowcount == 0:
                 raise ConversationNotFoundError(f"no conversation {conversation_id}")
+            db.execute(DROP_ORPHAN_ATTACHMENTS)
 
     def _touch(self, conversation_id: int, stamp: str) -> None:
         with self._connection() as db:
@@ -336,7 +357,14 @@ class PostgresStore(Store):
             ).fetchall()
             deltas = _executor(db)(DELTAS_OF_CONVERSATION, (conversation_id,))
             messages = with_deltas([decode_message(m) for m in messages], deltas)
-        return {**decode_conversation(dict(row)), "messages": messages}
+            attachments = _executor(db)(ATTACHMENTS_OF_CONVERSATION, (conversation_id,))
+        listed = [attachment_info(row) for row in attachments]
+        return {**decode_conversation(dict(row)), "messages": messages, "attachments": listed}
+
+    def attachment(self, sha256: str) -> tuple[str, bytes] | None:
+        with self._connection() as db:
+            rows = _executor(db)(ATTACHMENT_DATA, (sha256,))
+        return (rows[0][0], bytes(rows[0][1])) if rows else None
 
     def search(self, text: str, limit: int = 20) -> list[dict[str, Any]]:
         """Messages containing every word of ``text``, best first, with a ``snippet`` whose

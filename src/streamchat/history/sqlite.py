@@ -27,9 +27,13 @@ from .base import (
     private_dir,
 )
 from .journal import (
+    ATTACHMENT_DATA,
+    ATTACHMENTS_OF_CONVERSATION,
     CLAIM_THREAD,
     DELTAS_OF_CONVERSATION,
+    DROP_ORPHAN_ATTACHMENTS,
     Applier,
+    attachment_info,
     insert_conversation,
     insert_message,
     touch,
@@ -108,6 +112,23 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             text TEXT NOT NULL,
             PRIMARY KEY (message_id, seq)
         ) WITHOUT ROWID""",
+    ),
+    # 5: images and documents stored once each, by SHA-256 (history/journal.py's detach)
+    (
+        """CREATE TABLE attachments (
+            sha256 TEXT PRIMARY KEY,
+            media_type TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            data BLOB NOT NULL,
+            created_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE message_attachments (
+            message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+            sha256 TEXT NOT NULL,
+            title TEXT,
+            PRIMARY KEY (message_id, sha256)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX message_attachments_sha256 ON message_attachments(sha256)",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -306,6 +327,7 @@ class HistoryStore(Store):
             cursor = db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
             if cursor.rowcount == 0:
                 raise ConversationNotFoundError(f"no conversation {conversation_id}")
+            db.execute(DROP_ORPHAN_ATTACHMENTS)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -337,8 +359,15 @@ class HistoryStore(Store):
                 (conversation_id,),
             ).fetchall()
             deltas = self._db.execute(DELTAS_OF_CONVERSATION, (conversation_id,)).fetchall()
+            attachments = self._execute(ATTACHMENTS_OF_CONVERSATION, (conversation_id,))
         messages = with_deltas([_message(m) for m in messages], deltas)
-        return {**_conversation(row), "messages": messages}
+        listed = [attachment_info(row) for row in attachments]
+        return {**_conversation(row), "messages": messages, "attachments": listed}
+
+    def attachment(self, sha256: str) -> tuple[str, bytes] | None:
+        with self._errors():
+            rows = self._execute(ATTACHMENT_DATA, (sha256,))
+        return (rows[0][0], bytes(rows[0][1])) if rows else None
 
     def search(self, text: str, limit: int = 20) -> list[dict[str, Any]]:
         """Messages containing every word of ``text`` (FTS5), best first, with a ``snippet``

@@ -1,4 +1,5 @@
-"""The history as JSON for the web page: list, create, read and delete stored conversations.
+"""The history as JSON for the web page: list, create, read and delete stored conversations, and
+read a stored image's or document's bytes (by SHA-256, as the conversation's blocks name them).
 
 Always mounted, so a client can tell "history is off" (404 with that message) from a missing
 server; behind ``--api-key`` like every other endpoint, since conversations are private.
@@ -8,6 +9,7 @@ Errors use the Anthropic error shape; database work runs in a thread, off the ev
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,6 +26,7 @@ from .common import ServerConfig, read_json, route_model
 from .streaming import as_streamchat_error
 
 MAX_LIMIT = 200
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 Handler = Callable[[Request, Store], Awaitable[Any]]
 
@@ -45,7 +48,8 @@ def routes(config: ServerConfig) -> list[Route]:
                 if not config.history_path:
                     raise NotFoundError("history is off on this server (start it with --history)")
                 store = await asyncio.to_thread(shared_store, config.history_path)
-                return JSONResponse(await handler(request, store))
+                result = await handler(request, store)
+                return result if isinstance(result, Response) else JSONResponse(result)
             except Exception as error:
                 failure = as_streamchat_error(error)
                 return JSONResponse(failure.to_dict(), status_code=failure.status_code)
@@ -82,7 +86,17 @@ def routes(config: ServerConfig) -> list[Route]:
         await asyncio.to_thread(store.delete, conversation_id)
         return {"id": conversation_id, "type": "conversation_deleted", "deleted": True}
 
+    async def get_attachment(request: Request, store: Store) -> Any:
+        sha256 = request.path_params["sha256"]
+        found = await asyncio.to_thread(store.attachment, sha256) if SHA256.match(sha256) else None
+        if found is None:
+            raise NotFoundError(f"no attachment {sha256}")
+        media_type, data = found
+        immutable = {"Cache-Control": "private, max-age=31536000, immutable"}  # content-addressed
+        return Response(data, media_type=media_type, headers=immutable)
+
     return [
+        Route("/api/attachments/{sha256}", endpoint(get_attachment), methods=["GET"]),
         Route("/api/conversations", endpoint(list_conversations), methods=["GET"]),
         Route("/api/conversations", endpoint(create_conversation), methods=["POST"]),
         Route("/api/conversations/{id}", endpoint(get_conversation), methods=["GET"]),

@@ -3,8 +3,10 @@ its name, through a real process; a file that cannot be attached is one line, no
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
+from media_files import make_pdf, make_png
 from serving import received, recording
 from terminal import Terminal
 from test_cli_ask import ask, command, env
@@ -62,3 +64,33 @@ def test_a_file_that_cannot_be_attached_is_one_line_and_nothing_is_sent(tmp_path
         (line,) = result.stderr.splitlines()
         assert line.startswith("streamchat: error:") and message in line, line
     assert received(record) == []
+
+
+def test_an_image_and_a_pdf_go_as_blocks_to_a_model_that_reads_them(tmp_path: Path) -> None:
+    photo, report = tmp_path / "photo.png", tmp_path / "report.pdf"
+    photo.write_bytes(make_png())
+    report.write_bytes(make_pdf(["Page one text"]))
+    record = tmp_path / "r.jsonl"
+    result = ask(tmp_path, "-m", recording(record), "-f", photo, "-f", report, "what is this?")
+    assert result.returncode == 0, result.stderr
+    (request,) = received(record)
+    text, image, document = request["messages"][0]["blocks"]
+    assert text == {"text": "what is this?", "type": "text"}
+    assert (image["type"], image["source"]["media_type"]) == ("image", "image/png")
+    assert base64.b64decode(image["source"]["data"]) == make_png()
+    assert (document["type"], document["title"]) == ("document", "report.pdf")
+    assert base64.b64decode(document["source"]["data"]) == report.read_bytes()
+
+
+def test_the_embedded_model_reads_a_pdf_as_text_and_refuses_an_image_in_one_line(
+    tmp_path: Path,
+) -> None:
+    photo, report = tmp_path / "photo.png", tmp_path / "report.pdf"
+    photo.write_bytes(make_png())
+    report.write_bytes(make_pdf(["Page one text"]))
+    refused = ask(tmp_path, "-f", photo, "describe")  # the embedded default model
+    assert refused.returncode == 1 and refused.stdout == ""
+    (line,) = refused.stderr.splitlines()
+    assert line.startswith("streamchat: error:") and "reads no images" in line, line
+    answered = ask(tmp_path, "--max-tokens", "3", "-f", report, "summarise")
+    assert answered.returncode == 0, answered.stderr  # the pages' text was the prompt

@@ -4,10 +4,12 @@ recording scripted model."""
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
 
+from media_files import make_png
 from serving import received, recording
 from terminal import flowed
 from test_cli_chat import Chat, StartChat, chat, text_turns
@@ -194,6 +196,16 @@ def test_file_attaches_a_text_file_to_the_next_message(chat: StartChat, tmp_path
     binary.write_bytes(b"\x00\x01\x02")
     assert "not a text file" in session.command(f"/file {binary}")
     assert "cannot read" in session.command(f"/file {tmp_path}/nothing.txt")
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(make_png())
+    assert f"📎 {photo} (image/png, {len(make_png())} bytes)" in session.command(f"/file {photo}")
+    session.turn("and this?")  # a model that reads images gets it as an image block
+    blocks = received(record)[-1]["messages"][-1]["blocks"]
+    assert [block["type"] for block in blocks] == ["text", "image"]
+    assert base64.b64decode(blocks[1]["source"]["data"]) == make_png()
+    session.command("/model smollm2")
+    refused = session.command(f"/file {photo}")  # the embedded model reads text only
+    assert "reads no images" in refused and "attached" not in refused
     session.leave("\x04")
 
 

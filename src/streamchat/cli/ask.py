@@ -17,15 +17,22 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
 from ..client import Client
 from ..errors import InvalidRequestError, StreamchatError
+from ..providers import reads_media
 from ..providers.local import LocalSettings
 from .attach import read_attachment, with_attachments
 from .blocks import HELPER_EVENTS, Piece, ReplyView
 from .history import ChatLog, add_history_options, warn
-from .options import add_model_options, check_model, conversation_info, request_params
+from .options import (
+    add_model_options,
+    check_model,
+    conversation_info,
+    model_label,
+    request_params,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,10 +58,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def read_prompt(words: list[str], files: list[str] | None = None) -> str:
+def read_prompt(
+    words: list[str], files: list[str] | None = None, model: str | None = None
+) -> str | list[dict[str, Any]]:
     """Arguments, then stdin when it is piped (or when there are no arguments nor files, or
-    '-'), then the files."""
-    attachments = [read_attachment(path) for path in files or []]  # a bad file: before stdin
+    '-'), then the files (images and PDFs as blocks, for a model that reads them)."""
+    text_only = None if not files or reads_media(model) else model_label(model)
+    attachments = [read_attachment(path, text_only) for path in files or []]  # before stdin
     text = " ".join(w for w in words if w != "-")
     stdin = sys.stdin
     wanted = (not words and not attachments) or "-" in words
@@ -68,7 +78,7 @@ def read_prompt(words: list[str], files: list[str] | None = None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     check_model(args.model)
-    prompt = read_prompt(args.prompt, args.files)
+    prompt = read_prompt(args.prompt, args.files, args.model)
     # One sequence: a one-shot has no other stream to batch with, and an engine of one slot
     # opens in half the time of the server's four (its KV cache is a quarter the size).
     client = Client(local=LocalSettings(parallel=1))

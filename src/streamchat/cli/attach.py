@@ -1,8 +1,10 @@
-"""Text files handed to a model with a prompt: ``ask -f PATH`` and the chat's ``/file PATH``.
+"""Files handed to a model with a prompt: ``ask -f PATH`` and the chat's ``/file PATH``.
 
-A file goes into the user turn as a fenced block headed by its name, after the prompt, so the
-model (and the history, and a saved conversation) sees which text came from where. Only text
-files: a binary or oversized file is refused in one line before anything is sent.
+A text file goes into the user turn as a fenced block headed by its name, after the prompt, so
+the model (and the history, and a saved conversation) sees which text came from where. An image
+(PNG, JPEG, GIF, WebP) or a PDF goes as an image or document block to a model that reads them;
+for the embedded (text-only) models a PDF goes as its pages' text and an image is refused. Any
+other binary file, or an oversized one, is refused in one line before anything is sent.
 """
 
 from __future__ import annotations
@@ -11,10 +13,20 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import InvalidRequestError
+from ..media import MB, MediaBlock, Source, document_text
 
-MAX_ATTACHMENT_BYTES = 1_000_000
+MAX_ATTACHMENT_BYTES = 1_000_000  # a text file
+MAX_MEDIA_BYTES = 32 * MB  # an image or a PDF (each service's own limits apply after)
+MAGIC = {  # a file's first bytes -> its media type
+    b"\x89PNG\r\n\x1a\n": "image/png",
+    b"\xff\xd8\xff": "image/jpeg",
+    b"GIF87a": "image/gif",
+    b"GIF89a": "image/gif",
+    b"%PDF-": "application/pdf",
+}
 _LANGUAGES = {  # a fence's info word for common extensions; anything else is named as is
     "py": "python",
     "js": "javascript",
@@ -31,10 +43,15 @@ _LANGUAGES = {  # a fence's info word for common extensions; anything else is na
 class Attachment:
     name: str  # as the user gave it
     text: str
+    media: MediaBlock | None = None  # an image or a PDF, sent as such
 
     @property
     def summary(self) -> str:
-        """The attachment line a person sees: name, lines, size."""
+        """The attachment line a person sees: name, lines (or type), size."""
+        if self.media is not None:
+            size = len(self.media.source.data or b"")
+            unit = f"{size} bytes" if size < 10_000 else f"{size / 1000:.0f} KB"
+            return f"📎 {self.name} ({self.media.source.media_type}, {unit})"
         lines = self.text.count("\n") + (not self.text.endswith("\n") and bool(self.text))
         size = len(self.text.encode("utf-8"))
         unit = f"{size} bytes" if size < 10_000 else f"{size / 1000:.0f} KB"
@@ -50,21 +67,46 @@ class Attachment:
         return f"File {self.name}:\n{mark}{info}\n{body}{mark}"
 
 
-def read_attachment(path: str) -> Attachment:
-    """The file at ``path`` as text; a one-line error for a missing, binary or huge file."""
+def media_type_of(data: bytes) -> str | None:
+    """An image's or a PDF's media type, from its first bytes (``None`` for anything else)."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return next((kind for magic, kind in MAGIC.items() if data.startswith(magic)), None)
+
+
+def read_attachment(path: str, text_only: str | None = None) -> Attachment:
+    """The file at ``path``: text, or an image or PDF; for a model that reads only text (named
+    by ``text_only``) a PDF as its pages' text. A one-line error for a missing, binary or huge
+    file, or for an image and a text-only model."""
     expanded = os.path.expanduser(path)
     try:
         size = os.path.getsize(expanded)
-        if size > MAX_ATTACHMENT_BYTES:
-            raise InvalidRequestError(
-                f"{path}: {size} bytes, more than the {MAX_ATTACHMENT_BYTES} an attachment may be"
-            )
+        with open(expanded, "rb") as file:
+            head = file.read(16)
+        limit = MAX_MEDIA_BYTES if media_type_of(head) else MAX_ATTACHMENT_BYTES
+        if size > limit:
+            raise InvalidRequestError(f"{path}: {size} bytes, more than the {limit} it may be")
         with open(expanded, "rb") as file:
             data = file.read()
     except IsADirectoryError:
         raise InvalidRequestError(f"{path}: is a directory, not a file") from None
     except OSError as error:
         raise InvalidRequestError(f"cannot read {path}: {error.strerror}") from None
+    media_type = media_type_of(data)
+    if media_type is not None:
+        name = Path(path).name
+        kind = "document" if media_type == "application/pdf" else "image"
+        block = MediaBlock(
+            kind, Source(media_type, data), title=name if kind == "document" else None
+        )
+        if text_only is None:
+            return Attachment(path, "", block)
+        if kind == "image":
+            raise InvalidRequestError(
+                f"{path}: an image, and {text_only} reads no images "
+                "(attach it for a model that does: anthropic/..., bedrock/..., openai/...)"
+            )
+        return Attachment(path, document_text(block, path))  # a text-only model reads the text
     if b"\x00" in data:
         raise InvalidRequestError(f"{path}: not a text file")
     try:
@@ -74,8 +116,12 @@ def read_attachment(path: str) -> Attachment:
     return Attachment(path, text)
 
 
-def with_attachments(prompt: str, attachments: list[Attachment]) -> str:
-    """The user turn: the prompt, then each file."""
+def with_attachments(prompt: str, attachments: list[Attachment]) -> str | list[dict[str, Any]]:
+    """The user turn: the prompt, then each text file; then any image or PDF, as blocks."""
     parts = [prompt.strip()] if prompt.strip() else []
-    parts += [attachment.block() for attachment in attachments]
-    return "\n\n".join(parts)
+    parts += [attachment.block() for attachment in attachments if attachment.media is None]
+    text = "\n\n".join(parts)
+    media = [attachment.media.to_dict() for attachment in attachments if attachment.media]
+    if not media:
+        return text
+    return [{"type": "text", "text": text}, *media] if text else media

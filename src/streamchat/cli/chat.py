@@ -26,7 +26,7 @@ from typing import Any
 from ..client import Client
 from ..errors import InvalidRequestError, StreamchatError
 from ..history import data_dir, private_dir, turns_for_model
-from ..providers import is_known, unknown_model_message
+from ..providers import is_known, reads_media, unknown_model_message
 from ..recording.reply import ReplyRecorder
 from .attach import Attachment, read_attachment, with_attachments
 from .blocks import HELPER_EVENTS, Piece, ReplyView
@@ -462,7 +462,10 @@ class ChatSession:
             self.ui.info("usage: /file PATH", "yellow")
             return
         try:
-            attachment = read_attachment(argument)
+            model = self.args.model
+            attachment = read_attachment(
+                argument, None if reads_media(model) else model_label(model)
+            )
         except StreamchatError as error:
             self.ui.info(f"error: {error.message}", "red")
             return

@@ -168,13 +168,16 @@ class ChatLog:
         """Conversation details, written with the first message (no empty conversations)."""
         self._info = info
 
-    def user(self, text: str) -> None:
+    def user(self, content: str | list[dict[str, Any]]) -> None:
+        """The user's turn: text, or blocks (text with images or documents; each stored once)."""
         if self.store is None:
             return
+        blocks = None if isinstance(content, str) else content
+        text = content if isinstance(content, str) else block_text(content)
         try:
             if self.conversation_id is None:
                 self.conversation_id = self.store.new_conversation(**self._info)
-            self.store.add_message(self.conversation_id, "user", text)
+            self.store.add_message(self.conversation_id, "user", text, blocks=blocks)
         except HistoryError as error:
             self._fail(error)
 
@@ -190,6 +193,10 @@ class ChatLog:
         committer = group_commit(self.store)
         committer.on_error = lambda error: self.warn(f"{error.message}; the reply may be lost")
         return ReplyRecorder(committer, conversation_id=self.conversation_id)
+
+
+def block_text(blocks: list[dict[str, Any]]) -> str:
+    return "".join(block.get("text", "") for block in blocks if block.get("type") == "text")
 
 
 def local_time(stamp: str) -> str:

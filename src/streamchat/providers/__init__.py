@@ -70,6 +70,13 @@ def split_model(name: str) -> tuple[str, str] | None:
     return None
 
 
+def reads_media(model: str | None) -> bool:
+    """Whether ``model`` may be sent images and PDFs as such (the embedded models read text
+    only; ``None`` and unknown ids are the embedded default)."""
+    routed = split_model(model) if model else None
+    return routed is not None and routed[0] != "local"
+
+
 def get_provider(name: str, local: LocalSettings | None = None) -> Provider:
     """The (cached, process-wide) provider for an explicit model name; ``local``: how an
     embedded model runs (one provider per name and settings)."""

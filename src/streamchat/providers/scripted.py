@@ -22,6 +22,7 @@ Tokens are words with their leading space. It is never the default provider.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 import threading
@@ -111,6 +112,13 @@ class ScriptedConfig:
         return config
 
 
+def _bytes_as_base64(value: Any) -> str:
+    """An image's or document's bytes in a recorded request (JSON has no bytes)."""
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
 class ScriptedProvider:
     """Replays a script; counts what it was asked, so tests can check retries and cancellation."""
 
@@ -171,7 +179,8 @@ class ScriptedProvider:
             self.requests.append(request)
             if self.config.record:
                 with open(self.config.record, "a", encoding="utf-8") as file:
-                    file.write(json.dumps(asdict(request), ensure_ascii=False) + "\n")
+                    line = json.dumps(asdict(request), ensure_ascii=False, default=_bytes_as_base64)
+                    file.write(line + "\n")
 
     async def stream(self, request: MessageRequest) -> AsyncIterator[StreamEvent]:
         config = self.config

@@ -551,6 +551,7 @@ def test_focus_order_follows_the_page(
         "Copy sh code",
         "pre",  # the code scrolls sideways: reachable by keyboard
         "Regenerate",
+        "attach",  # images and files for the next message
         "prompt",
         "send",
     ]

@@ -2,8 +2,9 @@
 // model text only ever reaches the page as text nodes (markdown.js builds Markdown from DOM
 // elements, never innerHTML), and the page's CSP forbids inline script besides. Beside this
 // file (the conversation: sending, streaming, regenerate, edit): api.js talks to the server,
-// history.js keeps the sidebar, settings.js the settings panel and the theme. They are classic
-// scripts sharing one global scope, loaded in order (this one last, as it starts the page).
+// history.js keeps the sidebar, settings.js the settings panel and the theme, attach.js the
+// images and files sent with a message. They are classic scripts sharing one global scope,
+// loaded in order (this one last, as it starts the page).
 "use strict";
 
 const CONVERSATION_HEADER = "x-streamchat-conversation";  // log this turn to that conversation
@@ -97,8 +98,11 @@ function addMessage(role, text = "", blocks = null) {
     actions.append(actionButton("regenerate", "Regenerate", regenerate));
   }
   $("messages").append(node);
-  if (blocks?.length) setBlocks(node, blocks.map(fromStored));
+  const media = blocks?.filter((block) => block.type === "image" || block.type === "document");
+  const rest = blocks?.filter((block) => !media.includes(block)) ?? [];
+  if (rest.some((block) => block.type !== "text")) setBlocks(node, rest.map(fromStored));
   else setText(node, text, true);
+  showAttachments(node, storedAttachments(media ?? []));
   $("messages").scrollTop = $("messages").scrollHeight;
   return node;
 }
@@ -257,9 +261,12 @@ function makeTurn(role, content, node) {
 
 async function send(text, userNode = null) {
   const turns = state.turns;  // "New chat" swaps in a new array: this reply keeps its own
+  const attached = userNode ? { blocks: [], shown: [] } : takeAttachments();  // (attach.js)
   if (userNode) userNode.querySelector(".body").textContent = text;
-  else userNode = addMessage("user", text);
-  turns.push(makeTurn("user", text, userNode));
+  else showAttachments((userNode = addMessage("user", text)), attached.shown);
+  const lead = text.trim() ? [{ type: "text", text }] : [];
+  const content = attached.blocks.length ? [...lead, ...attached.blocks] : text;
+  turns.push(makeTurn("user", content, userNode));
   showStatus("");
   const node = addMessage("assistant");
   node.classList.add("streaming");
@@ -353,7 +360,7 @@ async function send(text, userNode = null) {
 
 function submit() {
   const text = $("prompt").value;
-  if (!text.trim() || state.controller) return;
+  if ((!text.trim() && !attachState.files.length) || state.controller) return;
   $("prompt").value = "";
   send(text);
 }
@@ -382,6 +389,7 @@ document.addEventListener("click", (event) => {  // the phone's drawer: ☰ togg
   document.body.classList.toggle("sidebar-open", open);
   $("toggle-sidebar").setAttribute("aria-expanded", open);
 });
+wireAttachments();
 loadModels();
 loadHistory();
 $("prompt").focus();

@@ -112,6 +112,7 @@ async function loadHistory() {  // the list, or why there is none (history off, 
 async function loadModels() {
   try {
     const { data } = await apiJSON("/v1/models");
+    loadInputs(data);  // what each model reads (attach.js)
     const label = (m) => (m.display_name === m.id ? m.id : `${m.display_name} (${m.id})`);
     $("model").replaceChildren(...data.map((m) => new Option(label(m), m.id)));
     const saved = localStorage.getItem("streamchat-model");

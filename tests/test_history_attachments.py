@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,7 @@ import deployment as postgres_cluster
 from media_files import make_pdf, make_png
 from streamchat.history import HistoryStore, open_store
 from streamchat.history.base import Store
-from streamchat.server.app import create_app
-from streamchat.server.common import ServerConfig
+from test_history_server import api
 
 PNG, PDF = make_png(), make_pdf(["Minutes of the meeting"])
 PNG_SHA, PDF_SHA = hashlib.sha256(PNG).hexdigest(), hashlib.sha256(PDF).hexdigest()
@@ -42,6 +41,7 @@ DOCUMENT = {
     },
 }
 WHY_NOT = postgres_cluster.unavailable()
+__all__ = ["api"]  # the fixture: the app in-process, history on, the scripted model
 
 
 @pytest.fixture(scope="module")
@@ -112,14 +112,6 @@ def test_each_attachment_is_stored_once_and_referenced(store: Store) -> None:
     assert store.attachment(PNG_SHA) == ("image/png", PNG)
     store.delete(second)
     assert store.attachment(PNG_SHA) is None
-
-
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    config = ServerConfig(default_model="scripted", history_path=str(tmp_path / "h.db"))
-    transport = httpx.ASGITransport(app=create_app(config))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        yield client
 
 
 @pytest.mark.anyio

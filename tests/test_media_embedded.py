@@ -9,15 +9,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import anthropic
-import boto3
 import botocore.exceptions
 import openai
 import pytest
-from botocore.config import Config
 
 from media_files import make_pdf, make_png
 from serving import Server, serve
 from streamchat.request import build_request
+from test_tools_bedrock import bedrock as bedrock_client
 
 pytestmark = pytest.mark.model
 
@@ -91,12 +90,7 @@ def test_an_image_is_refused_in_each_protocol_naming_the_model(server: Server) -
         assert error.status_code == 400 and error.body["error"]["type"] == "invalid_request_error"
         assert "messages.0.content.1: model smollm2 reads no images" in error.message
 
-    converse = boto3.client(
-        "bedrock-runtime",
-        endpoint_url=server.url,
-        region_name="us-west-2",
-        config=Config(retries={"max_attempts": 1}),
-    )
+    converse = bedrock_client(server.url)
     content = [{"text": "What is this?"}, {"image": {"format": "png", "source": {"bytes": b"x"}}}]
     failure = refusal(
         lambda: converse.converse_stream(

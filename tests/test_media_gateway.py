@@ -16,14 +16,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import anthropic
-import boto3
 import botocore.exceptions
 import openai
 import pytest
-from botocore.config import Config
 
 from media_files import make_pdf, make_png
 from test_remote_providers import gateway, upstream
+from test_tools_bedrock import bedrock as bedrock_client
 
 PNG = make_png(16, 16, (10, 120, 200))
 PDF = make_pdf(["Quarterly figures", "Appendix"])
@@ -54,7 +53,7 @@ def via_anthropic(url: str) -> str:
 
 
 def via_converse(url: str) -> str:
-    client = converse_client(url)
+    client = bedrock_client(url)
     content = [
         {"text": ASK},
         {"image": {"format": "png", "source": {"bytes": PNG}}},
@@ -109,15 +108,6 @@ CLIENTS: dict[str, Callable[[str], str]] = {
 def received(request: Any) -> list[tuple[str, str, bytes | None]]:
     blocks = request.messages[-1].blocks
     return [(b.type, b.source.media_type, b.source.data) for b in blocks if b.type != "text"]
-
-
-def converse_client(url: str) -> Any:
-    return boto3.client(
-        "bedrock-runtime",
-        endpoint_url=url,
-        region_name="us-west-2",
-        config=Config(retries={"max_attempts": 1}),
-    )
 
 
 @pytest.mark.parametrize("provider", ["anthropic", "bedrock", "openai"])
@@ -188,7 +178,7 @@ def test_urls_are_fetched_and_s3_locations_passed_only_where_the_upstream_needs_
         else:  # Anthropic and OpenAI read an image's URL themselves
             assert block.source.url == image_url and block.source.data is None
         sent = len(scripted.requests)
-        call = lambda: converse_client(b.url).converse(  # noqa: E731
+        call = lambda: bedrock_client(b.url).converse(  # noqa: E731
             modelId="m", messages=[{"role": "user", "content": [{"text": ASK}, s3_image]}]
         )
         if provider == "bedrock":  # an S3 location reaches Bedrock untouched

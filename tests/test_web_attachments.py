@@ -16,14 +16,9 @@ import pytest
 import test_web
 from media_files import make_pdf, make_png
 from streamchat.providers import get_provider
-from test_web import CHROMIUM, send, wait_reply
+from test_web import CHROMIUM, browser, new_page, page_errors, send, start, wait_reply
 
-browser, new_page, page_errors, start = (
-    test_web.browser,
-    test_web.new_page,
-    test_web.page_errors,
-    test_web.start,
-)
+__all__ = ["browser", "new_page", "page_errors", "start"]  # test_web's fixtures, used here
 
 pytestmark = pytest.mark.skipif(
     not os.access(CHROMIUM, os.X_OK),

@@ -1,7 +1,8 @@
 """Images and documents through a gateway, for every client protocol × upstream provider.
 
-official client (Anthropic Messages, Bedrock Converse, OpenAI Chat, OpenAI Responses) → streamchat
-B (``anthropic/``, ``bedrock/`` or ``openai/``) → streamchat A (scripted: it records what arrives).
+official client (Anthropic Messages, AnthropicBedrock's InvokeModel, Bedrock Converse, OpenAI
+Chat, OpenAI Responses) → streamchat B (``anthropic/``, ``bedrock/`` or ``openai/``) → streamchat
+A (scripted: it records what arrives).
 The bytes A receives must be the bytes the client sent, whatever encodings lie between (base64,
 Bedrock blobs, data URLs). A URL is fetched by B only for an upstream that reads none (Bedrock);
 an S3 location reaches Bedrock untouched and is refused, in the client's protocol, elsewhere.
@@ -23,6 +24,7 @@ import pytest
 from media_files import make_pdf, make_png
 from test_remote_providers import gateway, upstream
 from test_tools_bedrock import bedrock as bedrock_client
+from test_tools_bedrock import claude
 
 PNG = make_png(16, 16, (10, 120, 200))
 PDF = make_pdf(["Quarterly figures", "Appendix"])
@@ -35,8 +37,12 @@ def _credentials(sdk_credentials: None) -> None:
     """Dummy credentials for every SDK (B signs its upstream calls too)."""
 
 
-def via_anthropic(url: str) -> str:
-    client = anthropic.Anthropic(base_url=url, api_key="x", max_retries=0)
+def via_anthropic(url: str, bedrock: bool = False) -> str:
+    """Anthropic Messages, or (``bedrock``) InvokeModelWithResponseStream with the same body
+    through ``AnthropicBedrock``."""
+    client = (
+        claude(url) if bedrock else anthropic.Anthropic(base_url=url, api_key="x", max_retries=0)
+    )
     content: list[Any] = [
         {"type": "text", "text": ASK},
         {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": B64}},
@@ -99,6 +105,7 @@ def via_responses(url: str) -> str:
 
 CLIENTS: dict[str, Callable[[str], str]] = {
     "anthropic": via_anthropic,
+    "anthropic-bedrock": lambda url: via_anthropic(url, bedrock=True),
     "converse": via_converse,
     "chat": via_chat,
     "responses": via_responses,

@@ -52,6 +52,13 @@ FORMATS: dict[str, dict[str, str]] = {
     "document": DOCUMENT_FORMATS,
     "video": VIDEO_FORMATS,
 }
+MAGIC = {  # a file's first bytes -> its media type (WebP: see sniffed_media_type)
+    b"\x89PNG\r\n\x1a\n": "image/png",
+    b"\xff\xd8\xff": "image/jpeg",
+    b"GIF87a": "image/gif",
+    b"GIF89a": "image/gif",
+    b"%PDF-": "application/pdf",
+}
 DATA_URL = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)?(?:;[^,;]*)*?(?P<b64>;base64)?,", re.I)
 
 
@@ -212,15 +219,22 @@ def from_data_url(kind: MediaKind, value: Any, where: str, filename: str | None 
             return Source(url=text)
         if kind != "document":
             raise InvalidRequestError("expected a data: URL or an http(s) URL", path=where)
-        media_type = media_type_of(filename or "", "document")
+        media_type = media_type_named(filename or "", "document")
         return Source(_media_type(kind, media_type, where), _base64(text, where))
     payload = text[match.end() :]
     data = _base64(payload, where) if match["b64"] else unquote_to_bytes(payload)
-    media_type = (match["type"] or "").lower() or media_type_of(filename or "", kind)
+    media_type = (match["type"] or "").lower() or media_type_named(filename or "", kind)
     return Source(_media_type(kind, media_type, where), data)
 
 
-def media_type_of(name: str, kind: str = "document") -> str:
+def sniffed_media_type(data: bytes) -> str | None:
+    """An image's or a PDF's media type, from its first bytes (``None`` for anything else)."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return next((kind for magic, kind in MAGIC.items() if data.startswith(magic)), None)
+
+
+def media_type_named(name: str, kind: str = "document") -> str:
     """The media type a file's extension names (``""`` when none does)."""
     suffix = name.rsplit(".", 1)[-1].lower() if "." in name else ""
     suffix = {"jpg": "jpeg", "markdown": "md", "htm": "html", "text": "txt"}.get(suffix, suffix)

@@ -16,17 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidRequestError
-from ..media import MB, MediaBlock, Source, document_text
+from ..media import MB, MediaBlock, Source, document_text, sniffed_media_type
 
 MAX_ATTACHMENT_BYTES = 1_000_000  # a text file
 MAX_MEDIA_BYTES = 32 * MB  # an image or a PDF (each service's own limits apply after)
-MAGIC = {  # a file's first bytes -> its media type
-    b"\x89PNG\r\n\x1a\n": "image/png",
-    b"\xff\xd8\xff": "image/jpeg",
-    b"GIF87a": "image/gif",
-    b"GIF89a": "image/gif",
-    b"%PDF-": "application/pdf",
-}
 _LANGUAGES = {  # a fence's info word for common extensions; anything else is named as is
     "py": "python",
     "js": "javascript",
@@ -67,13 +60,6 @@ class Attachment:
         return f"File {self.name}:\n{mark}{info}\n{body}{mark}"
 
 
-def media_type_of(data: bytes) -> str | None:
-    """An image's or a PDF's media type, from its first bytes (``None`` for anything else)."""
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return next((kind for magic, kind in MAGIC.items() if data.startswith(magic)), None)
-
-
 def read_attachment(path: str, text_only: str | None = None) -> Attachment:
     """The file at ``path``: text, or an image or PDF; for a model that reads only text (named
     by ``text_only``) a PDF as its pages' text. A one-line error for a missing, binary or huge
@@ -83,7 +69,7 @@ def read_attachment(path: str, text_only: str | None = None) -> Attachment:
         size = os.path.getsize(expanded)
         with open(expanded, "rb") as file:
             head = file.read(16)
-        limit = MAX_MEDIA_BYTES if media_type_of(head) else MAX_ATTACHMENT_BYTES
+        limit = MAX_MEDIA_BYTES if sniffed_media_type(head) else MAX_ATTACHMENT_BYTES
         if size > limit:
             raise InvalidRequestError(f"{path}: {size} bytes, more than the {limit} it may be")
         with open(expanded, "rb") as file:
@@ -92,7 +78,7 @@ def read_attachment(path: str, text_only: str | None = None) -> Attachment:
         raise InvalidRequestError(f"{path}: is a directory, not a file") from None
     except OSError as error:
         raise InvalidRequestError(f"cannot read {path}: {error.strerror}") from None
-    media_type = media_type_of(data)
+    media_type = sniffed_media_type(data)
     if media_type is not None:
         name = Path(path).name
         kind = "document" if media_type == "application/pdf" else "image"

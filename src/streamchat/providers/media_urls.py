@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 
 from ..errors import InvalidRequestError
-from ..media import FORMATS, MB, MediaBlock, Source, media_type_of
-from ..request import MessageRequest, Turn
+from ..media import FORMATS, MB, MediaBlock, Source, media_type_named
+from ..request import MessageRequest, Turn, media_blocks
 
 FETCH_TIMEOUT = 10.0  # seconds, connect and between reads
 FETCH_LIMIT = 32 * MB  # the largest request any of the services takes
@@ -33,26 +33,17 @@ def fetch(url: str, kind: str, client: httpx.Client) -> Source:
         raise InvalidRequestError(f"cannot fetch {url}: {error!r}") from None
     path = httpx.URL(url).path
     known = FORMATS[kind]
-    media_type = declared if declared in known else media_type_of(path, kind) or declared
+    media_type = declared if declared in known else media_type_named(path, kind) or declared
     if media_type not in known and not (kind == "document" and media_type.startswith("text/")):
         raise InvalidRequestError(f"{url} is {media_type or 'of no known type'}, not a {kind}")
     return Source(media_type, bytes(data))
 
 
-def _parts(request: MessageRequest) -> list[Any]:
-    return [
-        part
-        for turn in request.messages
-        for block in turn.blocks
-        for part in (block.content if block.type == "tool_result" else [block])
-    ]
-
-
 def needs_fetch(request: MessageRequest, reads_url: Callable[[MediaBlock], bool]) -> bool:
     """Whether ``request`` holds a URL source the upstream cannot read."""
     return any(
-        isinstance(part, MediaBlock) and part.source.url is not None and not reads_url(part)
-        for part in _parts(request)
+        block.source.url is not None and not reads_url(block)
+        for block in media_blocks(request.messages)
     )
 
 

@@ -264,3 +264,24 @@ def process_server(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+# What a baseline built on llama-cpp-python's ``Llama`` needs on a machine whose llama.cpp has AMX
+# kernels: its models loaded without the "extra" buffers that crash any prompt there, as
+# streamchat's own are (``streamchat.providers.local.use_extra_buffers``). Python source, so a
+# baseline's own process (``llm``) can run it first; elsewhere it changes nothing.
+WITHOUT_AMX_CRASH = """
+import llama_cpp.llama_cpp as _low
+if b"AMX_INT8 = 1" in _low.llama_print_system_info():
+    _defaults = _low.llama_model_default_params
+    def _without_extra_buffers():
+        params = _defaults()
+        params.use_extra_bufts = False
+        return params
+    _low.llama_model_default_params = _without_extra_buffers
+"""
+
+
+def llama_without_amx_crash() -> None:
+    """:data:`WITHOUT_AMX_CRASH` in this process, before any ``llama_cpp.Llama`` is made."""
+    exec(WITHOUT_AMX_CRASH, {})

@@ -33,10 +33,18 @@ import openai
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 
-from _common import compare, percentile, process_server, rotation, spread, write_result
+from _common import (
+    compare,
+    llama_without_amx_crash,
+    percentile,
+    process_server,
+    rotation,
+    spread,
+    write_result,
+)
 from concurrency import find_llama_server, llama_server_version
 from serving import serve
-from streamchat.providers.local import _smollm2_path, use_extra_buffers
+from streamchat.providers.local import _smollm2_path
 
 RESULT_KEYS = ("sizes", "repeats", "threads", "alone", "beside", "comparisons")
 PACKAGES = ("llama-cpp-python", "openai")
@@ -105,17 +113,8 @@ class Raw:
 
     def __init__(self, path: str) -> None:
         import llama_cpp
-        import llama_cpp.llama_cpp as low_level
 
-        if not use_extra_buffers():  # an AMX build crashes on any prompt otherwise (local.py)
-            defaults = low_level.llama_model_default_params
-
-            def without_extra_buffers() -> Any:
-                params = defaults()
-                params.use_extra_bufts = False
-                return params
-
-            low_level.llama_model_default_params = without_extra_buffers
+        llama_without_amx_crash()  # as streamchat's own engine does (local.py)
         self.llama = llama_cpp.Llama(
             model_path=path, n_ctx=4096, n_batch=512, n_threads=THREADS,
             n_threads_batch=BATCH_THREADS, verbose=False,

@@ -183,7 +183,7 @@ def _silent_tokens(provider: LocalProvider) -> list[int]:
         _silent[provider.path] = [
             t
             for t in range(llama.n_vocab())
-            if llama_cpp.llama_vocab_is_eog(llama._model.vocab, t) or not llama.detokenize([t])
+            if llama_cpp.llama_vocab_is_eog(llama.vocab, t) or not llama.detokenize([t])
         ]
     return _silent[provider.path]
 
@@ -228,7 +228,7 @@ class GenerateSpy:
         import llama_cpp
 
         self.llama = provider.load()
-        self._is_eog = lambda t: llama_cpp.llama_vocab_is_eog(self.llama._model.vocab, t)
+        self._is_eog = lambda t: llama_cpp.llama_vocab_is_eog(self.llama.vocab, t)
         self.tokens: list[int] = []
         self.hold_after = hold_after
         self.holding = threading.Event()

@@ -3,6 +3,7 @@ stdin, the reply (or events as JSON lines) on stdout, stats and errors on stderr
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -205,3 +206,29 @@ def test_the_embedded_model_answers(tmp_path: Path, local_model: LocalProvider) 
     check_limit(end["delta"]["stop_reason"], end["usage"]["output_tokens"], 12)
     texts = [e for e in events if e["type"] == "content_block_delta"]
     assert all(e["delta"]["type"] == "text_delta" for e in texts)
+
+
+@pytest.mark.model
+@pytest.mark.parametrize(
+    "prompt",
+    ["hi", "Say hello.", "é" * 300, "日本語のテキスト" * 60, "🙂" * 200, "word " * 2000],
+)
+@pytest.mark.parametrize("system", [None, "You are terse. " * 20])
+def test_a_one_shot_window_holds_its_prompt_and_the_whole_reply(
+    local_model: LocalProvider, prompt: str, system: str | None
+) -> None:
+    """``ask`` opens an engine sized to its request: the prompt as the model's template writes
+    it, plus every token the reply may have, always fits (or it gets the default window)."""
+    from streamchat.cli.ask import one_shot_context
+    from streamchat.providers.local import DEFAULT_CONTEXT
+
+    for max_tokens in (1, 1024, 4000):
+        args = argparse.Namespace(system=system, max_tokens=max_tokens, tools=None, thinking=None)
+        window = one_shot_context(prompt, args)
+        request = build_request(
+            model="m", system=system, max_tokens=max_tokens,
+            messages=[{"role": "user", "content": prompt}],
+        )  # fmt: skip
+        tokens, _ = local_model.prompt_tokens(request)
+        assert window == DEFAULT_CONTEXT or len(tokens) + max_tokens <= window
+        assert window <= DEFAULT_CONTEXT

@@ -572,7 +572,7 @@ def test_base_model_refuses_tools_clearly() -> None:
     request = build_request(model="gemma3-270m", messages=ASK, tools=[WEATHER])
     with pytest.raises(InvalidRequestError, match="model gemma3-270m cannot use tools"):
         provider.prompt_tokens(request)  # refused before the model is even loaded
-    assert provider._llama is None
+    assert provider._vocabulary is None
     with pytest.raises(InvalidRequestError, match=r"^tools: model gemma3-270m cannot use tools"):
         Client().messages.create(model="gemma3", messages=ASK, tools=[WEATHER], max_tokens=5)
 

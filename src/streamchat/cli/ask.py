@@ -22,7 +22,7 @@ from typing import Any, TextIO
 from ..client import Client
 from ..errors import InvalidRequestError, StreamchatError
 from ..providers import reads_media
-from ..providers.local import LocalSettings
+from ..providers.local import DEFAULT_CONTEXT, LocalSettings
 from .attach import read_attachment, with_attachments
 from .blocks import HELPER_EVENTS, Piece, ReplyView
 from .history import ChatLog, add_history_options, warn
@@ -33,6 +33,8 @@ from .options import (
     model_label,
     request_params,
 )
+
+TEMPLATE_ROOM = 512  # tokens a chat template may add: roles, a default system prompt
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -76,12 +78,24 @@ def read_prompt(
     return prompt
 
 
+def one_shot_context(prompt: str | list[dict[str, Any]], args: argparse.Namespace) -> int:
+    """A window that holds this one request: a token is at least one byte of text, so the
+    prompt's bytes bound its tokens, plus room for what the chat template adds. A request whose
+    size is not known before tokenizing (attachments as blocks, tools, thinking) gets the
+    default window."""
+    if not isinstance(prompt, str) or args.tools or args.thinking:
+        return DEFAULT_CONTEXT
+    text = len(prompt.encode()) + len((args.system or "").encode())
+    needed = text + TEMPLATE_ROOM + args.max_tokens
+    return min(DEFAULT_CONTEXT, -(-needed // 256) * 256)
+
+
 def run(args: argparse.Namespace) -> int:
     check_model(args.model)
     prompt = read_prompt(args.prompt, args.files, args.model)
-    # One sequence: a one-shot has no other stream to batch with, and an engine of one slot
-    # opens in half the time of the server's four (its KV cache is a quarter the size).
-    client = Client(local=LocalSettings(parallel=1))
+    # One sequence sized to this request: a one-shot has no other stream to batch with, and
+    # the smaller the KV cache, the sooner the engine opens.
+    client = Client(local=LocalSettings(parallel=1, context=one_shot_context(prompt, args)))
     log = ChatLog.open(args, warn)
     log.begin(**conversation_info(args, client.default_model), source="ask")
     log.user(prompt)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import concurrent.futures
 import dataclasses
 import functools
 import logging
@@ -59,6 +58,7 @@ from .grammar import (
     choice_gbnf,
     compile_schema,
 )
+from .vocabulary import Vocabulary
 
 DEFAULT_LOCAL_MODEL = "smollm2"
 TRANSCRIPT_SYSTEM = "A conversation between a curious user and a helpful, friendly assistant."
@@ -66,6 +66,7 @@ TRANSCRIPT_EXAMPLE = [Turn("user", "Hello!"), Turn("assistant", "Hi! How can I h
 MAX_WAITING = 16  # requests that may queue per model by default (``serve --max-waiting``)
 DEFAULT_PARALLEL = 4  # streams decoded together per model (slots)
 DEFAULT_CONTEXT = 4096  # tokens per stream (the model's window is larger; memory is not)
+PENALTY_LAST_N = 64  # tokens the repeat penalty looks back on (llama-cpp-python's default)
 RESAMPLES = 2  # new tries for a result the grammar let through but the schema does not
 RESAMPLE_TEMPERATURE = 0.8  # at least, for those tries (greedy would write the same again)
 
@@ -168,11 +169,10 @@ class _Idle:
     busy = False
 
 
-def _close(engine: Engine, llama: Any, weights: Any) -> None:
+def _close(engine: Engine, weights: Any) -> None:
     if engine.close():  # a thread stuck inside a decode still holds a context on these weights
         import llama_cpp
 
-        llama.close()
         llama_cpp.llama_model_free(weights)
 
 
@@ -200,26 +200,6 @@ def load_weights(path: str) -> Any:
     params = llama_cpp.llama_model_default_params()
     params.use_extra_bufts = use_extra_buffers()
     return llama_cpp.llama_model_load_from_file(path.encode(), params) or None
-
-
-def _open_model(path: str) -> tuple[Any, Any]:
-    """``(Llama for the vocabulary and template, weights)``: the weights are read meanwhile, on
-    another thread (llama.cpp releases the GIL: ~0.2 s less to the first token of a one-shot)."""
-    import llama_cpp
-
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        reading = pool.submit(load_weights, path)
-        try:
-            llama = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
-        except BaseException:
-            if (weights := reading.result()) is not None:
-                llama_cpp.llama_model_free(weights)
-            raise
-        weights = reading.result()
-    if weights is None:
-        llama.close()
-        raise ValueError("llama.cpp could not load its weights")
-    return llama, weights
 
 
 def is_local_model(name: str) -> bool:
@@ -308,7 +288,7 @@ class LocalProvider:
         self.stall_seconds = stall_seconds  # no step this long with work waiting: restarted
         self.engine: Engine | None = None
         self._load_lock = threading.Lock()
-        self._llama: Any = None
+        self._vocabulary: Vocabulary | None = None
         self._formatter: Any = None
         self._template_tools = False  # the GGUF's own template renders ``tools``
         self.schema_checks = SchemaChecks()
@@ -316,48 +296,53 @@ class LocalProvider:
         self._use_template = builtin.chat_template if builtin is not None else None
 
     # -- loading -------------------------------------------------------------------------------
-    def load(self) -> Any:
+    def load(self) -> Vocabulary:
         """Load the model once (thread-safe); corrupt files raise :class:`ModelError`."""
         with self._load_lock:
-            if self._llama is None:
+            if self._vocabulary is None:
                 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
                 _capture_llama_log()
                 _llama_log.clear()
-                try:  # the Llama object only tokenizes; the engine decodes with the weights
-                    llama, weights = _open_model(self.path)
-                except (ValueError, RuntimeError, OSError) as error:
-                    detail = next((line for line in _llama_log if line), str(error))
+                weights = load_weights(self.path)
+                if weights is None:
+                    detail = next((line for line in _llama_log if line), "unreadable")
                     detail = detail.split(": ", 1)[-1]
                     raise ModelError(
                         f"cannot load model {self.path}: not a valid GGUF file ({detail})"
-                    ) from error
-                template = llama.metadata.get("tokenizer.chat_template")
-                if self._use_template is None:
-                    self._use_template = bool(template)
-                if self._use_template and template:
-                    self._formatter = Jinja2ChatFormatter(
-                        template=template,
-                        eos_token=self._token_text(llama, llama.token_eos()),
-                        bos_token=self._token_text(llama, llama.token_bos()),
-                        add_generation_prompt=True,
                     )
-                    self._template_tools = "tools" in template
-                self.grammars = GrammarCache(llama._model.vocab)
-                self.engine = Engine(
-                    weights,
-                    slots=self.parallel,
-                    window=self.n_ctx,
-                    threads=self.n_threads,
-                    batch_threads=self.n_threads_batch,
-                    name=f"streamchat-llama-{Path(self.path).stem}",
-                    stall_seconds=self.stall_seconds,
-                )
-                self._llama = llama
-                # Free it with the provider, or at exit while llama.cpp's bindings still exist
-                # (Llama.__del__ during interpreter teardown prints a TypeError traceback).
-                weakref.finalize(self, _close, self.engine, llama, weights)
-            return self._llama
+                try:
+                    vocabulary = Vocabulary(weights)
+                    template = vocabulary.chat_template
+                    if self._use_template is None:
+                        self._use_template = bool(template)
+                    if self._use_template and template:
+                        self._formatter = Jinja2ChatFormatter(
+                            template=template,
+                            eos_token=self._token_text(vocabulary, vocabulary.token_eos()),
+                            bos_token=self._token_text(vocabulary, vocabulary.token_bos()),
+                            add_generation_prompt=True,
+                        )
+                        self._template_tools = "tools" in template
+                    self.grammars = GrammarCache(vocabulary.vocab)
+                    self.engine = Engine(
+                        weights,
+                        slots=self.parallel,
+                        window=self.n_ctx,
+                        threads=self.n_threads,
+                        batch_threads=self.n_threads_batch,
+                        name=f"streamchat-llama-{Path(self.path).stem}",
+                        stall_seconds=self.stall_seconds,
+                    )
+                except BaseException:
+                    import llama_cpp
+
+                    llama_cpp.llama_model_free(weights)
+                    raise
+                self._vocabulary = vocabulary
+                # Free them with the provider, or at exit while llama.cpp's bindings still exist
+                weakref.finalize(self, _close, self.engine, weights)
+            return self._vocabulary
 
     def health(self) -> str | None:
         """Why this model cannot serve now (its scheduler died or is stuck: ``/readyz``), or
@@ -370,10 +355,10 @@ class LocalProvider:
         return self.engine if self.engine is not None else _Idle()
 
     @staticmethod
-    def _token_text(llama: Any, token: int) -> str:
+    def _token_text(vocabulary: Vocabulary, token: int) -> str:
         if token < 0:
             return ""
-        return llama.detokenize([token], special=True).decode("utf-8", errors="ignore")
+        return vocabulary.detokenize([token], special=True).decode("utf-8", errors="ignore")
 
     # -- prompting -----------------------------------------------------------------------------
     def prompt_tokens(self, request: MessageRequest) -> tuple[list[int], list[str]]:
@@ -382,7 +367,7 @@ class LocalProvider:
         request = text_only(request, self.model_name)
         if request.tools and self._use_template is False:
             self.refuse_tools(request)
-        llama = self.load()
+        vocabulary = self.load()
         if request.tools and self._formatter is None:
             self.refuse_tools(request)
         if self._formatter is not None:
@@ -393,7 +378,7 @@ class LocalProvider:
                 formatted = self._formatter(messages=tool_prompt.chat_messages(request))
             if request.tools:  # a call written where none may be made ends the turn
                 format_stops = [tool_prompt.CALL_OPEN]
-            tokens = llama.tokenize(
+            tokens = vocabulary.tokenize(
                 formatted.prompt.encode("utf-8"),
                 add_bos=not formatted.added_special,
                 special=True,
@@ -405,7 +390,7 @@ class LocalProvider:
             lines.append(f"{speaker}: {turn.content.strip()}")
         lines.append("Assistant:")
         prompt = "\n".join(lines)
-        return llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=False), ["\nUser:"]
+        return vocabulary.tokenize(prompt.encode("utf-8"), add_bos=True, special=False), ["\nUser:"]
 
     def refuse_tools(self, request: MessageRequest) -> None:
         """A base model has no chat turns to put tool calls in: refused, before any work."""
@@ -425,7 +410,7 @@ class LocalProvider:
 
         structured = request.wants_tools or request.output_format is not None
         grammars = self.grammar_plan(request) if structured else {}  # a bad schema is a 400
-        llama = self.load()
+        vocabulary = self.load()
         assert self.grammars is not None and self.engine is not None
         for where, grammar in grammars.items():  # compile now: an invalid grammar is a 400
             self.grammars.compile(grammar.gbnf, f"tools.{where}" if where else "output_format")
@@ -438,25 +423,24 @@ class LocalProvider:
             request.temperature if request.temperature is not None else self.default_temperature
         )
         sampler = TokenSampler(
-            llama.n_vocab(),
+            vocabulary.n_vocab(),
             # Unseeded requests must not replay the seed of an earlier request on this model.
             seed=request.seed if request.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED,
             temperature=temperature,
             top_p=request.top_p if request.top_p is not None else 0.95,
             top_k=request.top_k if request.top_k is not None else 40,
             repeat_penalty=self.repeat_penalty,
-            penalty_last_n=llama.last_n_tokens_size,
+            penalty_last_n=PENALTY_LAST_N,
         )
-        vocab = llama._model.vocab
         run = Run(
             tokens,
             sampler,
             min(request.max_tokens, room),
             window,
             self.grammars,
-            lambda text: llama.tokenize(text.encode("utf-8"), add_bos=False, special=True),
-            lambda token: llama.detokenize([token]),
-            lambda token: llama_cpp.llama_vocab_is_eog(vocab, token),
+            lambda text: vocabulary.tokenize(text.encode("utf-8"), add_bos=False, special=True),
+            lambda token: vocabulary.detokenize([token]),
+            vocabulary.is_eog,
         )
         model = request.model or self.display_name
         checks = self.schema_checks

@@ -33,7 +33,8 @@ from .testbench import add_testbench_options, replay_model, testbench_config
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 GRACEFUL_SHUTDOWN_SECONDS = 5  # open streams get this long to finish on SIGTERM or Ctrl-C
-MAX_BODY_BYTES = ServerConfig().max_body_bytes
+DEFAULTS = ServerConfig()
+MAX_BODY_BYTES = DEFAULTS.max_body_bytes
 FULL_GC_THRESHOLD = 100  # CPython's default is 10 younger collections per full one
 PORT = bounded(int, 1, 65_535)
 BACKLOG = 2048  # uvicorn's default; raise it when thousands of clients connect at once
@@ -138,6 +139,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="server processes sharing the port (SO_REUSEPORT), for models served elsewhere "
         "(openai/…, anthropic/…, bedrock/…, scripted): one per core (default 1)",
+    )
+    parser.add_argument(
+        "--resume-seconds",
+        type=bounded(float, 0, 86_400),
+        default=DEFAULTS.resume_seconds,
+        metavar="S",
+        help="keep a finished resumable stream this long for clients to replay (default "
+        f"{DEFAULTS.resume_seconds:g})",
+    )
+    parser.add_argument(
+        "--resume-grace",
+        type=bounded(float, 0, 3600),
+        default=DEFAULTS.resume_grace_seconds,
+        metavar="S",
+        help="a resumable stream whose client left generates on this long awaiting it "
+        f"(default {DEFAULTS.resume_grace_seconds:g})",
     )
     add_server_history_options(parser)
     add_testbench_options(parser)
@@ -265,6 +282,8 @@ def serve_one(
         history_strict=args.history_strict,
         loopback_only=is_loopback(args.host),
         strict_models=args.strict_models,
+        resume_seconds=args.resume_seconds,
+        resume_grace_seconds=args.resume_grace,
         **testbench_config(args),
     )
     if not is_loopback(args.host) and not config.api_key:

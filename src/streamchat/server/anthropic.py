@@ -13,11 +13,10 @@ from starlette.routing import Route
 from ..wire import anthropic as wire
 from .auth import check_api_key
 from .common import ServerConfig, count_prompt_tokens, open_events, read_json
+from .replies import stream_response
 from .streaming import (
-    EventStreamResponse,
     as_streamchat_error,
     builder,
-    encode_stream,
     respond_when_complete,
 )
 
@@ -37,10 +36,8 @@ def routes(config: ServerConfig) -> list[Route]:
         except Exception as error:
             return error_response(error)
         if stream:
-            return EventStreamResponse(
-                encode_stream(events, wire.encode_event, wire.encode_error_event),
-                encode_error=wire.encode_error_event,
-            )
+            encode, encode_error = wire.encode_event, wire.encode_error_event
+            return await stream_response(request, "anthropic", events, encode, encode_error)
         render = lambda message: JSONResponse(wire.message_body(message))  # noqa: E731
         return await respond_when_complete(request, events, render, error_response)
 

@@ -22,11 +22,13 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import APIError, HistoryError, NotFoundError
+from ..errors import APIError, HistoryError, NotFoundError, StreamchatError
 from ..history.shared import shared_store
 from ..providers import get_provider
 from ..recording.commit import target_commit
-from . import anthropic, bedrock, metrics, openai
+from ..wire import anthropic as anthropic_wire
+from ..wire import openai as openai_wire
+from . import anthropic, bedrock, metrics, openai, replies
 from .common import ServerConfig
 from .guard import BrowserGuard
 
@@ -38,6 +40,11 @@ ERROR_RESPONSES: dict[str, Callable[[Exception], Response]] = {
     "openai": openai.error_response,
     "responses": openai.error_response,
     "bedrock": bedrock.error_response,
+}
+# protocol -> the in-stream error frame a resumed stream ends with if the server stops under it
+ERROR_FRAMES: dict[str, Callable[[StreamchatError], bytes]] = {
+    "anthropic": anthropic_wire.encode_error_event,
+    "openai": openai_wire.encode_error,
 }
 
 
@@ -149,6 +156,7 @@ def create_app(config: ServerConfig | None = None, *, replica: str | None = None
     for name in (*modules, "web"):
         module = __import__(f"streamchat.server.{name}", fromlist=["routes"])
         routes += module.routes(config)
+    routes += replies.routes(config, ERROR_RESPONSES, ERROR_FRAMES)
     app = Starlette(
         routes=routes,
         exception_handlers={404: not_found},
@@ -162,6 +170,7 @@ def create_app(config: ServerConfig | None = None, *, replica: str | None = None
     metrics.install(app, replica=replica)
     app.state.config = config
     app.state.lifecycle = lifecycle
+    app.state.replies = replies.Replies(config)
     if config.history_path:  # now: what a previous process spooled drains from the start
         target_commit(config.history_path, config.history_commit_seconds)
     return app

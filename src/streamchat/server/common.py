@@ -49,6 +49,8 @@ class ServerConfig:
     loopback_only: bool = False  # serve sets it when bound to loopback: loopback names only
     strict_models: bool = False  # serve --strict-models: an unknown model id is a not-found
     local: LocalSettings = field(default_factory=LocalSettings)  # embedded models' settings
+    resume_seconds: float = 600.0  # serve --resume-seconds: a finished resumable reply is kept
+    resume_grace_seconds: float = 30.0  # ... and an unfollowed one generates on this long
 
     def served_models(self) -> list[str]:
         """Model names a client may pick (the default first)."""

@@ -189,6 +189,14 @@ class ServerMetrics:
             LABELS,
             registry=registry,
         )
+        self.resumable = Counter(
+            "streamchat_resumable_streams",
+            "Resumable streams (x-streamchat-resumable, background responses) by event: started, "
+            "resumed (a client came back), completed, failed, cancelled (explicitly), abandoned "
+            "(no client came back within the grace period)",
+            ["outcome"],
+            registry=registry,
+        )
         self.queue_depth = _QueueDepth()
         registry.register(self.queue_depth)
 
@@ -279,6 +287,12 @@ class StreamObserver:
             metrics.errors.labels(*labels, error_type).inc()
         else:
             metrics.cancellations.labels(*labels).inc()
+
+
+def current_metrics() -> ServerMetrics | None:
+    """The metrics of the app serving the current request; ``None`` outside a server."""
+    current = _current.get()
+    return current[0] if current is not None else None
 
 
 def request_observer(model: str) -> StreamObserver | None:

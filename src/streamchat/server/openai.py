@@ -14,11 +14,10 @@ from ..errors import StreamchatError
 from ..wire import openai as wire
 from .auth import check_api_key
 from .common import ServerConfig, open_events, read_json
+from .replies import stream_response
 from .streaming import (
-    EventStreamResponse,
     as_streamchat_error,
     builder,
-    encode_stream,
     respond_when_complete,
 )
 
@@ -46,8 +45,8 @@ def routes(config: ServerConfig) -> list[Route]:
         model = kwargs["model"]
         if options.stream:
             encoder = wire.ChunkEncoder(model, include_usage=options.include_usage)
-            chunks = encode_stream(events, encoder.encode, wire.encode_error)
-            return EventStreamResponse(chunks, encode_error=wire.encode_error)
+            encode, encode_error = encoder.encode, wire.encode_error
+            return await stream_response(request, "openai", events, encode, encode_error)
         render = lambda message: JSONResponse(wire.completion_body(message, model))  # noqa: E731
         return await respond_when_complete(request, events, render, error_response)
 

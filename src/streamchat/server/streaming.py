@@ -133,8 +133,11 @@ class EventStreamResponse(StreamingResponse):
         content: AsyncIterator[bytes],
         media_type: str = "text/event-stream",
         encode_error: Callable[[StreamchatError], bytes] | None = None,
+        headers: dict[str, str] | None = None,
     ):
-        super().__init__(content, media_type=media_type, headers=STREAM_HEADERS)
+        super().__init__(
+            content, media_type=media_type, headers={**STREAM_HEADERS, **(headers or {})}
+        )
         self.encode_error = encode_error
         self._unfinished = False  # the body began and has not ended
 

@@ -42,6 +42,7 @@ class ResponsesOptions:
 
     stream: bool = False
     store: bool = True
+    background: bool = False  # generate without the client; poll, resume or cancel by id
     previous_response_id: str | None = None
     echo: dict[str, Any] = field(default_factory=dict)  # request fields the response repeats
 
@@ -265,12 +266,15 @@ def parse_responses_request(
     if output_format is not None:
         kwargs["output_format"] = output_format
     options = ResponsesOptions()
-    for name, kind in (("stream", bool), ("store", bool)):
+    for name in ("stream", "store", "background"):
         value = body.get(name)
-        if value is not None and not isinstance(value, kind):
+        if value is not None and not isinstance(value, bool):
             raise InvalidRequestError("expected a boolean", path=name)
     options.stream = bool(body.get("stream"))
     options.store = body.get("store") is not False
+    options.background = bool(body.get("background"))
+    if options.background and not options.store:
+        raise InvalidRequestError("background mode requires store: true", path="background")
     previous = body.get("previous_response_id")
     if previous is not None and not isinstance(previous, str):
         raise InvalidRequestError("expected a string", path="previous_response_id")
@@ -287,6 +291,7 @@ def parse_responses_request(
         "metadata": body.get("metadata") or {},
         "previous_response_id": previous,
         "store": options.store,
+        "background": options.background,
     }
     return kwargs, options
 
@@ -413,6 +418,7 @@ class ResponseStreamEncoder:
         self.echo = echo
         self.created = int(time.time()) if created is None else created
         self.message: Message | None = None
+        self.response: dict[str, Any] | None = None  # the last ``response`` object sent
         self.sequence = 0
 
     def _event(self, kind: str, **fields: Any) -> bytes:
@@ -421,6 +427,11 @@ class ResponseStreamEncoder:
         return _frame(payload)
 
     def _response(self, status: str, **extra: Any) -> dict[str, Any]:
+        self.response = self.snapshot(status, **extra)
+        return self.response
+
+    def snapshot(self, status: str, **extra: Any) -> dict[str, Any]:
+        """The ``response`` object of the message so far, with ``status``."""
         return response_body(
             self.message,
             model=self.model,

@@ -11,10 +11,14 @@ import re
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from ..errors import HistoryError
 
+if TYPE_CHECKING:
+    from .journal import Execute
+
+T = TypeVar("T")
 EXPORT_FORMAT = "streamchat.conversation/1"
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
@@ -102,6 +106,11 @@ class Store:
 
     def ping(self) -> None:
         """Raise :class:`HistoryError` unless the database answers now (``/readyz``)."""
+        raise NotImplementedError
+
+    def read(self, work: Callable[[Execute], T]) -> T:
+        """``work(execute)`` on one connection (journal.py's ``Execute``), outside any
+        transaction of ours: for reads written with journal.py's shared SQL."""
         raise NotImplementedError
 
     def close(self) -> None:

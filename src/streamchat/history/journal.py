@@ -8,7 +8,14 @@
   does not grow with the reply (the reply's row and its search index are rewritten once, at
   the end);
 - ``finish``: the final text, blocks, usage, timings and stop reason; the deltas go, and the
-  conversation may be marked as continuable (``thread``).
+  conversation may be marked as continuable (``thread``);
+- ``stream``: a resumable reply's event log (:mod:`streamchat.server.replies`): the frames
+  that streamed since the last commit, numbered on from ``first``, and the stream's status and
+  heartbeat (``at``, epoch seconds: another replica following the log tells a stalled
+  generator from a dead one by it; a stream another replica asked to cancel stays
+  ``cancelling`` until its generator ends it); a finished stream's last record also drops the
+  logs that ended before ``expire_before`` and those in progress but silent since
+  ``dead_before`` (their replica died).
 
 A message's inline images and documents (base64) are stored once each, content-addressed by
 SHA-256 in ``attachments`` and linked in ``message_attachments``; its blocks keep a reference
@@ -115,6 +122,18 @@ class Applier:
             fields["blocks"] = record["blocks"]
         _update(execute, message_id, fields)
 
+    def _stream(self, execute: Execute, record: Record) -> None:
+        stream, frames, first = record["stream"], record["frames"], record["first"]
+        state = (record["protocol"], record["status"], record.get("replica"), first + len(frames))
+        execute(UPSERT_STREAM, (stream, *state, record["at"]))
+        if frames:
+            rows = ", ".join(["(?, ?, ?)"] * len(frames))
+            values = [v for n, f in enumerate(frames, first) for v in (stream, n, f)]
+            execute(INSERT_FRAMES.format(rows=rows), tuple(values))
+        if record.get("expire_before") is not None:
+            for statement in EXPIRE_STREAMS:
+                execute(statement, (record["expire_before"], record["dead_before"]))
+
     def _finish(self, execute: Execute, record: Record) -> None:
         found = self._row(execute, record["reply"])
         if found is None:
@@ -128,6 +147,46 @@ class Applier:
                 (record["thread"], conversation_id),
             )
         self.rows.pop(record["reply"], None)
+
+
+UPSERT_STREAM = (
+    "INSERT INTO streams (id, protocol, status, replica, frames, updated_at) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET status = CASE WHEN "
+    "streams.status = 'cancelling' AND excluded.status = 'in_progress' THEN 'cancelling' "
+    "ELSE excluded.status END, frames = excluded.frames, updated_at = excluded.updated_at"
+)
+INSERT_FRAMES = (
+    "INSERT INTO stream_frames (stream_id, seq, data) VALUES {rows} ON CONFLICT DO NOTHING"
+)
+# logs that ended before the first ?, or whose generator fell silent before the second (dead)
+EXPIRED = "updated_at < ? AND (status <> 'in_progress' OR updated_at < ?)"
+EXPIRE_STREAMS = (
+    f"DELETE FROM stream_frames WHERE stream_id IN (SELECT id FROM streams WHERE {EXPIRED})",
+    f"DELETE FROM streams WHERE {EXPIRED}",
+)
+# a stream's state first, then its frames: what the state says was written is then all there
+STREAM_STATE = "SELECT protocol, status, frames, updated_at, replica FROM streams WHERE id = ?"
+STREAM_FRAMES = "SELECT seq, data FROM stream_frames WHERE stream_id = ? AND seq > ? ORDER BY seq"
+END_STREAM = "UPDATE streams SET status = ? WHERE id = ? AND status = 'in_progress'"
+# another replica asks the generating one to stop (it reads this with its heartbeat)
+CANCEL_STREAM = "UPDATE streams SET status = 'cancelling' WHERE id = ? AND status = 'in_progress'"
+
+
+def read_stream(
+    execute: Execute, stream: str, after: int | None = None
+) -> tuple[Record, list[str]] | None:
+    """A logged stream's state (protocol, status, frames, updated_at, replica) and its frames
+    numbered above ``after`` (none if ``None``), or ``None`` if none is logged as ``stream``."""
+    rows = execute(STREAM_STATE, (stream,))
+    if not rows:
+        return None
+    protocol, status, count, updated_at, replica = rows[0]
+    state = {"protocol": protocol, "status": status, "frames": int(count),
+             "updated_at": float(updated_at), "replica": replica}  # fmt: skip
+    if after is None or after + 1 >= count:
+        return state, []
+    frames = [str(data) for _, data in execute(STREAM_FRAMES, (stream, after))]
+    return state, frames
 
 
 def insert_conversation(execute: Execute, info: dict[str, Any], stamp: str) -> int:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -33,6 +33,7 @@ from ..errors import ConversationNotFoundError, HistoryError
 from .base import (
     HistoryUnavailableError,
     Store,
+    T,
     decode_conversation,
     decode_message,
     now,
@@ -129,6 +130,23 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (message_id, sha256)
         )""",
         "CREATE INDEX message_attachments_sha256 ON message_attachments(sha256)",
+    ),
+    (  # resumable replies' event logs, as in the SQLite store
+        """CREATE TABLE streams (
+            id TEXT PRIMARY KEY,
+            protocol TEXT NOT NULL,
+            status TEXT NOT NULL,
+            replica TEXT,
+            frames INTEGER NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE INDEX streams_updated ON streams(updated_at)",
+        """CREATE TABLE stream_frames (
+            stream_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            data TEXT NOT NULL,
+            PRIMARY KEY (stream_id, seq)
+        )""",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -280,6 +298,10 @@ class PostgresStore(Store):
     def ping(self) -> None:
         with self._connection() as db:
             db.execute("SELECT 1")
+
+    def read(self, work: Callable[[Execute], T]) -> T:
+        with self._connection() as db:
+            return work(_executor(db))
 
     # -- writing --------------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from typing import Any
 from ..errors import ConversationNotFoundError, HistoryError
 from .base import (
     Store,
+    T,
     decode_conversation,
     decode_message,
     now,
@@ -33,6 +34,7 @@ from .journal import (
     DELTAS_OF_CONVERSATION,
     DROP_ORPHAN_ATTACHMENTS,
     Applier,
+    Execute,
     attachment_info,
     insert_conversation,
     insert_message,
@@ -129,6 +131,24 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (message_id, sha256)
         ) WITHOUT ROWID""",
         "CREATE INDEX message_attachments_sha256 ON message_attachments(sha256)",
+    ),
+    # 6: resumable replies' event logs (server/replies.py), written by the group commit
+    (
+        """CREATE TABLE streams (
+            id TEXT PRIMARY KEY,
+            protocol TEXT NOT NULL,
+            status TEXT NOT NULL,
+            replica TEXT,
+            frames INTEGER NOT NULL,
+            updated_at REAL NOT NULL
+        )""",
+        "CREATE INDEX streams_updated ON streams(updated_at)",
+        """CREATE TABLE stream_frames (
+            stream_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            data TEXT NOT NULL,
+            PRIMARY KEY (stream_id, seq)
+        ) WITHOUT ROWID""",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -294,6 +314,10 @@ class HistoryStore(Store):
     def ping(self) -> None:
         with self._errors():
             self._db.execute("SELECT 1").fetchone()
+
+    def read(self, work: Callable[[Execute], T]) -> T:
+        with self._errors():
+            return work(self._execute)
 
     def _touch(self, conversation_id: int, stamp: str) -> None:
         with self._errors():

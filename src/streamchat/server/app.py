@@ -170,7 +170,7 @@ def create_app(config: ServerConfig | None = None, *, replica: str | None = None
     metrics.install(app, replica=replica)
     app.state.config = config
     app.state.lifecycle = lifecycle
-    app.state.replies = replies.Replies(config)
+    app.state.replies = replies.Replies(config, lifecycle.replica, ERROR_FRAMES)
     if config.history_path:  # now: what a previous process spooled drains from the start
         target_commit(config.history_path, config.history_commit_seconds)
     return app

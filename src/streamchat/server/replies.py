@@ -15,7 +15,13 @@ header): it gets the frames it missed, then the live tail, in the protocol it st
 With no client following, a resumable reply generates on for ``resume_grace_seconds`` (a
 background response: to its end), then stops; ``POST /v1/streams/{id}/cancel`` (Responses:
 ``POST /v1/responses/{id}/cancel``) stops it at once. A finished log is kept
-``resume_seconds``, in this process.
+``resume_seconds``: in this process's memory (at most :data:`KEPT_LOGS`), and, with a history
+database, in the database too (written by its group commit, :mod:`streamchat.recording.frames`),
+so that a resume landing on another replica (or on this one after a restart) reads the log
+there and follows its live tail by polling at the commit interval. A log whose generator went
+silent for :data:`~streamchat.recording.frames.STALE_SECONDS` (its replica died) ends, for
+whoever follows it, with what was committed and then the protocol's error; it is marked
+``interrupted``, as its reply is in the history.
 """
 
 from __future__ import annotations
@@ -25,14 +31,21 @@ import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from functools import partial
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..errors import InvalidRequestError, NotFoundError, StreamchatError
+from ..errors import APIError, HistoryError, InvalidRequestError, NotFoundError, StreamchatError
 from ..events import StreamEvent
+from ..history import Store
+from ..history.journal import CANCEL_STREAM, END_STREAM, read_stream
+from ..history.shared import shared_store
+from ..recording.commit import target_commit
+from ..recording.frames import HEARTBEAT_SECONDS, STALE_SECONDS, FrameRecorder
+from ..wire import responses as responses_wire
 from .auth import check_api_key
 from .common import ServerConfig
 from .metrics import current_metrics
@@ -44,6 +57,7 @@ KEPT_LOGS = 1000  # finished logs kept at most, oldest dropped first (each also 
 # a reply's id as each protocol names it -> the id's prefix (the message id's suffix follows)
 ID_PREFIXES = {"anthropic": "msg_", "openai": "chatcmpl-", "responses": "resp_"}
 FINISHED = ("completed", "incomplete", "failed", "cancelled")
+MIN_POLL_SECONDS = 0.02  # a log in the database is read again at the commit interval, or this
 
 
 def wants_resumable(headers: Mapping[str, str]) -> bool:
@@ -127,6 +141,8 @@ class ReplyLog:
         self.finished_at: float | None = None
         self.task: asyncio.Task[None] | None = None
         self.snapshot: Callable[[], Any] | None = None  # the protocol's view of it so far
+        self.recorder: FrameRecorder | None = None  # its copy in the history database
+        self._checking: asyncio.Task[None] | None = None  # the heartbeat's read of it
         self._replies = replies
         self._wake = asyncio.Event()
         self._grace_timer: asyncio.TimerHandle | None = None
@@ -139,11 +155,37 @@ class ReplyLog:
     def finished(self) -> bool:
         return self.finished_at is not None
 
+    @property
+    def frame_count(self) -> int:
+        return len(self.frames)
+
     def _append(self, frames: list[bytes]) -> None:
         if frames:
             self.frames.extend(frames)
+            if self.recorder is not None:
+                self.recorder.add(frames)
             self._wake.set()
             self._wake = asyncio.Event()
+
+    def record(self, recorder: FrameRecorder) -> None:
+        """From now on (and for the frames so far) also into the history database."""
+        self.recorder = recorder
+        recorder.add(self.frames)
+        self._beat()
+
+    def _beat(self) -> None:
+        """Touch the log in the database every :data:`HEARTBEAT_SECONDS`, and read whether
+        another replica asked to cancel it."""
+        if self.recorder is not None and not self.finished:
+            self.recorder.heartbeat()
+            loop = asyncio.get_running_loop()
+            self._checking = loop.create_task(self._check_cancelled())
+            loop.call_later(HEARTBEAT_SECONDS, self._beat)
+
+    async def _check_cancelled(self) -> None:
+        state = await self._replies.stored_state(self.key)
+        if state is not None and state["status"] == "cancelling":
+            self.cancel()
 
     async def follow(self, after: int = -1) -> AsyncIterator[bytes]:
         """Frames ``after + 1`` on: those logged, then each as it comes, to the reply's end."""
@@ -211,6 +253,8 @@ class ReplyLog:
         finally:
             await frames.aclose()  # type: ignore[attr-defined]
             self.status = final
+            if self.recorder is not None:
+                self.recorder.end(final)
             if on_end is not None:
                 with contextlib.suppress(Exception):  # the store logs its own failures
                     await on_end(final)
@@ -224,9 +268,19 @@ class Replies:
     """The resumable replies of this server process, by id: a reply is found by the id of any
     protocol (``msg_X``, ``chatcmpl-X`` and ``resp_X`` name the same one)."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        replica: str | None = None,
+        error_frames: Mapping[str, Callable[[StreamchatError], bytes]] | None = None,
+    ) -> None:
         self.retention = config.resume_seconds
         self.grace = config.resume_grace_seconds
+        self.replica = replica
+        self.history = config.history_path  # where logs are also written, and found again
+        self.commit_seconds = config.history_commit_seconds
+        self.poll = max(config.history_commit_seconds, MIN_POLL_SECONDS)
+        self.error_frames = error_frames or {}
         self._live: dict[str, ReplyLog] = {}
         self._done: OrderedDict[str, ReplyLog] = OrderedDict()
 
@@ -271,19 +325,50 @@ class Replies:
         log.key = await asyncio.shield(named)  # open_events read message_start: no wait
         if log.key:
             self._live[log.key] = log
+            if self.history:
+                commit = target_commit(self.history, self.commit_seconds)
+                log.record(FrameRecorder(commit, log.key, protocol, self.replica, self.retention))
         if not background:
             log.await_client()
         self.count("started")
         return log
 
     def get(self, reply_id: str) -> ReplyLog | None:
-        """The live or kept log of ``reply_id`` (in any protocol's spelling), if any."""
+        """The live or kept log of ``reply_id`` (in any protocol's spelling) in this process."""
         found = reply_key(reply_id)
         if found is None:
             return None
         self._expire()
         log = self._live.get(found[1]) or self._done.get(found[1])
         return log if log is not None and log.protocol == found[0] else None
+
+    async def find(self, reply_id: str) -> ReplyLog | StoredLog | None:
+        """:meth:`get`, else the log in the history database (another replica's, or this
+        process's before a restart) if it is there and not expired."""
+        log = self.get(reply_id)
+        found = reply_key(reply_id)
+        if log is not None or found is None or not self.history:
+            return log
+        state = await self.stored_state(found[1])
+        if state is None or state["protocol"] != found[0]:
+            return None
+        if state["status"] != "in_progress" and state["updated_at"] < time.time() - self.retention:
+            return None  # expired (its rows go with the next log's end)
+        return StoredLog(await self._store(), found[1], state, self)
+
+    async def _store(self) -> Store:
+        assert self.history is not None
+        return await asyncio.to_thread(shared_store, self.history)
+
+    async def stored_state(self, key: str) -> dict[str, Any] | None:
+        """The state of ``key``'s log in the history database (``None``: not there, or the
+        database did not answer)."""
+        try:
+            store = await self._store()
+            found = await asyncio.to_thread(store.read, partial(read_stream, stream=key))
+        except HistoryError:
+            return None
+        return None if found is None else found[0]
 
     def finished(self, log: ReplyLog) -> None:
         if self._live.get(log.key) is log:
@@ -305,12 +390,97 @@ class Replies:
             metrics.resumable.labels(outcome).inc()
 
 
+class StoredLog:
+    """A resumable reply's log as the history database has it: generated elsewhere (another
+    replica, or this process before a restart); followed by polling at the commit interval."""
+
+    def __init__(self, store: Store, key: str, state: dict[str, Any], replies: Replies) -> None:
+        self.store = store
+        self.key = key
+        self.protocol = state["protocol"]
+        self.status = state["status"]
+        self.frame_count = state["frames"]
+        self.replica = state["replica"]
+        self.snapshot: Callable[[], Any] | None = None
+        self._replies = replies
+        self._cancelling: asyncio.Task[Any] | None = None
+
+    @property
+    def reply_id(self) -> str:
+        return ID_PREFIXES[self.protocol] + self.key
+
+    @property
+    def finished(self) -> bool:
+        return self.status not in ("in_progress", "cancelling")
+
+    async def follow(self, after: int = -1) -> AsyncIterator[bytes]:
+        """Frames ``after + 1`` on, as they are committed, to the reply's end; a generator
+        silent for :data:`STALE_SECONDS` ends them with the protocol's error frame."""
+        position = after
+        while True:
+            found = await asyncio.to_thread(
+                self.store.read, partial(read_stream, stream=self.key, after=position)
+            )
+            if found is None:  # expired meanwhile
+                return
+            state, frames = found
+            self.status, self.frame_count = state["status"], state["frames"]
+            if frames:
+                position += len(frames)
+                yield "".join(frames).encode()
+            if self.status == "in_progress" and state["updated_at"] < time.time() - STALE_SECONDS:
+                await asyncio.to_thread(
+                    self.store.read,
+                    lambda execute: execute(END_STREAM, ("interrupted", self.key)),
+                )
+                self.status = "interrupted"
+            if self.status == "interrupted":
+                yield self._closing_frame(self.frame_count)
+                return
+            if self.finished:
+                return
+            await asyncio.sleep(self._replies.poll)
+
+    def _closing_frame(self, number: int) -> bytes:
+        """The protocol's error event, numbered ``number``: the generating replica died."""
+        error = APIError(
+            f"replica {self.replica or '?'} stopped generating this reply; it ends here, "
+            "interrupted (the history keeps what was committed)"
+        )
+        if self.protocol == "responses":
+            frame = responses_wire.error_event(error, number)
+        else:
+            frame = self._replies.error_frames[self.protocol](error)
+        return b"id: %d\n%s" % (number, frame)
+
+    def cancel(self) -> bool:
+        """Ask the replica generating it to stop (it reads this within a heartbeat)."""
+        if self.finished:
+            return False
+        self._cancelling = asyncio.get_running_loop().create_task(
+            asyncio.to_thread(self.store.read, lambda execute: execute(CANCEL_STREAM, (self.key,)))
+        )
+        return True
+
+    async def wait_finished(self) -> None:
+        """Until its generator ended it (at most :data:`STALE_SECONDS`)."""
+        if self._cancelling is not None:
+            await self._cancelling
+        deadline = time.monotonic() + STALE_SECONDS
+        while time.monotonic() < deadline:
+            state = await self._replies.stored_state(self.key)
+            if state is None or state["status"] not in ("in_progress", "cancelling"):
+                self.status = "cancelled" if state is None else state["status"]
+                return
+            await asyncio.sleep(self._replies.poll)
+
+
 def replies_of(request: Request) -> Replies:
     return request.app.state.replies  # type: ignore[no-any-return]
 
 
 def follow_response(
-    log: ReplyLog, after: int, encode_error: Callable[[StreamchatError], bytes] | None
+    log: ReplyLog | StoredLog, after: int, encode_error: Callable[[StreamchatError], bytes] | None
 ) -> EventStreamResponse:
     """The SSE response that follows ``log`` from frame ``after + 1``."""
     return EventStreamResponse(
@@ -346,10 +516,10 @@ def routes(
         found = reply_key(reply_id)
         return found[0] if found is not None else "anthropic"
 
-    def find(request: Request) -> ReplyLog:
+    async def find(request: Request) -> ReplyLog | StoredLog:
         check_api_key(request, config)
         reply_id = request.path_params["reply_id"]
-        log = replies_of(request).get(reply_id)
+        log = await replies_of(request).find(reply_id)
         if log is None:
             raise NotFoundError(f"no resumable stream {reply_id!r} here (unknown, or expired)")
         return log
@@ -357,7 +527,7 @@ def routes(
     async def resume(request: Request) -> Response:
         protocol = protocol_of(request.path_params["reply_id"])
         try:
-            log = find(request)
+            log = await find(request)
             after = last_event_id(request)
         except Exception as error:
             return error_responses[protocol](error)
@@ -367,7 +537,7 @@ def routes(
     async def cancel(request: Request) -> Response:
         protocol = protocol_of(request.path_params["reply_id"])
         try:
-            log = find(request)
+            log = await find(request)
         except Exception as error:
             return error_responses[protocol](error)
         log.cancel()
@@ -382,5 +552,5 @@ def routes(
 
 def _status_body(log: ReplyLog) -> Response:
     return JSONResponse(
-        {"id": log.reply_id, "object": "stream", "status": log.status, "frames": len(log.frames)}
+        {"id": log.reply_id, "object": "stream", "status": log.status, "frames": log.frame_count}
     )

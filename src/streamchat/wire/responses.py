@@ -531,8 +531,16 @@ class ResponseStreamEncoder:
         return frames + self._event("response.output_item.done", output_index=index, item=item)
 
     def encode_error(self, error: StreamchatError) -> bytes:
-        """``response.failed`` with the error, after the stream began."""
+        """``response.failed`` with the error, after the stream began (the stream's encoder)."""
         _, body = error_response(error)
         code = ERROR_CODES.get(error.error_type, "server_error")
         failure = {"code": code, "message": body["error"]["message"]}
         return self._event("response.failed", response=self._response("failed", error=failure))
+
+
+def error_event(error: StreamchatError, sequence_number: int) -> bytes:
+    """The stream's ``error`` event (a stream resumed without its encoder: the SDK raises)."""
+    code = ERROR_CODES.get(error.error_type, "server_error")
+    payload = {"type": "error", "code": code, "message": error.message, "param": None,
+               "sequence_number": sequence_number}  # fmt: skip
+    return _frame(payload)

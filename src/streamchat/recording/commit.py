@@ -17,15 +17,20 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..errors import HistoryError
 from ..history import HistoryUnavailableError, Store
 from ..history.shared import shared_key, shared_store
 from .spool import Spool, spool_path
 
-if TYPE_CHECKING:
-    from .reply import ReplyRecorder
+
+class Recorder(Protocol):
+    """What the group commit writes for: a reply (:class:`~.reply.ReplyRecorder`) or a
+    resumable stream's log (:class:`~.frames.FrameRecorder`)."""
+
+    def take_records(self) -> list[dict[str, Any]]: ...
+
 
 log = logging.getLogger("streamchat.history")
 
@@ -62,7 +67,7 @@ class GroupCommit:
         self.unavailable_reason: str | None = None
         self.on_error: Callable[[HistoryError], None] | None = None  # told of each trouble
         self._held: list[dict[str, Any]] = []  # records waiting in memory (no spool)
-        self._dirty: dict[int, ReplyRecorder] = {}  # insertion-ordered, by id()
+        self._dirty: dict[int, Recorder] = {}  # insertion-ordered, by id()
         self._waiters: list[concurrent.futures.Future[bool]] = []
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -72,7 +77,7 @@ class GroupCommit:
         if spool is not None and spool.pending:  # a previous process left records: drain them
             self._start()
 
-    def mark(self, recorder: ReplyRecorder) -> None:
+    def mark(self, recorder: Recorder) -> None:
         """``recorder`` has news for the next commit (O(1); no I/O)."""
         if id(recorder) in self._dirty:  # the common case, without the lock
             return

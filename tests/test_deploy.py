@@ -378,6 +378,89 @@ def test_sigterm_drains_then_ends_the_rest_with_each_protocols_error_frame(
     assert not deployment.reply_to("short")["interrupted"]
 
 
+def read_events(url: str, reply_id: str, after: int) -> list[dict[str, Any]]:
+    """Resume ``reply_id`` at ``url`` after frame ``after``: its frames as (id, event, data)."""
+    headers = {"Last-Event-ID": str(after)}
+    with httpx.stream("GET", f"{url}/v1/streams/{reply_id}", headers=headers, timeout=WAIT) as r:
+        assert r.status_code == 200, r.read()
+        return frames_of(r.read().decode())
+
+
+def frames_of(text: str) -> list[dict[str, Any]]:
+    frames = []
+    for block in text.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "id" in fields:
+            frames.append({"id": int(fields["id"]), "event": fields.get("event"),
+                           "data": json.loads(fields["data"])})  # fmt: skip
+    return frames
+
+
+def text_of(frames: list[dict[str, Any]]) -> str:
+    return "".join(
+        f["data"]["delta"]["text"]
+        for f in frames
+        if f["event"] == "content_block_delta" and f["data"]["delta"]["type"] == "text_delta"
+    )
+
+
+def start_resumable(url: str, prompt: str, frames: int) -> tuple[str, str, list[dict[str, Any]]]:
+    """A resumable Anthropic stream at ``url``, left after ``frames`` frames: (reply id, the
+    replica that generates it, the frames read)."""
+    body = {"model": "m", "max_tokens": 500, "stream": True, "messages": user(prompt)}
+    headers = {"x-streamchat-resumable": "true"}
+    got = ""
+    with httpx.stream("POST", f"{url}/v1/messages", json=body, headers=headers, timeout=WAIT) as r:
+        for line in r.iter_lines():
+            got += line + "\n"
+            if got.count("\n\n") >= frames:
+                break
+        return r.headers["x-streamchat-reply"], r.headers[REPLICA], frames_of(got)
+
+
+def test_a_stream_resumes_on_the_other_replica(deployment: Deployment) -> None:
+    """A resumable stream left mid-reply on one replica (through nginx) resumes on the other,
+    which reads the log from PostgreSQL and follows its tail to the end."""
+    reply_id, origin, got = start_resumable(deployment.url, "resumed elsewhere", 10)
+    other = deployment.b.url if origin == "a" else deployment.a.url
+    rest = read_events(other, reply_id, got[-1]["id"])
+    assert [f["id"] for f in got + rest] == list(range(len(got + rest)))
+    assert rest[-1]["event"] == "message_stop"
+    assert text_of(got + rest) == expected("resumed elsewhere")
+    # and through nginx, wherever it lands, from the start
+    assert text_of(read_events(deployment.url, reply_id, -1)) == expected("resumed elsewhere")
+    # a background response created on one replica: polled, streamed and found on the other
+    on_a = openai.OpenAI(base_url=f"{deployment.a.url}/v1", api_key="x", max_retries=0)
+    on_b = openai.OpenAI(base_url=f"{deployment.b.url}/v1", api_key="x", max_retries=0)
+    created = on_a.responses.create(model="m", input="background", background=True)
+    assert on_b.responses.retrieve(created.id).status in ("queued", "in_progress", "completed")
+    streamed = on_b.responses.retrieve(created.id, stream=True, starting_after=3)
+    events = list(streamed)
+    assert events[0].sequence_number == 4 and events[-1].type == "response.completed"
+    wait_until(lambda: on_b.responses.retrieve(created.id).status == "completed")
+    assert on_b.responses.retrieve(created.id).output_text == expected("background")
+
+
+def test_sigkill_of_the_generating_replica_ends_the_resumed_stream_with_an_error(
+    deployment: Deployment,
+) -> None:
+    """Replica K generates a resumable reply and is killed: the resume on B gets every frame
+    that was committed, then Anthropic's error event; log and reply are marked interrupted."""
+    with replica(deployment.db.url, "k") as k:
+        reply_id, _, got = start_resumable(k.url, "killed resumable", 15)
+        os.kill(k.process.pid, signal.SIGKILL)
+        k.process.wait(WAIT)
+    rest = read_events(deployment.b.url, reply_id, got[-1]["id"])
+    assert [f["id"] for f in got + rest] == list(range(len(got + rest)))
+    assert rest[-1]["event"] == "error" and "interrupted" in rest[-1]["data"]["error"]["message"]
+    assert expected("killed resumable").startswith(text_of(got + rest))
+    key = reply_id.removeprefix("msg_")
+    assert deployment.rows(f"SELECT status FROM streams WHERE id = '{key}'") == [["interrupted"]]
+    stored = deployment.reply_to("killed resumable")
+    assert stored is not None and stored["interrupted"]
+    assert stored["text"] == text_of(got + rest)  # strict commits: the log and the reply agree
+
+
 @pytest.mark.model
 def test_two_replicas_on_the_embedded_model_behind_nginx() -> None:
     """The same deployment on the real embedded model: both replicas answer, byte for byte

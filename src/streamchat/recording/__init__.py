@@ -6,7 +6,8 @@ package's one accumulator and turned into records; the CLI drives it directly), 
 while the database is away), :mod:`.tap` (a server's event stream recorded in one line,
 :func:`~.tap.record_stream`), :mod:`.frames` (a resumable stream's event log, for
 :mod:`streamchat.server.replies`) and :mod:`.digest` (the digest that recognises a
-conversation's continuation). What records are and how a store applies them: :mod:`streamchat.history.journal`.
+conversation's continuation). What records are and how a store applies them:
+:mod:`streamchat.history.journal`.
 
 The rule is "every token a client has received is in the store": a group commit per database
 writes every active reply's records in one transaction every

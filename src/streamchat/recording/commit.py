@@ -11,6 +11,7 @@ into it in order before anything newer is written.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import logging
 import os
@@ -19,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ..errors import HistoryError
+from ..errors import APIError, HistoryError
 from ..history import HistoryUnavailableError, Store
 from ..history.shared import shared_key, shared_store
 from .spool import Spool, spool_path
@@ -37,6 +38,7 @@ log = logging.getLogger("streamchat.history")
 COMMIT_SECONDS = 0.025  # the group commit's interval (serve --history-commit-ms)
 RETRY_SECONDS = 0.5  # the first pause after the database was unreachable...
 RETRY_MAX_SECONDS = 10.0  # ...doubling up to this
+STRICT_WAIT_SECONDS = 10.0  # --history-strict: the longest a token waits for its commit
 
 _lock = threading.Lock()  # creates a store's group commit once
 
@@ -229,6 +231,20 @@ class GroupCommit:
         log.warning("history refused %d records: %s", len(records), error.message)
         if self.on_error is not None:
             self.on_error(error)
+
+
+async def durable(committer: GroupCommit, what: str) -> None:
+    """``--history-strict``: until what was marked is durable; :class:`APIError` (failing the
+    stream) if it is kept nowhere within :data:`STRICT_WAIT_SECONDS`. ``what``: "reply"..."""
+    try:
+        kept = await asyncio.wait_for(asyncio.wrap_future(committer.sync()), STRICT_WAIT_SECONDS)
+    except TimeoutError:
+        kept = False
+    if not kept:
+        raise APIError(
+            f"the history could not keep this {what} (--history-strict): "
+            + (committer.unavailable_reason or "its commit did not finish in time")
+        )
 
 
 _by_target: dict[tuple[str, float], GroupCommit] = {}

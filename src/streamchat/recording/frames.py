@@ -8,7 +8,7 @@ import threading
 import time
 from typing import Any
 
-from .commit import GroupCommit
+from .commit import GroupCommit, durable
 
 HEARTBEAT_SECONDS = 1.0  # a generating stream's log is touched at least this often...
 STALE_SECONDS = 10.0  # ...so one untouched this long has lost its generator (a dead replica)
@@ -43,6 +43,10 @@ class FrameRecorder:
         with self._lock:
             self._unsent.extend(frame.decode() for frame in frames)
         self.committer.mark(self)
+
+    async def kept(self) -> None:
+        """Until what was added is durable (``serve --history-strict``)."""
+        await durable(self.committer, "stream")
 
     def heartbeat(self) -> None:
         """Touch the log though nothing streamed (a long prompt, a slow upstream)."""

@@ -11,17 +11,15 @@ from collections.abc import AsyncIterator
 from contextlib import suppress
 from typing import Any
 
-from ..errors import APIError, StreamchatError
+from ..errors import StreamchatError
 from ..events import StreamEvent, close_events
 from ..history import Store
 from ..metrics import Metrics, MetricsRecorder
-from .commit import GroupCommit, group_commit, target_commit
+from .commit import GroupCommit, durable, group_commit, target_commit
 from .digest import request_turn_keys, thread_key, turn_key
 from .reply import FINISH_WAIT_SECONDS, ReplyRecorder
 
 log = logging.getLogger("streamchat.history")
-
-STRICT_WAIT_SECONDS = 10.0  # --history-strict: the longest a token waits for its commit
 
 
 async def record_stream(
@@ -41,9 +39,10 @@ async def record_stream(
     stream's path waits for the database: the records go to the group commit's thread.
     Logging starts at the first event, so requests refused before streaming (overload, bad
     model) leave no trace. ``conversation_id`` (the web page's) names the conversation to
-    append the last turn to. ``strict``: no token leaves before the commit that keeps it
-    (a token kept nowhere within :data:`STRICT_WAIT_SECONDS` fails the stream); ``interval``:
-    the group commit's (a database path's), :data:`~.commit.COMMIT_SECONDS` by default."""
+    append the last turn to. ``strict``: no token leaves before the commit that keeps it (a
+    token kept nowhere within :data:`~.commit.STRICT_WAIT_SECONDS` fails the stream);
+    ``interval``: the group commit's (a database path's), :data:`~.commit.COMMIT_SECONDS` by
+    default."""
     metrics = MetricsRecorder(time.perf_counter())
     recorder: ReplyRecorder | None = None
     failure: str | None = None
@@ -58,7 +57,7 @@ async def record_stream(
                 )
                 recorder = _recorder(committer, request, provider, source, conversation_id, strict)
             if recorder.feed(event):
-                await _kept(recorder)
+                await durable(recorder.committer, "reply")
             yield event
     except StreamchatError as error:  # a provider failure raised rather than sent as an event
         failure = f"{error.error_type}: {error.message}"
@@ -99,21 +98,6 @@ def _recorder(
                 "blocks": [block.to_dict() for block in turn.blocks] or None} for turn in turns],
         strict=strict,
     )  # fmt: skip
-
-
-async def _kept(recorder: ReplyRecorder) -> None:
-    """Strict mode: wait until the commit holding the token is durable, or fail the stream."""
-    try:
-        kept = await asyncio.wait_for(
-            asyncio.wrap_future(recorder.committer.sync()), STRICT_WAIT_SECONDS
-        )
-    except TimeoutError:
-        kept = False
-    if not kept:
-        raise APIError(
-            "the history could not keep this reply (--history-strict): "
-            + (recorder.committer.unavailable_reason or "its commit did not finish in time")
-        )
 
 
 async def _finish(

@@ -142,6 +142,7 @@ class ReplyLog:
         self.task: asyncio.Task[None] | None = None
         self.snapshot: Callable[[], Any] | None = None  # the protocol's view of it so far
         self.recorder: FrameRecorder | None = None  # its copy in the history database
+        self.strict = replies.strict  # followers see a frame once the database holds it
         self._checking: asyncio.Task[None] | None = None  # the heartbeat's read of it
         self._replies = replies
         self._wake = asyncio.Event()
@@ -159,19 +160,24 @@ class ReplyLog:
     def frame_count(self) -> int:
         return len(self.frames)
 
-    def _append(self, frames: list[bytes]) -> None:
+    async def _append(self, frames: list[bytes]) -> None:
+        """Frames for the followers (strict history: once the database holds them)."""
         if frames:
-            self.frames.extend(frames)
             if self.recorder is not None:
                 self.recorder.add(frames)
+                if self.strict:
+                    await self.recorder.kept()
+            self.frames.extend(frames)
             self._wake.set()
             self._wake = asyncio.Event()
 
-    def record(self, recorder: FrameRecorder) -> None:
+    async def record(self, recorder: FrameRecorder) -> None:
         """From now on (and for the frames so far) also into the history database."""
         self.recorder = recorder
         recorder.add(self.frames)
         self._beat()
+        if self.strict:
+            await recorder.kept()
 
     def _beat(self) -> None:
         """Touch the log in the database every :data:`HEARTBEAT_SECONDS`, and read whether
@@ -247,7 +253,7 @@ class ReplyLog:
         final = "cancelled"
         try:
             async for chunk in frames:
-                self._append(numbering.frames(chunk))
+                await self._append(numbering.frames(chunk))
             final = outcome()
             self._replies.count("failed" if final == "failed" else "completed")
         finally:
@@ -279,6 +285,7 @@ class Replies:
         self.replica = replica
         self.history = config.history_path  # where logs are also written, and found again
         self.commit_seconds = config.history_commit_seconds
+        self.strict = config.history_strict
         self.poll = max(config.history_commit_seconds, MIN_POLL_SECONDS)
         self.error_frames = error_frames or {}
         self._live: dict[str, ReplyLog] = {}
@@ -327,7 +334,8 @@ class Replies:
             self._live[log.key] = log
             if self.history:
                 commit = target_commit(self.history, self.commit_seconds)
-                log.record(FrameRecorder(commit, log.key, protocol, self.replica, self.retention))
+                recorder = FrameRecorder(commit, log.key, protocol, self.replica, self.retention)
+                await log.record(recorder)
         if not background:
             log.await_client()
         self.count("started")
@@ -435,7 +443,7 @@ class StoredLog:
                 )
                 self.status = "interrupted"
             if self.status == "interrupted":
-                yield self._closing_frame(self.frame_count)
+                yield self._closing_frame(position + 1)  # the client may have had more
                 return
             if self.finished:
                 return

@@ -28,6 +28,7 @@ from streamchat.providers import ScriptedProvider
 from streamchat.request import build_request
 from streamchat.server.common import ServerConfig
 from streamchat.server.web import CONTENT_SECURITY_POLICY
+from streamchat.testing.proxy import TCPProxy
 
 playwright = pytest.importorskip("playwright.sync_api")
 
@@ -222,6 +223,60 @@ def test_stop_cancels_generation_and_keeps_the_partial_reply(
     assert words[: len(shown)] == shown and len(words) - len(shown) <= 3
     time.sleep(0.3)
     assert (provider.completed, provider.cancelled) == (0, 1)  # generation stayed stopped
+
+
+def test_a_reload_mid_reply_resumes_the_reply(
+    scripted: Scripted, start: Callable[..., str], new_page: Callable[..., Any]
+) -> None:
+    """The page is reloaded while a reply streams: the reply goes on where it was (the server
+    generated it once, through), the conversation stays one, and the next turn continues it."""
+    model, provider = scripted(delay=0.02, text="word ", repeat=150)
+    url = start(model)
+    page = new_page(url)
+    send(page, "keep talking")
+    wait_until(
+        page, f"document.querySelector('{LAST_REPLY} .body').textContent.split(' ').length > 5"
+    )
+    page.reload()
+    reply = wait_reply(page)
+    assert reply.locator(".body").text_content().split() == ["word"] * 150
+    assert reply.locator(".error").count() == 0
+    assert not reply.locator(".meta").text_content().endswith("stopped")
+    assert page.locator("#messages article.user .body").all_text_contents() == ["keep talking"]
+    assert (len(provider.requests), provider.completed, provider.cancelled) == (1, 1, 0)
+    [logged] = conversations(url)
+    send(page, "and then?")
+    wait_reply(page)
+
+    def both_turns() -> list[dict[str, Any]] | None:
+        messages = conversation(url, logged["id"])["messages"]
+        return messages if len(messages) == 4 and messages[-1]["ttft"] is not None else None
+
+    messages = eventually(both_turns)
+    assert [m["interrupted"] for m in messages[1::2]] == [False, False]
+    assert messages[1]["text"].split() == ["word"] * 150
+
+
+def test_a_dropped_connection_resumes_the_reply(
+    scripted: Scripted, start: Callable[..., str], new_page: Callable[..., Any]
+) -> None:
+    """The network drops mid-reply (a real TCP proxy cuts it): the page resumes the reply from
+    the last frame it read, with nothing lost or shown twice."""
+    model, provider = scripted(delay=0.02, text="word ", repeat=150)
+    url = start(model)
+    with TCPProxy(int(url.rsplit(":", 1)[1])) as proxy:
+        page = new_page(f"http://127.0.0.1:{proxy.port}")
+        send(page, "keep talking")
+        wait_until(
+            page,
+            f"document.querySelector('{LAST_REPLY} .body').textContent.split(' ').length > 5",
+        )
+        proxy.cut()
+        reply = wait_reply(page)
+    assert reply.locator(".body").text_content().split() == ["word"] * 150
+    assert reply.locator(".error").count() == 0
+    assert page.is_hidden("#status")
+    assert (len(provider.requests), provider.completed) == (1, 1)
 
 
 def test_reload_open_continue_and_delete_a_conversation(

@@ -61,7 +61,7 @@ async function apiJSON(path, options) {  // the JSON body, or the server's error
   return response.json();
 }
 
-async function* serverSentData(body) {  // each SSE frame's data, as the bytes arrive
+async function* serverSentEvents(body) {  // each SSE frame as {id, data}, as the bytes arrive
   const reader = body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
   try {
@@ -74,11 +74,60 @@ async function* serverSentData(body) {  // each SSE frame's data, as the bytes a
       const frames = (buffer + chunk.value).replace(/\r\n?/g, "\n").split("\n\n");
       buffer = frames.pop();  // an incomplete frame waits for the next chunk
       for (const frame of frames) {  // "event:" is ignored: the JSON names its own type
-        const data = frame.split("\n").filter((line) => line.startsWith("data:"));
-        if (data.length) yield data.map((line) => line.slice(5).replace(/^ /, "")).join("\n");
+        const lines = frame.split("\n");
+        const field = (name) => lines.filter((line) => line.startsWith(name + ":"))
+          .map((line) => line.slice(name.length + 1).replace(/^ /, ""));
+        const data = field("data");
+        if (data.length) yield { id: field("id").pop() ?? null, data: data.join("\n") };
       }
     }
   } finally {
     reader.cancel().catch(() => {});
   }
+}
+
+// ---- a reply that survives the network -------------------------------------------------
+// A reply asked for as resumable (x-streamchat-resumable) goes on generating when the
+// connection drops; the server names it (x-streamchat-reply) and numbers every frame (id:),
+// so a reader that lost the connection resumes with GET /v1/streams/{id} and Last-Event-ID.
+const RESUMABLE = { "x-streamchat-resumable": "true" };
+const REPLY_HEADER = "x-streamchat-reply";
+const RESUME_ATTEMPTS = 6;  // then the drop is reported (waits 0.25 s, doubling: ~16 s in all)
+
+// The reply's events (parsed) from `response` on, resuming after each drop. `live` is kept
+// up to date: {id: the reply's, last: the last frame read, onRetry(attempt): told of each
+// resume (0: it worked)}.
+async function* replyEvents(response, live, signal) {
+  let ended = false;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      if (response === null) throw new ChatError("connection", "Cannot reach the streamchat server.");
+      if (!response.ok) throw await failure(response);
+      live.id ??= response.headers.get(REPLY_HEADER);
+      for await (const frame of serverSentEvents(response.body)) {
+        if (frame.id !== null) live.last = Number(frame.id);
+        if (attempt) live.onRetry?.((attempt = 0));
+        const event = JSON.parse(frame.data);
+        ended ||= event.type === "message_stop";
+        yield event;
+      }
+      if (ended) return;  // read to the body's end: the server closes it once the reply is stored
+      throw new ChatError("connection", "The server closed the connection mid-reply.");
+    } catch (error) {
+      if (ended) return;
+      if (error.name === "AbortError" || error.type !== "connection" || !live.id) throw error;
+      if (attempt >= RESUME_ATTEMPTS) throw error;
+    }
+    live.onRetry?.(attempt + 1);
+    await new Promise((resolve) => setTimeout(resolve, 250 * 2 ** attempt));
+    const headers = { "last-event-id": String(live.last) };
+    response = await api(`/v1/streams/${live.id}`, { signal, headers }).catch((error) => {
+      if (error.name === "AbortError") throw error;
+      return null;  // still unreachable: the next attempt says so, or tries again
+    });
+  }
+}
+
+function cancelReply(id) {  // stop its generation now (a resumable reply outlives its reader)
+  api(`/v1/streams/${id}/cancel`, { method: "POST" }).catch(() => {});
 }

@@ -1,4 +1,5 @@
-// streamchat web chat. Replies stream from POST /v1/messages (SSE read from a fetch body);
+// streamchat web chat. Replies stream from POST /v1/messages (SSE read from a fetch body),
+// resumable: a dropped connection or a reload resumes the reply where it was;
 // model text only ever reaches the page as text nodes (markdown.js builds Markdown from DOM
 // elements, never innerHTML), and the page's CSP forbids inline script besides. Beside this
 // file (the conversation: sending, streaming, regenerate, edit): api.js talks to the server,
@@ -8,6 +9,7 @@
 "use strict";
 
 const CONVERSATION_HEADER = "x-streamchat-conversation";  // log this turn to that conversation
+const LIVE_REPLY = "streamchat-live-reply";  // sessionStorage: the reply streaming now
 const RENDER_MEASURE = "streamchat-render";  // each frame's render time (the browser test, DevTools)
 const $ = (id) => document.getElementById(id);
 // turns: [{role, content}] as sent; branch: an edit or a regeneration was sent, which the
@@ -267,6 +269,21 @@ async function send(text, userNode = null) {
   const lead = text.trim() ? [{ type: "text", text }] : [];
   const content = attached.blocks.length ? [...lead, ...attached.blocks] : text;
   turns.push(makeTurn("user", content, userNode));
+  await streamReply(turns, async (signal, reply) => {
+    const id = await conversationId(turns);
+    const body = { model: $("model").value || "default", ...settingsBody(), stream: true };
+    reply.start = performance.now();
+    return api("/v1/messages", {
+      method: "POST", signal, body: JSON.stringify({ ...body, messages: turns }),
+      headers: { ...RESUMABLE, ...(id === null ? {} : { [CONVERSATION_HEADER]: String(id) }) },
+    });
+  });
+}
+
+// The reply to `turns` from `open(signal, reply)` (a response), into a new article. It is
+// resumable: a dropped connection resumes it (replyEvents), and while it streams the page
+// remembers it (sessionStorage), so that a reload resumes it too (resumeAfterReload).
+async function streamReply(turns, open, live = { id: null, last: -1 }) {
   showStatus("");
   const node = addMessage("assistant");
   node.classList.add("streaming");
@@ -277,19 +294,13 @@ async function send(text, userNode = null) {
   const blocks = [];  // by stream index: {type, node, live, text | json | thinking}
   const paint = (ended = false) => (blocks.some((b) => b.type !== "text")
     ? setBlocks(node, blocks.filter(Boolean)) : setText(node, reply.text, ended));
-  let painting = false, ended = false;
+  let painting = false;
   performance.clearMeasures(RENDER_MEASURE);
+  live.onRetry = (attempt) => showStatus(attempt ? "Connection lost: resuming the reply…" : "");
   try {
-    const id = await conversationId(turns);
-    const body = { model: $("model").value || "default", ...settingsBody(), stream: true };
-    reply.start = performance.now();
-    const response = await api("/v1/messages", {
-      method: "POST", signal: controller.signal, body: JSON.stringify({ ...body, messages: turns }),
-      headers: id === null ? {} : { [CONVERSATION_HEADER]: String(id) },
-    });
-    if (!response.ok) throw await failure(response);
-    for await (const data of serverSentData(response.body)) {
-      const event = JSON.parse(data);
+    const response = await open(controller.signal, reply);
+    for await (const event of replyEvents(response, live, controller.signal)) {
+      rememberLive(turns, live);
       if (event.type === "content_block_start") {
         const start = event.content_block;
         const block = { type: start.type, text: start.text ?? "", thinking: start.thinking ?? "" };
@@ -334,15 +345,18 @@ async function send(text, userNode = null) {
         if (event.delta?.stop_reason === "max_tokens") reply.note = "cut off at max_tokens";
       } else if (event.type === "error") {
         throw new ChatError(event.error.type, event.error.message);
-      } else if (event.type === "message_stop") {
-        ended = true;  // read on to the body's end: the server closes it once the reply is stored
       }
     }
-    if (!ended) throw new ChatError("connection", "The server closed the connection mid-reply.");
   } catch (error) {
-    if (error.name === "AbortError") reply.note = "stopped";
-    else showError(node, describe(error));
+    if (error.name === "AbortError") {
+      reply.note = "stopped";
+      if (live.id) cancelReply(live.id);
+    } else {
+      showStatus("");
+      showError(node, describe(error));
+    }
   }
+  sessionStorage.removeItem(LIVE_REPLY);
   node.classList.remove("streaming");
   node.setAttribute("aria-busy", "false");
   for (const block of blocks) if (block) block.live = false;  // a call cut short shows what came
@@ -356,6 +370,32 @@ async function send(text, userNode = null) {
   }
   await loadHistory();
   if (state.branch && state.turns === turns) await adoptBranch(turns);
+}
+
+function rememberLive(turns, live) {  // once per reply: what a reload needs to resume it
+  if (!live.id || live.remembered) return;
+  live.remembered = true;
+  const saved = { id: live.id, conversationId: state.conversationId, branch: state.branch,
+                  turns: turns.map(({ role, content }) => ({ role, content })) };
+  try {
+    sessionStorage.setItem(LIVE_REPLY, JSON.stringify(saved));
+  } catch {}  // over the storage quota (large attachments): a reload just loses the reply
+}
+
+function contentText(content) {  // a turn's text, whether a string or blocks
+  if (typeof content === "string") return content;
+  return content.filter((block) => block.type === "text").map((block) => block.text).join("");
+}
+
+async function resumeAfterReload() {  // the page was reloaded mid-reply: show it, and go on
+  const saved = JSON.parse(sessionStorage.getItem(LIVE_REPLY) ?? "null");
+  if (!saved?.id) return;
+  Object.assign(state, { conversationId: saved.conversationId, branch: saved.branch });
+  for (const { role, content } of saved.turns) {
+    state.turns.push(makeTurn(role, content, addMessage(role, contentText(content))));
+  }
+  const open = (signal) => api(`/v1/streams/${saved.id}`, { signal });  // all of it, again
+  await streamReply(state.turns, open, { id: saved.id, last: -1 });
 }
 
 function submit() {
@@ -392,4 +432,5 @@ document.addEventListener("click", (event) => {  // the phone's drawer: ☰ togg
 wireAttachments();
 loadModels();
 loadHistory();
+resumeAfterReload();
 $("prompt").focus();

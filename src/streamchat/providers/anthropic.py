@@ -1,7 +1,8 @@
 """``anthropic/<model>``: the Anthropic Messages API through the official ``anthropic`` SDK.
 
 Credentials and endpoint come the SDK's usual way (``ANTHROPIC_API_KEY``, ``ANTHROPIC_BASE_URL``).
-The SDK's own retries are off: :mod:`.resilience` retries, and only before the first token.
+The SDK's own retries are off: :mod:`.resilience` retries, and only before the first token;
+a reply from a streamchat server survives a dropped connection (:mod:`.resuming`).
 Tools, tool results, thinking (signatures intact, so the API accepts a multi-turn thinking
 conversation) and structured output pass through; upstream blocks and deltas of those kinds
 become canonical events as they arrive.
@@ -30,6 +31,7 @@ from .base import (
     with_cache_counts,
 )
 from .resilience import RetryPolicy, UpstreamError, parse_retry_after, resilient_stream
+from .resuming import resuming_client
 
 # upstream block type -> our block's start event (other kinds, e.g. redacted_thinking or server
 # tool blocks, are left out, with their deltas)
@@ -113,7 +115,11 @@ class AnthropicProvider:
         self.model_id = model_id
         self.policy = policy or RetryPolicy.from_env()
         timeout = max(self.policy.first_token_timeout or 600, self.policy.idle_timeout or 600)
-        self.client = anthropic.AsyncAnthropic(max_retries=0, timeout=timeout)
+        self.client = anthropic.AsyncAnthropic(
+            max_retries=0,
+            timeout=timeout,
+            http_client=resuming_client(anthropic.DefaultAsyncHttpxClient),
+        )
         self._sync_client: anthropic.Anthropic | None = None  # for count_tokens, made on demand
 
     def _params(self, request: MessageRequest) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from .base import (
 )
 from .media_urls import inline_urls, needs_fetch
 from .resilience import RetryPolicy, UpstreamError, parse_retry_after, resilient_stream
+from .resuming import resuming_client
 
 # Upstream finish reason -> canonical stop reason (others, e.g. content_filter -> end_turn)
 FINISH_TO_STOP: dict[str, StopReason] = {
@@ -156,7 +157,11 @@ class OpenAIProvider:
         self.policy = policy or RetryPolicy.from_env()
         timeout = max(self.policy.first_token_timeout or 600, self.policy.idle_timeout or 600)
         self.client = openai.AsyncOpenAI(
-            api_key=api_key or "unused", base_url=base_url, max_retries=0, timeout=timeout
+            api_key=api_key or "unused",
+            base_url=base_url,
+            max_retries=0,
+            timeout=timeout,
+            http_client=resuming_client(openai.DefaultAsyncHttpxClient),
         )
 
     def _params(self, request: MessageRequest) -> dict[str, Any]:

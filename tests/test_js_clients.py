@@ -1,6 +1,7 @@
-"""The AWS SDK for JavaScript v3 against ``streamchat serve``, unmodified: its
-``BedrockRuntimeClient`` speaks HTTP/2 by default (prior knowledge over ``http://``), so these
-calls exercise the server's HTTP/2 side end to end.
+"""JavaScript clients against ``streamchat serve``, unmodified: the AWS SDK for JavaScript v3
+(its ``BedrockRuntimeClient`` speaks HTTP/2 by default, prior knowledge over ``http://``, so
+these calls exercise the server's HTTP/2 side end to end), and the SSE readers people use —
+``@anthropic-ai/sdk``, ``openai`` and the Vercel AI SDK — reading frames that carry ``id:``.
 
 The package is installed from the npm registry, pinned by major version, into ``tests/.js``
 (ignored by git, reused across runs); the tests skip, saying so, only where node or npm is
@@ -22,6 +23,11 @@ from serving import Server, serve
 
 JS_DIR = Path(__file__).parent / ".js"
 PACKAGES = ["@aws-sdk/client-bedrock-runtime@3"]
+SSE_DIR = Path(__file__).parent / ".js-sse"
+SSE_PACKAGES = [
+    *("ai@7", "@ai-sdk/anthropic@4", "@ai-sdk/openai@4"),  # the Vercel AI SDK
+    *("@anthropic-ai/sdk@1", "openai@7"),
+]
 TEXT = "Hello from the JavaScript SDK over HTTP/2"
 
 SCRIPT = """
@@ -102,3 +108,66 @@ def test_aws_sdk_js_default_handler_runs_converse_and_invoke_stream(
     assert out["invokeText"] == TEXT
     assert out["invokeTypes"][0] == "message_start" and out["invokeTypes"][-1] == "message_stop"
     assert isinstance(out["countTokens"], int) and out["countTokens"] > 0
+
+
+SSE_SCRIPT = """
+import { streamText } from "ai";
+import { createAnthropic } from "@ai-sdk/anthropic";
+import { createOpenAI } from "@ai-sdk/openai";
+import Anthropic from "@anthropic-ai/sdk";
+import OpenAI from "openai";
+
+globalThis.AI_SDK_LOG_WARNINGS = false;
+const url = process.argv[2];
+const out = {};
+const user = [{ role: "user", content: "hi" }];
+const resumable = { "x-streamchat-resumable": "true" };
+for (const [kind, headers] of [["plain", {}], ["resumable", resumable]]) {
+  const anthropic = createAnthropic({ baseURL: url + "/v1", apiKey: "x", headers });
+  const openai = createOpenAI({ baseURL: url + "/v1", apiKey: "x", headers });
+  const models = { anthropic: anthropic("claude-x"), chat: openai.chat("gpt-x"),
+                   responses: openai.responses("gpt-x") };
+  for (const [name, model] of Object.entries(models)) {
+    const onError = ({ error }) => { out[`${kind} ai ${name} error`] = String(error); };
+    const settings = { prompt: "hi", maxOutputTokens: 200, maxRetries: 0, onError };
+    const result = streamText({ model, ...settings });
+    let text = "";
+    for await (const part of result.textStream) text += part;
+    out[`${kind} ai ${name}`] = [text, await result.finishReason];
+  }
+  const options = { apiKey: "x", defaultHeaders: headers, maxRetries: 0 };
+  const claude = new Anthropic({ baseURL: url, ...options });
+  const request = { model: "m", max_tokens: 200, messages: user };
+  const message = await claude.messages.stream(request).finalMessage();
+  out[`${kind} anthropic`] = [message.content[0].text, message.stop_reason];
+  const gpt = new OpenAI({ baseURL: url + "/v1", ...options });
+  let text = "", finish = null;
+  const chat = await gpt.chat.completions.create({ model: "m", messages: user, stream: true });
+  for await (const chunk of chat) {
+    text += chunk.choices[0]?.delta?.content ?? "";
+    finish = chunk.choices[0]?.finish_reason ?? finish;
+  }
+  out[`${kind} openai chat`] = [text, finish];
+  const response = await gpt.responses.stream({ model: "m", input: "hi" }).finalResponse();
+  out[`${kind} openai responses`] = [response.output_text, response.status];
+}
+console.log(JSON.stringify(out));
+"""
+
+
+def test_javascript_sse_readers_parse_numbered_frames(server: Server) -> None:
+    """Every SSE frame carries ``id: n`` (plain and resumable streams): the JavaScript SDKs and
+    the Vercel AI SDK read them to the same whole text, with no error."""
+    folder = npm_folder(SSE_DIR, SSE_PACKAGES, "to run the JavaScript SSE clients")
+    script = folder / "numbered_frames.mjs"
+    script.write_text(SSE_SCRIPT, encoding="utf-8")
+    result = subprocess.run(
+        ["node", str(script), server.url], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, f"node failed:\n{result.stderr}\n{server.output()[-2000:]}"
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert not [key for key in out if key.endswith("error")], out
+    assert len(out) == 12
+    for key, (text, finish) in out.items():
+        assert text == TEXT, key
+        assert finish in ("stop", "end_turn", "completed"), key

@@ -100,7 +100,8 @@ class Run:
         self.piece = detokenize
         self._is_eog = is_eog
         self.pending: list[int] = []
-        self.output_tokens = 0
+        self.output_tokens = 0  # the reply's tokens so far (what max_tokens bounds)
+        self.discarded = 0  # tokens sampled and then rewound (a result resampled into validity)
         self.reused = 0  # prompt tokens found in the slot's cells (not prefilled again)
         self.cells = len(prompt)  # cells the sequence holds once its pending tokens are decoded
         self.prompting = True  # no token sampled yet: the prompt is prefilled in chunks
@@ -126,9 +127,15 @@ class Run:
     def rewind(self, mark: tuple[int, int]) -> None:
         """Forget every token after ``mark``: the scheduler drops their cells before it decodes
         again, and the next token is sampled from where the mark was taken."""
+        self.discarded += self.output_tokens - mark[1]
         self.cells, self.output_tokens = mark
         self.pending.clear()
         self.rewind_to = self.cells
+
+    @property
+    def generated(self) -> int:
+        """Every token sampled, rewound ones included: the reply's ``usage.output_tokens``."""
+        return self.output_tokens + self.discarded
 
     def next_token(self) -> Generator[Any, int, int]:
         """The next sampled token, or :attr:`EOG` / :attr:`LIMIT`."""

@@ -13,7 +13,8 @@ Tool calls and JSON output are decoded under a grammar built from the JSON Schem
 (:mod:`.grammar`), token by token with a low-level sampler (sample, then check the grammar). Every
 result is checked against the original schema; where the schema says more than a grammar can
 (``uniqueItems``, ``not``...), the result is held back until it validates, resampled up to
-:data:`RESAMPLES` times. The prompt format for tools is :mod:`.tool_prompt`.
+:data:`RESAMPLES` times (the discarded attempts' tokens count in ``usage.output_tokens``: they
+were generated). The prompt format for tools is :mod:`.tool_prompt`.
 """
 
 from __future__ import annotations
@@ -572,14 +573,14 @@ def _text_reply(
         tail = matcher.flush() + decoder.decode(b"", final=True)
         if tail and not (lstrip and not tail.strip()):
             yield text_delta(tail)
-    yield from message_end(stop_reason, run.output_tokens, stop_sequence)  # type: ignore[arg-type]
+    yield from message_end(stop_reason, run.generated, stop_sequence)  # type: ignore[arg-type]
 
 
 def _json_reply(run: Run, grammar: SchemaGrammar, checks: SchemaChecks) -> Iterator[Any]:
     """JSON output: one text block, constrained from the first token, ending with the object."""
     yield text_block_start(0)
     closed = yield from _structured(run, grammar, checks, text_delta)
-    yield from message_end("end_turn" if closed else "max_tokens", run.output_tokens)
+    yield from message_end("end_turn" if closed else "max_tokens", run.generated)
 
 
 def _structured(
@@ -679,7 +680,7 @@ class _ToolReply:
             yield block_stop(0)
         if self.calls and self.stop_reason == "end_turn":
             self.stop_reason = "tool_use"
-        yield from message_finish(self.stop_reason, self.run.output_tokens, self.stop_sequence)  # type: ignore[arg-type]
+        yield from message_finish(self.stop_reason, self.run.generated, self.stop_sequence)  # type: ignore[arg-type]
 
     def _text(self) -> Iterator[Any]:
         """Free text until the end, a stop sequence, or ``<tool_call>`` (then True)."""

@@ -393,6 +393,28 @@ def test_loose_schemas_are_checked_and_counted(local_model: LocalProvider) -> No
 
 
 @pytest.mark.model
+def test_const_and_enum_strings_with_escapes_are_written_as_json(
+    local_model: LocalProvider,
+) -> None:
+    """A ``const`` or ``enum`` string's JSON text, escapes and all (a newline is ``\\n`` in
+    JSON, never a raw newline; ``\\f`` is one GBNF must not refuse): the call holds the value."""
+    odd = 'line\nbreak \f feed "quoted" back\\slash\ttab'
+    schema = {
+        "type": "object",
+        "properties": {"c": {"const": odd}, "e": {"enum": [odd, "plain"]}},
+        "required": ["c", "e"],
+    }
+    message = Client().messages.create(
+        messages=[{"role": "user", "content": "Fill it in."}],
+        tools=[{"name": "odd", "input_schema": schema}],
+        tool_choice={"type": "tool", "name": "odd"},
+        max_tokens=200,
+        temperature=0,
+    )
+    (block,) = message.content
+    assert block.input["c"] == odd and block.input["e"] in (odd, "plain")
+
+
 def test_a_call_that_never_validates_is_resampled_then_returned_and_logged(
     local_model: LocalProvider, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -422,6 +444,17 @@ def test_a_call_that_never_validates_is_resampled_then_returned_and_logged(
     assert message.stop_reason == "tool_use"
     assert local_model.schema_checks.invalid == invalid + 1
     assert f"after {1 + RESAMPLES} tries" in caplog.text
+    # every try was generated, and usage counts them: the same call under a schema it meets at
+    # once (the grammar is the same: "not" is checked after) reports a single try's tokens
+    met = {key: value for key, value in schema.items() if key != "not"}
+    once = Client().messages.create(
+        messages=[{"role": "user", "content": "Pick a digit."}],
+        tools=[{"name": "never", "input_schema": met}],
+        tool_choice={"type": "any", "disable_parallel_tool_use": True},
+        max_tokens=200,
+        temperature=0,
+    )
+    assert message.usage.output_tokens >= once.usage.output_tokens + RESAMPLES * 3
     # The sequence goes on as usual afterwards (its cells were cut back, not corrupted).
     again = Client().messages.create(
         messages=[{"role": "user", "content": "Say hi."}], max_tokens=8, temperature=0

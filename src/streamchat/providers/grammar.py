@@ -95,6 +95,7 @@ EXPONENT = "([eE] [-+]? [0-9]{1,2})?"  # up to 1e99: always a finite double
 FRACTION = '"." [0-9]{1,15}'
 GBNF = "x-streamchat-gbnf"  # a bounded schema node's own grammar (numbers with bounds)
 # JSON strings may not hold raw control characters (llama-cpp-python's rule allows them).
+GBNF_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\r": "\\r", "\n": "\\n"})
 CHAR_RULE = r'[^"\\\x7F\x00-\x1F] | [\\] (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
 
 
@@ -542,6 +543,13 @@ def _converter_class() -> type:
                 low, high = schema.get("minLength", 0), schema["maxLength"]
                 return self._add_rule(rule_name, rf'"\"" char{{{low},{high}}} "\"" space')
             return super().visit(schema, name)
+
+        def _format_literal(self, literal: str) -> str:
+            """A GBNF literal matching ``literal``'s characters. The port leaves backslashes
+            unescaped, so the JSON text of a ``const`` or ``enum`` string holding ``\n`` or
+            ``\f`` would be read by GBNF as a newline, or refused."""
+            escaped = literal.translate(GBNF_ESCAPES)
+            return f'"{escaped}"'
 
     return Converter
 

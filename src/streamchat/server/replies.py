@@ -426,9 +426,13 @@ class StoredLog:
         silent for :data:`STALE_SECONDS` ends them with the protocol's error frame."""
         position = after
         while True:
-            found = await asyncio.to_thread(
-                self.store.read, partial(read_stream, stream=self.key, after=position)
-            )
+            try:
+                found = await asyncio.to_thread(
+                    self.store.read, partial(read_stream, stream=self.key, after=position)
+                )
+            except HistoryError as error:  # the database went away: say so, in the protocol
+                yield self._closing_frame(position + 1, f"{error.message}; resume again later")
+                return
             if found is None:  # expired meanwhile
                 return
             state, frames = found
@@ -449,10 +453,12 @@ class StoredLog:
                 return
             await asyncio.sleep(self._replies.poll)
 
-    def _closing_frame(self, number: int) -> bytes:
-        """The protocol's error event, numbered ``number``: the generating replica died."""
+    def _closing_frame(self, number: int, why: str | None = None) -> bytes:
+        """The protocol's error event, numbered ``number``: by default, the generating
+        replica died."""
         error = APIError(
-            f"replica {self.replica or '?'} stopped generating this reply; it ends here, "
+            why
+            or f"replica {self.replica or '?'} stopped generating this reply; it ends here, "
             "interrupted (the history keeps what was committed)"
         )
         if self.protocol == "responses":

@@ -117,7 +117,7 @@ def resuming_transport(h: ModuleType) -> type:
         """Wraps ``inner`` (an ``AsyncHTTPTransport`` by default); see the module."""
 
         def __init__(self, inner: Any = None) -> None:
-            self.inner = inner or h.AsyncHTTPTransport()
+            self.inner = inner or h.AsyncHTTPTransport(limits=sdk_limits(h))
 
         async def handle_async_request(self, request: Any) -> Any:
             if request.method == "POST":
@@ -139,6 +139,11 @@ def resuming_transport(h: ModuleType) -> type:
             await self.inner.aclose()
 
     return ResumingTransport
+
+
+def sdk_limits(h: ModuleType) -> Any:
+    """The SDKs' own connection limits (a client given a transport leaves limits to it)."""
+    return h.Limits(max_connections=1000, max_keepalive_connections=100, keepalive_expiry=5.0)
 
 
 def split_frames(data: bytes) -> tuple[bytes, bytes]:

@@ -143,6 +143,12 @@ def wait_until(page: Any, expression: str, timeout: float = 15) -> None:
         page.wait_for_timeout(25)
 
 
+def wait_words(page: Any, words: int) -> None:
+    """Until the last reply shows more than ``words`` words (it is streaming)."""
+    body = f"document.querySelector('{LAST_REPLY} .body')"
+    wait_until(page, f"{body}.textContent.split(' ').length > {words}")
+
+
 def reply_snapshots(page: Any, timeout: float = 20) -> list[str]:
     """The last reply's text each time it changed while it was streaming."""
     page.wait_for_selector(LAST_REPLY)
@@ -199,9 +205,7 @@ def test_stop_cancels_generation_and_keeps_the_partial_reply(
     url = start(model)
     page = new_page(url)
     send(page, "talk for a long time")
-    wait_until(
-        page, f"document.querySelector('{LAST_REPLY} .body').textContent.split(' ').length > 5"
-    )
+    wait_words(page, 5)
     page.click("#stop")
     reply = wait_reply(page)
     eventually(lambda: provider.cancelled == 1)
@@ -234,9 +238,7 @@ def test_a_reload_mid_reply_resumes_the_reply(
     url = start(model)
     page = new_page(url)
     send(page, "keep talking")
-    wait_until(
-        page, f"document.querySelector('{LAST_REPLY} .body').textContent.split(' ').length > 5"
-    )
+    wait_words(page, 5)
     page.reload()
     reply = wait_reply(page)
     assert reply.locator(".body").text_content().split() == ["word"] * 150
@@ -267,10 +269,7 @@ def test_a_dropped_connection_resumes_the_reply(
     with TCPProxy(int(url.rsplit(":", 1)[1])) as proxy:
         page = new_page(f"http://127.0.0.1:{proxy.port}")
         send(page, "keep talking")
-        wait_until(
-            page,
-            f"document.querySelector('{LAST_REPLY} .body').textContent.split(' ').length > 5",
-        )
+        wait_words(page, 5)
         proxy.cut()
         reply = wait_reply(page)
     assert reply.locator(".body").text_content().split() == ["word"] * 150

@@ -100,6 +100,10 @@ class NotFoundError(StreamchatError):
     error_type = "not_found_error"
 
 
+class ModelNotFoundError(NotFoundError):
+    """A model id the server does not serve (OpenAI's ``code`` says ``model_not_found``)."""
+
+
 class RequestTooLargeError(StreamchatError):
     error_type = "request_too_large"
 
@@ -120,10 +124,8 @@ class OverloadedError(StreamchatError):
     error_type = "overloaded_error"
 
 
-class ModelError(StreamchatError):
+class ModelError(ModelNotFoundError):
     """A model file is missing, corrupt or cannot be loaded."""
-
-    error_type = "not_found_error"
 
 
 class MissingExtraError(StreamchatError, ImportError):

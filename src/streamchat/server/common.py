@@ -16,7 +16,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from ..errors import InvalidRequestError, NotFoundError, RequestTooLargeError
+from ..errors import InvalidRequestError, ModelNotFoundError, RequestTooLargeError
 from ..events import StreamEvent
 from ..media import MediaBlock
 from ..providers import get_provider, split_model
@@ -100,7 +100,9 @@ def route_model(config: ServerConfig, requested: str | None) -> str:
         return requested
     if config.strict_models and requested and requested != config.default_model:
         served = ", ".join(config.served_models())
-        raise NotFoundError(f"model: {requested!r} is not served here; served models: {served}")
+        raise ModelNotFoundError(
+            f"model: {requested!r} is not served here; served models: {served}"
+        )
     return config.default_model
 
 

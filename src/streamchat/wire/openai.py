@@ -20,6 +20,7 @@ from ..accumulate import merge_usage
 from ..errors import (
     ERROR_STATUS,
     InvalidRequestError,
+    ModelNotFoundError,
     StreamchatError,
     error_from_type,
     field_name,
@@ -40,7 +41,7 @@ FINISH_REASONS: dict[str | None, str | None] = {
 # overload is a 429 there, which its SDK retries as a rate limit.
 ERRORS: dict[str, tuple[int | None, str | None]] = {
     "authentication_error": (None, "invalid_api_key"),
-    "not_found_error": (None, "model_not_found"),
+    "not_found_error": (None, None),  # a model's: model_not_found (error_response)
     "rate_limit_error": (None, "rate_limit_exceeded"),
     "overloaded_error": (429, "server_overloaded"),
     "api_error": (None, "server_error"),
@@ -375,6 +376,8 @@ def parse_chat_request(body: Any) -> tuple[dict[str, Any], ChatOptions]:
 def error_response(error: StreamchatError) -> tuple[int, dict[str, Any]]:
     """``(HTTP status, body)`` in OpenAI's error shape; ``param`` names the offending field."""
     status, code = ERRORS.get(error.error_type, (None, None))
+    if isinstance(error, ModelNotFoundError):
+        code = "model_not_found"
     body = {"message": error.message, "type": error.error_type, "param": error.path, "code": code}
     return status or ERROR_STATUS.get(error.error_type, 500), {"error": body}
 

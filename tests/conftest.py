@@ -8,6 +8,8 @@ import signal
 from collections.abc import Callable, Iterator
 from urllib.parse import urlencode
 
+import httpx
+import httpx2
 import pytest
 
 import streamchat.providers
@@ -19,9 +21,17 @@ def pytest_configure(config: pytest.Config) -> None:
     """Ctrl-C as a terminal delivers it, even when the suite was started with SIGINT ignored
     (``nohup``, a background job of a script: ignored signals are inherited, and Python then
     installs no KeyboardInterrupt handler). The Ctrl-C tests, and the programs they start,
-    need it; a handler set here is reset to the default in every child process."""
+    need it; a handler set here is reset to the default in every child process.
+
+    And the HTTP clients' transports are loaded now, before any test runs: httpx (and the SDKs'
+    httpx2) import their httpcore only when a first transport is made, and a ``pytester`` test
+    drops every module imported during it at its teardown. Had it made the worker's first
+    transport, httpx's map of httpcore exceptions would keep the dropped classes, and every
+    later connection error would escape it as an unmapped ``httpcore.ConnectError``."""
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    httpx.HTTPTransport().close()
+    httpx2.HTTPTransport().close()
 
 
 @pytest.hookimpl(wrapper=True)

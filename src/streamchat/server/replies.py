@@ -89,7 +89,12 @@ def last_event_id(request: Request) -> int:
 
 class FrameNumbering:
     """Sans-IO: splits an encoder's output into SSE frames and gives each event its ``id:``, the
-    reply's running frame number. Comments (``: ping``) are keep-alives, not events: no id."""
+    reply's running frame number. Comments (``: ping``) are keep-alives, not events: no id, and
+    sent as a comment line alone, its blank line left out. The openai and anthropic SDKs'
+    decoders keep the last event id (as the spec says) but then dispatch an event at *every*
+    blank line (where the spec dispatches none for an empty data buffer): a comment and its
+    blank line would reach them as an event with no data. Without the blank line, the comment
+    is a line of the next event, which every SSE reader ignores."""
 
     def __init__(self) -> None:
         self.count = 0
@@ -104,11 +109,11 @@ class FrameNumbering:
         return numbered
 
     def number(self, chunk: bytes) -> bytes:
-        """``chunk`` as sent: each event numbered, comments kept."""
+        """``chunk`` as sent: each event numbered, comments kept (as lines: see the class)."""
         out = []
         for part in chunk.split(b"\n\n"):
             if part.startswith(b":"):
-                out.append(part + b"\n\n")
+                out.append(part + b"\n")
             elif part:
                 out.append(b"id: %d\n%s\n\n" % (self.count, part))
                 self.count += 1

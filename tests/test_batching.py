@@ -22,7 +22,12 @@ from embedded_model import call_budget, cut_of, forced_budget, stop_inside
 from streamchat import InvalidRequestError
 from streamchat.accumulate import accumulate
 from streamchat.events import Message
-from streamchat.providers.batching import BATCH_BUCKETS, Run
+from streamchat.providers.batching import (
+    BATCH_BUCKETS,
+    PREFILL_CHUNK,
+    PREFILL_CHUNK_PLAIN,
+    Run,
+)
 from streamchat.providers.local import DEFAULT_LOCAL_MODEL, LocalProvider
 from streamchat.request import build_request
 
@@ -258,6 +263,31 @@ async def test_a_long_prompt_joining_does_not_stall_decoding_streams(
     mixed = {step: tokens for step, tokens in between.items() if tokens}
     assert mixed, between  # decoding went on while it was prefilled...
     assert max(mixed.values()) <= engine.burst, mixed  # ...between chunks of it
+
+
+async def test_without_flash_attention_prompts_beside_a_stream_take_small_chunks() -> None:
+    """``flash_attn=False`` (``serve --flash-attn off``): a reply beside a decoding stream is
+    whole, and its prompt goes in chunks paced from the lower floor that mode allows (counted
+    in the engine's steps, not timed)."""
+    plain = LocalProvider(DEFAULT_LOCAL_MODEL, parallel=2, n_ctx=WINDOW, flash_attn=False)
+    plain.load()
+    engine = plain.engine
+    assert engine is not None and engine.chunk == PREFILL_CHUNK_PLAIN < PREFILL_CHUNK
+    seen: Seen = {}
+    engine.observe = lambda run, token: seen.setdefault(run, []).append(
+        (engine.stats.steps, engine.stats.prefill_tokens, token)
+    )
+    streaming = asyncio.create_task(reply(plain, ask("Write a long essay about rivers."),
+                                          max_tokens=200))  # fmt: skip
+    while not any(len(tokens) >= 5 for tokens in seen.values()):
+        await asyncio.sleep(0.005)
+    text = " ".join(f"Fact {i}: the {TOPICS[i % 16]} are nice." for i in range(60))
+    steps = engine.stats.prefill_steps
+    message = await reply(plain, ask(text + "\nSummarise."), max_tokens=8)
+    assert message.usage.output_tokens > 0 and message.stop_reason in ("max_tokens", "end_turn")
+    if not streaming.done():  # the stream decoded beside it: the prompt took several steps
+        assert engine.stats.prefill_steps - steps >= 2
+    await streaming
 
 
 async def test_a_long_prompt_alone_is_prefilled_n_ubatch_tokens_a_step(

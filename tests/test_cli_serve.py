@@ -86,3 +86,15 @@ def test_unknown_model_is_one_line_error(
     err = capsys.readouterr().err
     assert err == "streamchat: error: --model: unknown model 'no-such-model'\n"
     assert uvicorn_calls == []
+
+
+def test_a_bad_flash_attention_setting_is_one_line_error(
+    uvicorn_calls: list[dict[str, Any]],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("STREAMCHAT_FLASH_ATTN", "sometimes")
+    assert main(["serve", "--model", "smollm2"]) == 1
+    err = capsys.readouterr().err
+    assert err == "streamchat: error: STREAMCHAT_FLASH_ATTN: 'sometimes' is not on or off\n"
+    assert uvicorn_calls == []

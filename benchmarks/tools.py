@@ -138,7 +138,8 @@ def part_a(client: Client, rounds: int) -> dict[str, Any]:
     # The reference side: llama-cpp-python's own Llama with streamchat's window and threads (the
     # provider's Llama only tokenizes; its engine decodes).
     llama = llama_cpp.Llama(provider.path, n_ctx=provider.n_ctx, n_threads=provider.n_threads,
-                            n_threads_batch=provider.n_threads, verbose=False)  # fmt: skip
+                            n_threads_batch=provider.n_threads,
+                            flash_attn=provider.flash_attn, verbose=False)  # fmt: skip
     forced = {"tools": [STORY], "tool_choice": {"type": "any"}}
     call = stream_sample(client, messages=STORY_ASK, max_tokens=300, temperature=0, **forced)
     length = call["tokens"]

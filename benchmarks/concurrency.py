@@ -104,7 +104,8 @@ BUILD_HINT = """llama-server is not built; to add its column (~13 min on 2 cores
       -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DCMAKE_BUILD_TYPE=Release
   nice -n 19 cmake --build build --target llama-server -j2
 (not -DGGML_NATIVE=ON where the CPU lists AMX but the OS does not enable it: llama-server then
-dies of SIGILL at start; on a CPU without AVX-512, drop the AVX512 flags), then rerun (found there by default; or --llama-server PATH / $LLAMA_SERVER)."""
+dies of SIGILL at start; on a CPU without AVX-512, drop the AVX512 flags), then rerun (found
+there by default; or --llama-server PATH / $LLAMA_SERVER)."""
 console = Console(stderr=True)
 PIDS: dict[str, int] = {}  # server URL -> its process, for CPU time
 

@@ -3,7 +3,7 @@
 Sides, same model file and threads (decode 1 thread, prompt 2, as streamchat picks on 2 cores):
 
 - **streamchat serve** (``--parallel 9``), through the OpenAI protocol, as it runs by default
-  (flash attention off) and with ``--flash-attn on`` (llama.cpp's own default on CPU);
+  (flash attention on, as llama.cpp has it) and with ``--flash-attn off``;
 - **llama-server** (llama.cpp's C++ server, ``-np 9``, built as ``concurrency.py`` says);
 - **raw llama-cpp-python** (``Llama.create_chat_completion(stream=True)`` in this process, with
   streamchat's default flash attention setting; alone only: it serves one request at a time).
@@ -55,7 +55,7 @@ WINDOW = 8192  # each stream's window, on every side
 SLOTS = 9  # 8 decoding streams and the long prompt
 THREADS, BATCH_THREADS = 1, 2
 DECODING = 8
-STREAMCHAT = {"streamchat serve": "off", "streamchat serve --flash-attn on": "on"}  # side: flag
+STREAMCHAT = {"streamchat serve": "on", "streamchat serve --flash-attn off": "off"}  # side: flag
 
 
 def long_prompt(llama: Any, tokens: int, tag: str) -> str:
@@ -81,6 +81,12 @@ async def first_token(client: openai.AsyncOpenAI, text: str, max_tokens: int = 4
     if first is None:
         raise RuntimeError("no content")
     return first - started
+
+
+async def first_token_at(url: str, text: str) -> float:
+    client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=900)
+    async with client:
+        return await first_token(client, text)
 
 
 async def decoding_stream(client: openai.AsyncOpenAI, i: int, replies: list[list[float]]) -> None:
@@ -179,9 +185,7 @@ def main() -> int:
 
         def alone_once(side: str, text: str) -> float:
             if side in urls:
-                client = openai.AsyncOpenAI(base_url=urls[side] + "/v1", api_key="x",
-                                            max_retries=0, timeout=600)  # fmt: skip
-                return asyncio.run(first_token(client, text))
+                return asyncio.run(first_token_at(urls[side], text))
             return raw.first_token(text)
 
         for side in sides:  # warm: the model's pages, the chat template

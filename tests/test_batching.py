@@ -243,7 +243,7 @@ async def test_a_long_prompt_joining_does_not_stall_decoding_streams(
     tasks = [asyncio.create_task(reply(engine_model, p, max_tokens=40)) for p in prompts]
     while sum(1 for seen in watch.values() if len(seen) >= 5) < 8:
         await asyncio.sleep(0.005)
-    steps = engine.stats.prefill_steps
+    steps, sent = engine.stats.prefill_steps, engine.stats.steps
     tasks.append(asyncio.create_task(reply(engine_model, long_prompt, max_tokens=2)))
     await asyncio.gather(*tasks)
     (joined,) = [run for run in watch if len(run.prompt) == long_tokens]
@@ -262,7 +262,9 @@ async def test_a_long_prompt_joining_does_not_stall_decoding_streams(
     between = {b: prefilled[b] - prefilled[a] for a, b in itertools.pairwise(ordered)}
     mixed = {step: tokens for step, tokens in between.items() if tokens}
     assert mixed, between  # decoding went on while it was prefilled...
-    assert max(mixed.values()) <= engine.burst, mixed  # ...between chunks of it
+    assert max(mixed.values()) <= engine.burst, mixed  # ...between chunks of it,
+    chunks = [tokens for step, tokens in mixed.items() if step > sent]  # the long prompt's
+    assert min(chunks) >= engine.chunk, mixed  # none under the floor, the last neither
 
 
 async def test_without_flash_attention_prompts_beside_a_stream_take_small_chunks() -> None:

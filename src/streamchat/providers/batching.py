@@ -750,6 +750,9 @@ class Engine:
                 if budget is None:  # any segment so far is a decoding stream's
                     budget = self.prefill_budget if segments else self.burst
                 take = min(take, budget)
+                rest = len(run.pending) - take
+                if 0 < rest < self.chunk:  # no tail under the floor: it would cost a whole chunk
+                    take = take + rest if take + rest <= self.burst else take + rest - self.chunk
             take = min(take, capacity)
             if take <= 0:
                 continue

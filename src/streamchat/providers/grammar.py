@@ -668,6 +668,10 @@ class TokenSampler:
         import numpy as np
 
         self._settings = (top_p, top_k, min_p, repeat_penalty, penalty_last_n)
+        # The chain picks among the BEST best-scoring tokens what it would pick among all: its
+        # penalties only lower at most ``penalty_last_n`` tokens, and greedy or top-k keep at
+        # most ``top_k`` after them. So a constrained token starts from those BEST.
+        self._best_first = repeat_penalty >= 1.0 and top_k + penalty_last_n <= BEST < n_vocab
         self.chain: Any = None
         self.n_vocab = n_vocab
         self.reset(seed=seed, temperature=temperature)
@@ -742,10 +746,8 @@ class TokenSampler:
         array.sorted = False
         return ctypes.byref(array)
 
-    def _resample_best(self, ctx: Any, idx: int) -> int:
-        """Resample among the best-scoring tokens the grammar allows (the chain only ever keeps
-        the top ``top_k`` anyway): filtering ~49k candidates costs 5-15 ms a token, this ~0.3.
-        -1 when fewer than the chain needs are allowed among them."""
+    def _best_candidates(self, ctx: Any, idx: int) -> Any:
+        """The ``BEST`` best-scoring candidates at ``idx``, unsorted."""
         import llama_cpp
         import numpy as np
 
@@ -758,12 +760,22 @@ class TokenSampler:
         array = self._best_array
         array.data = ctypes.cast(self._best, llama_cpp.llama_token_data_p)
         array.size, array.selected, array.sorted = BEST, -1, False
-        llama_cpp.llama_sampler_apply(self.grammar, ctypes.byref(array))
-        allowed = int(np.count_nonzero(view["logit"] != -np.inf))
+        return ctypes.byref(array)
+
+    def _resample_best(self, ctx: Any, idx: int) -> int:
+        """Resample among the best-scoring tokens the grammar allows (the chain only ever keeps
+        the top ``top_k`` anyway): filtering ~49k candidates costs 5-15 ms a token, this ~0.3.
+        -1 when fewer than the chain needs are allowed among them."""
+        import llama_cpp
+        import numpy as np
+
+        candidates = self._best_candidates(ctx, idx)
+        llama_cpp.llama_sampler_apply(self.grammar, candidates)
+        allowed = int(np.count_nonzero(self._best_view["logit"] != -np.inf))
         if allowed < self.needed:
             return -1
-        llama_cpp.llama_sampler_apply(self.chain, ctypes.byref(array))
-        return int(array.data[array.selected].id)
+        llama_cpp.llama_sampler_apply(self.chain, candidates)
+        return int(self._best_array.data[self._best_array.selected].id)
 
     def sample(self, ctx: Any, idx: int = -1) -> int:
         """Sample the next token from the logits at ``idx`` and accept it (chain and grammar)."""
@@ -771,9 +783,12 @@ class TokenSampler:
 
         if self.grammar is None:
             return int(llama_cpp.llama_sampler_sample(self.chain, ctx, idx))
-        candidates = self._candidates(ctx, idx)
-        llama_cpp.llama_sampler_apply(self.chain, candidates)
-        token = int(self._array.data[self._array.selected].id)
+        if self._best_first:
+            llama_cpp.llama_sampler_apply(self.chain, self._best_candidates(ctx, idx))
+            token = int(self._best_array.data[self._best_array.selected].id)
+        else:
+            llama_cpp.llama_sampler_apply(self.chain, self._candidates(ctx, idx))
+            token = int(self._array.data[self._array.selected].id)
         one = self._one
         one.id, one.logit, one.p = token, 1.0, 0.0
         self._one_array.selected, self._one_array.size = -1, 1

@@ -267,10 +267,10 @@ async def test_a_long_prompt_joining_does_not_stall_decoding_streams(
     assert min(chunks) >= engine.chunk, mixed  # none under the floor, the last neither
 
 
-async def test_without_flash_attention_prompts_beside_a_stream_take_small_chunks() -> None:
-    """``flash_attn=False`` (``serve --flash-attn off``): a reply beside a decoding stream is
-    whole, and its prompt goes in chunks paced from the lower floor that mode allows (counted
-    in the engine's steps, not timed)."""
+async def test_without_flash_attention_a_prompt_beside_a_stream_is_answered() -> None:
+    """``flash_attn=False`` (``serve --flash-attn off``): the engine's floor is the lower one
+    that mode allows, and a reply beside a decoding stream is whole, its prompt prefilled over
+    several steps (counted in the engine's steps, not timed)."""
     plain = LocalProvider(DEFAULT_LOCAL_MODEL, parallel=2, n_ctx=WINDOW, flash_attn=False)
     plain.load()
     engine = plain.engine

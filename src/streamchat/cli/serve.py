@@ -101,7 +101,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=("on", "off"),
         help="llama.cpp's flash attention on an embedded model: faster prefill of a long prompt "
         "alone, slower decoding and prompts beside other streams; env STREAMCHAT_FLASH_ATTN "
-        "(default off)",
+        "(default on)",
     )
     parser.add_argument(
         "--backlog",

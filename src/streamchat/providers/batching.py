@@ -305,7 +305,7 @@ def _client_error(error: BaseException) -> BaseException:
 class Engine:
     """``slots`` sequences of ``window`` tokens each in one context, on one scheduler thread;
     ``threads`` decode a step of one token, ``batch_threads`` a step of more; ``flash_attn``
-    turns on llama.cpp's flash attention (``local.DEFAULT_FLASH_ATTN`` says why not). A supervisor
+    turns on llama.cpp's flash attention (``local.DEFAULT_FLASH_ATTN`` weighs it). A supervisor
     replaces a scheduler thread that died or made no step for ``stall_seconds`` with work
     waiting (:meth:`health` says why until then)."""
 
@@ -317,7 +317,7 @@ class Engine:
         window: int,
         threads: int,
         batch_threads: int | None = None,
-        flash_attn: bool = False,
+        flash_attn: bool = True,
         chunk: int | None = None,
         burst: int = PREFILL_BURST,
         name: str = "streamchat-batch",
@@ -750,9 +750,9 @@ class Engine:
                 if budget is None:  # any segment so far is a decoding stream's
                     budget = self.prefill_budget if segments else self.burst
                 take = min(take, budget)
-                rest = len(run.pending) - take
-                if 0 < rest < self.chunk:  # no tail under the floor: it would cost a whole chunk
-                    take = take + rest if take + rest <= self.burst else take + rest - self.chunk
+                whole = len(run.pending)
+                if 0 < whole - take < self.chunk:  # no tail under the floor: it costs a chunk
+                    take = whole if whole <= self.burst else whole - self.chunk
             take = min(take, capacity)
             if take <= 0:
                 continue

@@ -71,8 +71,10 @@ DEFAULT_CONTEXT = 4096  # tokens per stream (the model's window is larger; memor
 # costs more everywhere else. Measured here (SmolLM2, 2 cores, on vs off): prefill of 1,500
 # tokens 5.6 vs 7.4 s; one stream's token (1 thread) at 1,500 / 3,500 / 6,000 tokens of context
 # 56 / 110 / 183 vs 29 / 41 / 56 ms; 8 streams' step 52 vs 45 ms; a 16-token prompt chunk beside
-# streams 286 vs 94 ms (so with it on a long prompt stalls every other stream). Off unless asked:
-# ``serve --flash-attn on``, env STREAMCHAT_FLASH_ATTN=on (benchmarks/long_prompt.py).
+# streams 286 vs 94 ms (so with it on a long prompt stalls every other stream). On by default
+# all the same: with it off, a greedy reply batched with others differs from the same request
+# alone (tests/test_batching.py). ``serve --flash-attn off``, env STREAMCHAT_FLASH_ATTN=off
+# (benchmarks/long_prompt.py).
 DEFAULT_FLASH_ATTN = True
 PENALTY_LAST_N = 64  # tokens the repeat penalty looks back on (llama-cpp-python's default)
 RESAMPLES = 2  # new tries for a result the grammar let through but the schema does not

@@ -93,7 +93,10 @@ def test_a_bad_flash_attention_setting_is_one_line_error(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("STREAMCHAT_FLASH_ATTN", "sometimes")
+    assert main(["serve", "--model", "smollm2"]) == 0  # a provider for the unset setting
+    capsys.readouterr()
+    uvicorn_calls.clear()
+    monkeypatch.setenv("STREAMCHAT_FLASH_ATTN", "sometimes")  # read anew, not from a cache
     assert main(["serve", "--model", "smollm2"]) == 1
     err = capsys.readouterr().err
     assert err == "streamchat: error: STREAMCHAT_FLASH_ATTN: 'sometimes' is not on or off\n"

@@ -83,11 +83,13 @@ def get_provider(name: str, local: LocalSettings | None = None) -> Provider:
     routed = split_model(name)
     if routed is None:
         raise KeyError(name)
+    prefix, rest = routed
     local = local or LocalSettings()
+    if prefix == "local":  # its unset settings as the environment says now
+        local = local.resolved()
     with _cache_lock:
         provider = _cache.get((name, local))
         if provider is None:
-            prefix, rest = routed
             provider = _cache[(name, local)] = PROVIDERS[prefix](rest, local)
         return provider
 

@@ -104,6 +104,15 @@ class LocalSettings:
     context: int = DEFAULT_CONTEXT  # each stream's window, in tokens (prompt and reply)
     flash_attn: bool | None = None  # None: STREAMCHAT_FLASH_ATTN (on/off) or DEFAULT_FLASH_ATTN
 
+    def resolved(self) -> LocalSettings:
+        """These settings with what the environment says now in place of each ``None``
+        (a bad value raises :class:`InvalidRequestError`): what providers are keyed on."""
+        return dataclasses.replace(
+            self,
+            parallel=self.parallel or int(os.environ.get("STREAMCHAT_PARALLEL") or 0) or None,
+            flash_attn=flash_attn_setting() if self.flash_attn is None else self.flash_attn,
+        )
+
 
 MAX_CALLS = 4  # tool calls in one reply when parallel calls are allowed
 PEEK_TOKENS = 6  # after a call: tokens to see whether the model starts another
@@ -805,9 +814,7 @@ def local_provider(
 ) -> LocalProvider:
     """The process-wide provider for ``model`` run with ``settings`` (each model file is
     loaded once per settings)."""
-    settings = settings or LocalSettings()
-    if settings.flash_attn is None:  # as the environment says now
-        settings = dataclasses.replace(settings, flash_attn=flash_attn_setting())
+    settings = (settings or LocalSettings()).resolved()
     name = _ALIASES.get(model.lower(), model.lower()) if not model.endswith(".gguf") else model
     with _instances_lock:
         provider = _instances.get((name, settings))

@@ -281,7 +281,8 @@ async def test_a_sequence_llama_cpp_cannot_decode_fails_alone(
 @contextlib.contextmanager
 def readiness(model: LocalProvider, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A server in this process whose default model is ``model``; yields its URL."""
-    monkeypatch.setattr(streamchat.providers, "_cache", {("smollm2", LocalSettings()): model})
+    cache = {("smollm2", LocalSettings().resolved()): model}  # keyed as get_provider looks
+    monkeypatch.setattr(streamchat.providers, "_cache", cache)
     with serve_in_thread(ServerConfig(default_model="smollm2", models=[])) as url:
         yield url
 

@@ -27,6 +27,7 @@ from streamchat.providers.batching import (
     PREFILL_CHUNK,
     PREFILL_CHUNK_PLAIN,
     Run,
+    prompt_chunk,
 )
 from streamchat.providers.local import DEFAULT_LOCAL_MODEL, LocalProvider
 from streamchat.request import build_request
@@ -265,6 +266,23 @@ async def test_a_long_prompt_joining_does_not_stall_decoding_streams(
     assert max(mixed.values()) <= engine.burst, mixed  # ...between chunks of it,
     chunks = [tokens for step, tokens in mixed.items() if step > sent]  # the long prompt's
     assert min(chunks) >= engine.chunk, mixed  # none under the floor, the last neither
+
+
+@pytest.mark.parametrize(("budget", "floor"), [(64, 64), (100, 64), (512, 64), (16, 16)])
+def test_a_prompt_is_cut_in_even_chunks_none_under_the_floor(budget: int, floor: int) -> None:
+    """Each step's share of a prompt (``prompt_chunk``), as the scheduler takes them one after
+    another at a steady budget: no more steps than cutting at the budget, no chunk under the
+    floor (unless the whole prompt is), and chunks within one token of each other."""
+    for whole in range(1, 3000):
+        left, chunks = whole, []
+        while left:
+            chunks.append(prompt_chunk(left, budget, floor))
+            left -= chunks[-1]
+            assert chunks[-1] > 0 and left >= 0
+        assert len(chunks) <= -(-whole // budget), (whole, chunks)
+        assert whole < floor or min(chunks) >= floor, (whole, chunks)
+        assert max(chunks) - min(chunks) <= 1, (whole, chunks)
+    assert prompt_chunk(10, 0, floor) == 0  # a budget spent by another prompt this step
 
 
 async def test_without_flash_attention_a_prompt_beside_a_stream_is_answered() -> None:

@@ -43,8 +43,8 @@ from ..errors import APIError, ModelError, StreamchatError
 from .grammar import GrammarCache, TokenSampler
 
 NEED = object()  # yielded by a program: "decode my pending tokens and send me the next one"
-# Prompt tokens per step. With no stream decoding, prompts take ``PREFILL_BURST`` (n_ubatch) a
-# step. While streams decode, they go first, in a llama_decode call of their own, and the prompts
+# Prompt tokens per step. With no stream decoding, prompts take up to ``PREFILL_BURST`` (n_ubatch)
+# a step. While streams decode, they go first, in a llama_decode call of their own, and the prompts
 # being prefilled share a budget in a second call (chunked prefill, as llama.cpp's server and
 # vLLM do). The budget starts at ``PREFILL_CHUNK`` and is paced by measurement: it grows while
 # a step takes under ``PREFILL_STEP_RATIO`` times a decode-only step, and shrinks towards the
@@ -290,6 +290,18 @@ def common_prefix(a: list[int], b: list[int]) -> int:
             break
         n += 1
     return n
+
+
+def prompt_chunk(whole: int, budget: int, floor: int) -> int:
+    """Prompt tokens to prefill in one step, of ``whole`` left, with ``budget`` to spend: the
+    rest cut into as many even chunks as the budget needs but none under ``floor`` (a short
+    chunk costs about a floor's worth with flash attention). So the largest chunk, which sets
+    decoding streams' longest gap, stays near the budget: 1,500 tokens at 64 go in chunks of
+    65-66, where cutting at the budget would end on one of 92."""
+    if whole <= budget or budget <= 0:
+        return max(0, min(whole, budget))
+    pieces = min(-(-whole // budget), max(1, whole // floor))
+    return -(-whole // pieces)
 
 
 def _client_error(error: BaseException) -> BaseException:
@@ -749,10 +761,7 @@ class Engine:
             if run.prompting:
                 if budget is None:  # any segment so far is a decoding stream's
                     budget = self.prefill_budget if segments else self.burst
-                take = min(take, budget)
-                whole = len(run.pending)
-                if 0 < whole - take < self.chunk:  # no tail under the floor: it costs a chunk
-                    take = whole if whole <= self.burst else whole - self.chunk
+                take = prompt_chunk(take, budget, self.chunk)
             take = min(take, capacity)
             if take <= 0:
                 continue

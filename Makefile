@@ -38,11 +38,16 @@ system-packages:
 	fi
 
 # Two pytest workers (pytest-xdist), each taking whole files (their module-scoped servers and
-# engines start once); every run in a new random order (pytest-randomly, seed printed on top).
+# engines start once); every run in a new random order (pytest-randomly), its seed printed first
+# (-q hides pytest's own header): `make test TEST_SEED=N` runs that order again.
+ifndef TEST_SEED
+TEST_SEED := $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
+endif
 test: setup system-packages
 	$(BIN)/ruff check src tests benchmarks
 	$(MAKE) --no-print-directory docs
-	$(BIN)/pytest -q -n 2 --dist loadfile
+	@echo "test order: pytest-randomly seed $(TEST_SEED) (make test TEST_SEED=$(TEST_SEED) repeats it)"
+	$(BIN)/pytest -q -n 2 --dist loadfile --randomly-seed=$(TEST_SEED)
 
 # The documentation site (docs/, mkdocs.yml) into build/docs; any warning fails the build.
 # Offline and a few seconds; the examples in it run in tests/test_docs_examples.py.

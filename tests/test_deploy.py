@@ -101,6 +101,8 @@ def refused(url: str) -> bool:
         return True
     except httpx.TimeoutException:  # still there, slow to answer: ask again
         return False
+    except (httpx.RemoteProtocolError, httpx.ReadError):  # queued as the listener closed and
+        return False  # dropped unanswered (the kernel's backlog): ask again
     return False
 
 

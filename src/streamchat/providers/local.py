@@ -109,7 +109,7 @@ class LocalSettings:
         (a bad value raises :class:`InvalidRequestError`): what providers are keyed on."""
         return dataclasses.replace(
             self,
-            parallel=self.parallel or int(os.environ.get("STREAMCHAT_PARALLEL") or 0) or None,
+            parallel=self.parallel or parallel_setting(),
             flash_attn=flash_attn_setting() if self.flash_attn is None else self.flash_attn,
         )
 
@@ -302,8 +302,7 @@ class LocalProvider:
         self.n_threads = threads or max(1, (os.cpu_count() or 1) // 2)
         batch_threads = int(os.environ.get("STREAMCHAT_THREADS_BATCH") or 0) or threads
         self.n_threads_batch = batch_threads or max(1, os.cpu_count() or 1)
-        parallel = parallel or int(os.environ.get("STREAMCHAT_PARALLEL") or 0)
-        self.parallel = max(1, parallel or DEFAULT_PARALLEL)
+        self.parallel = max(1, parallel or parallel_setting())
         self.flash_attn = flash_attn_setting() if flash_attn is None else flash_attn
         waiting = MAX_WAITING if max_waiting is None else max_waiting
         self.admission = _Admission(self.parallel + waiting)
@@ -791,6 +790,11 @@ class _ToolReply:
             if not tool_prompt.CALL_OPEN.startswith(stripped):
                 return False
         return False
+
+
+def parallel_setting() -> int:
+    """Streams decoded together as STREAMCHAT_PARALLEL says, else the default."""
+    return int(os.environ.get("STREAMCHAT_PARALLEL") or 0) or DEFAULT_PARALLEL
 
 
 def flash_attn_setting() -> bool:
